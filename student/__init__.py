@@ -1,0 +1,1 @@
+"""X-VLM, the deployable student, and the CPFD loss. Never imports `teacher`."""
