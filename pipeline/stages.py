@@ -1,0 +1,309 @@
+"""The model stages of the CLI: `train-teacher`, `train-student`, `evaluate`, `predict`.
+
+Each function opens and checks its inputs, builds or loads a model, and hands the work to the
+shared pieces: `pipeline.data` (batches), `pipeline.train` (the loop), `pipeline.metrics`.
+The teacher class is imported only inside the functions that need it, so the student stages
+never import `teacher`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix
+from pipeline.metrics import classification_metrics, softmax
+from pipeline.tokenization import encode_text, load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
+from pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, train
+from storage.atomic import commit, temp_path_for
+from storage.corpus import Corpus, prepare_output_dir
+from storage.errors import CpfdError
+
+TEACHER_ARCHITECTURE = "DF-X-VLM"
+STUDENT_ARCHITECTURE = "X-VLM"
+
+
+@dataclass
+class ModelOptions:
+    """Backbones and sizes of a new model (a pretrained folder overrides the matching sizes)."""
+
+    vision_model: str | None = None  # local Hugging Face vision model folder (e.g. a ViT)
+    text_model: str | None = None  # local Hugging Face text model folder (e.g. all-MiniLM-L6-v2)
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    fusion_layers: int = 1
+    patch_size: int = 8
+    vocab_size: int = 2000  # for the WordPiece tokenizer trained when no text model is given
+    max_length: int = 32  # tokens of title + OCR text
+
+
+def command_line() -> str:
+    return "cpfd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and tokenizer from the training split
+# ---------------------------------------------------------------------------------------------
+
+def feature_stats(corpus: Corpus, column: str, width: int) -> tuple[list[float], list[float]]:
+    """NaN-aware mean and std of a dense-feature column over the train split, streamed."""
+    total, total_sq, count = np.zeros(width), np.zeros(width), np.zeros(width)
+    for table in corpus.iter_batches("train", [column]):
+        x = list_column_to_matrix(table.column(0), width).astype(np.float64)
+        present = ~np.isnan(x)
+        x = np.where(present, x, 0.0)
+        total += x.sum(0)
+        total_sq += (x * x).sum(0)
+        count += present.sum(0)
+    mean = total / np.maximum(count, 1)
+    std = np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean**2, 0.0))
+    std[std < 1e-6] = 1.0  # constant or always-missing features: leave them unscaled
+    return mean.tolist(), std.tolist()
+
+
+def train_texts(corpus: Corpus):
+    for table in corpus.iter_batches("train", ["title", "ocr_text"]):
+        for title, ocr in zip(table.column(0).to_pylist(), table.column(1).to_pylist()):
+            yield f"{title or ''} {ocr or ''}"
+
+
+def prepare_tokenizer(corpus: Corpus, options: ModelOptions):
+    if not corpus.has_text:
+        return None
+    if options.text_model:
+        return load_tokenizer(options.text_model)
+    return train_wordpiece_tokenizer(train_texts(corpus), vocab_size=options.vocab_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and loading models
+# ---------------------------------------------------------------------------------------------
+
+def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
+    """A fresh X-VLM (role "student") or DF-X-VLM (role "teacher") sized for `corpus`."""
+    from student.xvlm import XVLMConfig, XVLMForClassification
+
+    feature_mean, feature_std = feature_stats(corpus, "features", len(corpus.features)) if corpus.features else ([], [])
+    common = dict(
+        num_classes=corpus.num_classes,
+        classes=corpus.classes,
+        frames_per_video=corpus.frames_per_video,
+        image_size=corpus.image_size,
+        has_text=corpus.has_text,
+        vocab_size=len(tokenizer) if tokenizer is not None else 0,
+        feature_names=corpus.features,
+        feature_mean=feature_mean,
+        feature_std=feature_std,
+        vision_model_path=options.vision_model,
+        text_model_path=options.text_model,
+        hidden_size=options.hidden_size,
+        num_layers=options.num_layers,
+        num_heads=options.num_heads,
+        fusion_layers=options.fusion_layers,
+        patch_size=options.patch_size,
+        max_length=options.max_length,
+    )
+    if role == "student":
+        model = XVLMForClassification(XVLMConfig.build(**common))
+    else:
+        from teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
+
+        mean, std = feature_stats(corpus, "privileged", len(corpus.privileged_features))
+        config = DFXVLMConfig.build(
+            **common, privileged_features=corpus.privileged_features, privileged_mean=mean, privileged_std=std
+        )
+        model = DFXVLMForClassification(config)
+    model.load_pretrained_backbones(vision_model_path=options.vision_model, text_model_path=options.text_model)
+    return model
+
+
+def read_config(model_dir: Path) -> dict:
+    path = Path(model_dir) / "config.json"
+    if not Path(model_dir).is_dir():
+        raise CpfdError(f"{model_dir}: no such model directory")
+    if not path.exists():
+        raise CpfdError(f"{model_dir}: no config.json (not a model folder, or its training did not finish)")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CpfdError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_model(model_dir: Path, allow_teacher: bool = True):
+    """(model, tokenizer or None) from a model folder; safetensors only."""
+    model_dir = Path(model_dir)
+    architecture = read_config(model_dir).get("architecture")
+    if architecture == STUDENT_ARCHITECTURE:
+        from student.xvlm import XVLMForClassification as cls
+    elif architecture == TEACHER_ARCHITECTURE:
+        if not allow_teacher:
+            raise CpfdError(f"{model_dir}: is a teacher (DF-X-VLM), which needs privileged features; "
+                            "serve a student (X-VLM) instead")
+        from teacher.df_xvlm import DFXVLMForClassification as cls
+    else:
+        raise CpfdError(f"{model_dir / 'config.json'}: unknown architecture {architecture!r}")
+    model = cls.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir / "tokenizer") if (model_dir / "tokenizer").is_dir() else None
+    if model.config.has_text and tokenizer is None:
+        raise CpfdError(f"{model_dir}: the model reads text but the folder has no tokenizer/")
+    return model, tokenizer
+
+
+def is_teacher(model) -> bool:
+    return model.config.architecture == TEACHER_ARCHITECTURE
+
+
+def check_model_fits_corpus(model, model_dir: Path, corpus: Corpus) -> None:
+    config = model.config
+    problems = []
+    if list(config.classes) != corpus.classes:
+        problems.append(f"classes {list(config.classes)} vs corpus {corpus.classes}")
+    if config.frames_per_video != corpus.frames_per_video:
+        problems.append(f"{config.frames_per_video} frames per video vs corpus {corpus.frames_per_video}")
+    if bool(config.has_text) != corpus.has_text:
+        problems.append("text input differs")
+    if list(config.feature_names) != corpus.features:
+        problems.append(f"features {list(config.feature_names)} vs corpus {corpus.features}")
+    if is_teacher(model) and list(config.privileged_features) != corpus.privileged_features:
+        problems.append(f"privileged features {list(config.privileged_features)} vs corpus {corpus.privileged_features}")
+    if problems:
+        raise CpfdError(f"model {model_dir} does not fit corpus {corpus.path}: " + "; ".join(problems))
+
+
+def dataset_for(model, corpus: Corpus, split: str, tokenizer, batch_size: int, **kw) -> CorpusBatches:
+    """The batches a model reads: a student never asks for the privileged column."""
+    return CorpusBatches(
+        corpus.path, split, Inputs.for_corpus(corpus, privileged=is_teacher(model)),
+        tokenizer=tokenizer, max_length=model.config.max_length, batch_size=batch_size, **kw,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+
+def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, train_options: TrainOptions,
+                overwrite: bool = False) -> dict:
+    """`cpfd train-teacher` (role "teacher") and `cpfd train-student` (role "student")."""
+    corpus = Corpus(corpus_path)
+    if role == "teacher" and not corpus.privileged_features:
+        raise CpfdError(f"{corpus_path}: the corpus has no privileged features; a teacher needs them "
+                        "(train a student with `cpfd train-student`)")
+    if corpus.num_rows("train") == 0:
+        raise CpfdError(f"{corpus_path}: the train split is empty")
+    out = Path(out)
+    prepare_output_dir(out, overwrite, "config.json", "model")
+    tokenizer = prepare_tokenizer(corpus, model_options)
+    model = build_model(role, corpus, tokenizer, model_options)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, out / "tokenizer")
+    train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size,
+                            shuffle=True, seed=train_options.seed)
+    eval_set = (dataset_for(model, corpus, "eval", tokenizer, train_options.batch_size)
+                if corpus.num_rows("eval") else None)
+    record = {
+        "stage": f"train-{role}",
+        "command": command_line(),
+        "architecture": model.config.architecture,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
+        "options": {"model": asdict(model_options)},
+    }
+    return train(model, train_set, eval_set, cross_entropy_loss, out, train_options, record)
+
+
+def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> None:
+    """The predictions file of DESIGN.md 4.5 (labels may be None for the serve path)."""
+    probs = softmax(logits.astype(np.float64))
+    pred = probs.argmax(1)
+    prob = probs[:, 1] if logits.shape[1] == 2 else probs[np.arange(len(pred)), pred]
+    num_classes = logits.shape[1]
+    columns = {"sample_id": pa.array(sample_ids, pa.string())}
+    if labels is not None:
+        columns["label"] = pa.array(labels, pa.int32())
+    columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), num_classes)
+    columns["prob"] = pa.array(prob.astype(np.float32))
+    columns["pred"] = pa.array(pred.astype(np.int32))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    pq.write_table(pa.table(columns), tmp)
+    commit(tmp, path)
+
+
+def evaluate_model(model_dir, corpus_path, *, split: str = "eval", out=None, batch_size: int = 128,
+                   device: str = "auto", progress: bool = True) -> dict:
+    """`cpfd evaluate`: metrics of a model on a corpus split, optionally its predictions file."""
+    model, tokenizer = load_model(model_dir)
+    corpus = Corpus(corpus_path)
+    check_model_fits_corpus(model, Path(model_dir), corpus)
+    if corpus.num_rows(split) == 0:
+        raise CpfdError(f"{corpus_path}: the {split} split is empty")
+    device = resolve_device(device)
+    model.to(device)
+    dataset = dataset_for(model, corpus, split, tokenizer, batch_size)
+    labels, logits = predict_logits(model, dataset, device, progress=progress, desc=f"evaluate {split}")
+    metrics = classification_metrics(labels, logits)
+    if out is not None:
+        ids = corpus.read_column(split, "sample_id").to_pylist()  # dataset order is corpus order here
+        write_predictions(out, ids, labels, logits)
+    return {"model": str(model_dir), "architecture": model.config.architecture, "corpus": str(corpus_path),
+            "split": split, **metrics}
+
+
+def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, device: str = "auto",
+                     progress: bool = True) -> dict:
+    """`cpfd predict`: score raw videos from a manifest with a student: the serve path.
+
+    Reads frames, title, OCR text and non-privileged features only; a teacher is refused,
+    because at serving time the privileged features do not exist yet.
+    Returns {"sample_id": [...], "logits": (N, C), "classes": [...]} and writes the
+    predictions file (without labels) when `out` is given.
+    """
+    from tqdm.auto import tqdm
+
+    from storage.manifest import iter_manifest, to_row
+    from storage.schema import CORPUS_SCHEMA
+
+    model, tokenizer = load_model(model_dir, allow_teacher=False)
+    config = model.config
+    device = resolve_device(device)
+    model.to(device).eval()
+    inputs = Inputs(frames=config.frames_per_video > 0, text=bool(config.has_text),
+                    features=bool(config.feature_names), privileged=False)
+    widths = {"features": len(config.feature_names), "privileged": 0}
+
+    def score(rows: list[dict]) -> np.ndarray:
+        table = pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA)
+        batch = collate(table, inputs, tokenizer, config.max_length, widths)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.inference_mode():
+            return model(batch).logits.float().cpu().numpy()
+
+    ids, logits, rows = [], [], []
+    for record in tqdm(iter_manifest(manifest, require_label=False), desc="predict", disable=not progress, leave=False):
+        if inputs.frames and not record["frames"]:
+            raise CpfdError(f"{manifest}:{record['line']}: the model reads frames but this line has none")
+        rows.append(to_row(record, manifest, label=-1, frames_per_video=config.frames_per_video,
+                           image_size=config.image_size, privileged_features=[], features=config.feature_names))
+        ids.append(record["id"])
+        if len(rows) == batch_size:
+            logits.append(score(rows))
+            rows = []
+    if rows:
+        logits.append(score(rows))
+    if not ids:
+        raise CpfdError(f"{manifest}: the manifest has no lines to score")
+    logits = np.concatenate(logits)
+    if out is not None:
+        write_predictions(out, ids, None, logits)
+    return {"sample_id": ids, "logits": logits, "classes": list(config.classes)}
