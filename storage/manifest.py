@@ -1,0 +1,503 @@
+"""JSON Lines manifests (DESIGN.md 4.1): line-by-line validation, and `cpfd import` into a corpus.
+
+A manifest holds one JSON object per video (or per sample, for a tabular manifest):
+
+    {"id": "v1", "frames": ["v1/0.jpg", "v1/1.jpg"], "title": "...", "ocr_text": "...",
+     "privileged": {"reports": 3, "legacy_score": 0.8}, "features": {"duration": 12.5},
+     "label": "violating", "split": "train"}
+
+The rules for one line live in `parse_line` and `frame_paths`, so that the serve path
+(`cpfd predict MODEL MANIFEST`, which reads manifests without labels) applies the same ones
+with `require_label=False`. `scan_manifest` is the whole-file pass (unique ids, the same kinds
+of fields on every line, feature names, class names, frame files exist) and `import_manifest`
+the two-pass import:
+
+    pass 1  scan_manifest: stream the lines, validate them all; nothing is written
+    pass 2  stream the lines again, load and resize frames, write rows with CorpusWriter
+
+Every mistake in the input raises CpfdError(f"{manifest}:{line}: <problem>"): one line a user
+can act on. Because pass 2 runs inside `with CorpusWriter(...)`, an error there (an image that
+does not decode) leaves no corpus.json behind.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from tqdm import tqdm
+
+from storage.corpus import CORPUS_JSON, CorpusWriter
+from storage.errors import CpfdError
+from storage.images import ImageError, load_frames
+
+FIELDS = ("id", "frames", "title", "ocr_text", "privileged", "features", "label", "split")
+
+# The kinds of input a line can carry; every line of one manifest carries the same kinds.
+KINDS = ("frames", "text", "features", "privileged")
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def line_error(manifest: str | Path, line_no: int, problem: str) -> CpfdError:
+    return CpfdError(f"{manifest}:{line_no}: {problem}")
+
+
+# --------------------------------------------------------------------------------------------
+# One line
+# --------------------------------------------------------------------------------------------
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json.loads keeps the last of two equal keys silently; a manifest with `"id"` twice is a bug.
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON; write null for a missing value")
+
+
+def _number_map(value, name: str, err) -> dict[str, float | None] | None:
+    """`privileged` / `features`: an object of name -> finite number or null, or null."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise err(f"{name} must be an object of name -> number, got {type(value).__name__}")
+    out = {}
+    for key, v in value.items():
+        if key == "":
+            raise err(f"{name} has an empty feature name")
+        if v is None:
+            out[key] = None
+            continue
+        # bool is an int subclass in Python, but `true` is not a number in a manifest.
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise err(f"{name} {key!r} is not a number: {json.dumps(v)}")
+        try:
+            x = float(v)
+        except OverflowError:
+            x = math.inf
+        if not math.isfinite(x) or abs(x) > _FLOAT32_MAX:
+            raise err(f"{name} {key!r} = {v} does not fit in float32")
+        out[key] = x
+    return out
+
+
+def _text(value, name: str, err) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise err(f"{name} must be a string, got {type(value).__name__}")
+
+
+def parse_line(text: str, line_no: int, manifest_path: str | Path, *, require_label: bool = True) -> dict:
+    """Validate one non-blank manifest line; return it as a record.
+
+    The record has every key of FIELDS plus `line` and `kinds`; absent fields are None.
+    `frames` is the list of paths as written (see `frame_paths`), `privileged` / `features`
+    map name -> float or None (missing), `kinds` is the frozenset of KINDS the line carries.
+    Raises CpfdError(f"{manifest_path}:{line_no}: ...") on the first problem found.
+    """
+
+    def err(problem: str) -> CpfdError:
+        return line_error(manifest_path, line_no, problem)
+
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise err(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:
+        raise err(f"not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise err(f"expected a JSON object, got {type(obj).__name__}")
+
+    for key in obj:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; expected some of {', '.join(FIELDS)}"
+            raise err(f"unknown field {key!r}{hint}")
+
+    sample_id = obj.get("id")
+    if sample_id is None:
+        raise err("missing id")
+    if not isinstance(sample_id, str) or not sample_id:
+        raise err(f"id must be a non-empty string, got {json.dumps(sample_id)}")
+
+    label = obj.get("label")
+    if label is None:
+        if require_label:
+            raise err("missing label")
+    elif isinstance(label, bool) or not isinstance(label, (int, str)):
+        raise err(f"label must be a class index or a class name, got {json.dumps(label)}")
+    elif isinstance(label, int) and label < 0:
+        raise err(f"label {label} out of range (class indices start at 0)")
+    elif isinstance(label, str) and not label:
+        raise err("label is an empty string")
+
+    split = obj.get("split")
+    if split is not None and split not in ("train", "eval"):
+        raise err(f"split must be \"train\" or \"eval\", got {json.dumps(split)}")
+
+    frames = obj.get("frames")
+    if "frames" in obj:
+        if not isinstance(frames, list) or not frames:
+            raise err("frames must be a non-empty list of image paths (leave it out for no frames)")
+        for f in frames:
+            if not isinstance(f, str) or not f:
+                raise err(f"frames must hold paths (non-empty strings), got {json.dumps(f)}")
+
+    kinds = {k for k in ("frames", "privileged", "features") if k in obj}
+    if "title" in obj or "ocr_text" in obj:
+        kinds.add("text")
+    return {
+        "line": line_no,
+        "id": sample_id,
+        "frames": frames,
+        "title": _text(obj.get("title"), "title", err),
+        "ocr_text": _text(obj.get("ocr_text"), "ocr_text", err),
+        "privileged": _number_map(obj.get("privileged"), "privileged", err),
+        "features": _number_map(obj.get("features"), "features", err),
+        "label": label,
+        "split": split,
+        "kinds": frozenset(kinds),
+    }
+
+
+def iter_manifest(manifest: str | Path, *, require_label: bool = True) -> Iterator[dict]:
+    """Stream the records of a manifest, one line at a time; blank lines are skipped
+    (they still count in line numbers)."""
+    manifest = Path(manifest)
+    if not manifest.exists():
+        raise CpfdError(f"{manifest}: no such manifest file")
+    if manifest.is_dir():
+        raise CpfdError(f"{manifest}: is a directory, not a manifest file")
+    with open(manifest, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise line_error(manifest, line_no, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+            yield parse_line(text, line_no, manifest, require_label=require_label)
+
+
+def count_lines(manifest: str | Path) -> int:
+    with open(manifest, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def frame_paths(record: dict, manifest_path: str | Path, *, check: bool = True) -> list[Path]:
+    """The record's frame files, relative paths resolved against the manifest's folder.
+
+    With `check`, a path that is not an existing file raises the line's error.
+    """
+    base = Path(manifest_path).parent
+    paths = []
+    for f in record["frames"] or []:
+        p = Path(f)
+        p = p if p.is_absolute() else base / p
+        if check and not p.is_file():
+            what = "is not a file" if p.exists() else "does not exist"
+            raise line_error(manifest_path, record["line"], f"frame file {f!r} {what} ({p})")
+        paths.append(p)
+    return paths
+
+
+def feature_vector(values: dict[str, float | None] | None, names: Sequence[str]) -> list[float]:
+    """Values in `names` order; a name the line leaves out or sets to null is NaN."""
+    values = values or {}
+    return [math.nan if values.get(n) is None else values[n] for n in names]
+
+
+def hashed_split(sample_id: str, eval_fraction: float) -> str:
+    """The split of a line without `split`: a hash of its id, the same on every machine."""
+    u = int(hashlib.sha256(sample_id.encode()).hexdigest()[:16], 16) / 2**64  # uniform in [0, 1)
+    return "eval" if u < eval_fraction else "train"
+
+
+# --------------------------------------------------------------------------------------------
+# The whole file (pass 1)
+# --------------------------------------------------------------------------------------------
+
+
+def _describe_kinds(kinds) -> str:
+    return ", ".join(k for k in KINDS if k in kinds) or "no inputs"
+
+
+@dataclass
+class ManifestScan:
+    """What pass 1 learned about a manifest."""
+
+    lines_read: int = 0  # physical lines, blank ones included
+    samples: int = 0
+    first_line: int = 0
+    kinds: frozenset = frozenset()
+    label_kind: type | None = None  # int or str
+    label_names: set = field(default_factory=set)
+    max_label: int = -1
+    privileged_features: list[str] = field(default_factory=list)  # sorted union of names
+    features: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def has_frames(self) -> bool:
+        return "frames" in self.kinds
+
+    @property
+    def has_text(self) -> bool:
+        return "text" in self.kinds
+
+
+def _check_classes(classes: Sequence[str]) -> list[str]:
+    classes = [str(c) for c in classes]
+    if any(not c for c in classes):
+        raise CpfdError(f"--classes: empty class name in {','.join(classes)!r}")
+    seen = set()
+    for c in classes:
+        if c in seen:
+            raise CpfdError(f"--classes: class {c!r} is named twice")
+        seen.add(c)
+    if len(classes) < 2:
+        raise CpfdError(f"--classes: a corpus needs at least 2 classes, got {classes}")
+    return classes
+
+
+def scan_manifest(
+    manifest: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    require_label: bool = True,
+    check_frames: bool = True,
+    progress: bool = False,
+) -> ManifestScan:
+    """Pass 1: validate every line and the file as a whole, streaming; writes nothing.
+
+    Class names: `classes` if given (labels must be among them, or index them); else the
+    sorted set of string labels; else, for int labels, "0".."max" (at least 2 classes).
+    """
+    manifest = Path(manifest)
+    if classes is not None:
+        classes = _check_classes(classes)
+    scan = ManifestScan()
+    seen_ids: dict[str, int] = {}
+    priv_names: set[str] = set()
+    feat_names: set[str] = set()
+    first_label_line = 0
+    records = iter_manifest(manifest, require_label=require_label)
+    # leave=False: the bar is erased when done, so an error stays the only line on the terminal.
+    for rec in tqdm(records, desc="check", unit=" lines", file=sys.stderr, disable=not progress, leave=False):
+        line = rec["line"]
+
+        def err(problem: str) -> CpfdError:
+            return line_error(manifest, line, problem)
+
+        if rec["id"] in seen_ids:
+            raise err(f"duplicate id {rec['id']!r} (first on line {seen_ids[rec['id']]})")
+        seen_ids[rec["id"]] = line
+
+        if scan.samples == 0:
+            scan.first_line, scan.kinds = line, rec["kinds"]
+        elif rec["kinds"] != scan.kinds:
+            raise err(
+                f"has {_describe_kinds(rec['kinds'])} but line {scan.first_line} has "
+                f"{_describe_kinds(scan.kinds)}; every line needs the same kinds of fields"
+            )
+
+        label = rec["label"]
+        if label is not None:
+            if scan.label_kind is None:
+                scan.label_kind, first_label_line = type(label), line
+            elif type(label) is not scan.label_kind:
+                kind = {int: "class indices", str: "class names"}
+                raise err(
+                    f"label {json.dumps(label)} mixes {kind[type(label)]} with the "
+                    f"{kind[scan.label_kind]} used since line {first_label_line}"
+                )
+            if isinstance(label, int):
+                if classes is not None and label >= len(classes):
+                    raise err(f"label {label} out of range for {len(classes)} classes (0..{len(classes) - 1})")
+                scan.max_label = max(scan.max_label, label)
+            else:
+                if classes is not None and label not in classes:
+                    raise err(f"unknown label {label!r}; --classes names {', '.join(classes)}")
+                scan.label_names.add(label)
+
+        priv_names.update(rec["privileged"] or ())
+        feat_names.update(rec["features"] or ())
+        if check_frames:
+            frame_paths(rec, manifest)
+        scan.samples += 1
+
+    if scan.samples == 0:
+        raise CpfdError(f"{manifest}: empty manifest (no lines with a sample)")
+    scan.lines_read = count_lines(manifest)
+    scan.privileged_features = sorted(priv_names)
+    scan.features = sorted(feat_names)
+    if not (scan.has_frames or scan.has_text or scan.features):
+        raise CpfdError(
+            f"{manifest}: no frames, text or features on any line (line {scan.first_line} has "
+            f"{_describe_kinds(scan.kinds)}); privileged features alone give the student nothing to learn from"
+        )
+
+    if classes is not None:
+        scan.classes = list(classes)
+    elif scan.label_kind is str:
+        scan.classes = sorted(scan.label_names)
+        if len(scan.classes) < 2:
+            raise CpfdError(
+                f"{manifest}: every label is {scan.classes[0]!r}; a corpus needs at least 2 classes "
+                f"(name them with --classes)"
+            )
+    elif scan.label_kind is int:
+        scan.classes = [str(i) for i in range(max(scan.max_label + 1, 2))]
+    return scan
+
+
+# --------------------------------------------------------------------------------------------
+# Import (pass 2)
+# --------------------------------------------------------------------------------------------
+
+
+def to_row(
+    record: dict,
+    manifest_path: str | Path,
+    *,
+    label: int,
+    frames_per_video: int,
+    image_size: int,
+    privileged_features: Sequence[str],
+    features: Sequence[str],
+) -> dict:
+    """A corpus row (CORPUS_SCHEMA) for one record: frames loaded and resized, features in
+    corpus order with NaN for missing ones. An image that does not decode raises the line's
+    error naming the file."""
+    frames: list[bytes] = []
+    if frames_per_video > 0:
+        paths = frame_paths(record, manifest_path, check=False)
+        try:
+            frames = load_frames(paths, frames_per_video, image_size)
+        except ImageError as e:
+            as_written = record["frames"][paths.index(e.path)] if e.path in paths else str(e.path)
+            raise line_error(manifest_path, record["line"], f"frame file {as_written!r} {e.reason}") from None
+    return {
+        "sample_id": record["id"],
+        "label": label,
+        "title": record["title"] or "",
+        "ocr_text": record["ocr_text"] or "",
+        "frames": frames,
+        "privileged": feature_vector(record["privileged"], privileged_features),
+        "features": feature_vector(record["features"], features),
+    }
+
+
+def import_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    eval_fraction: float = 0.2,
+    classes: Sequence[str] | None = None,
+    frames_per_video: int = 4,
+    image_size: int = 64,
+    task: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """`cpfd import`: manifest -> corpus directory. Returns lines_read (blank lines included),
+    rows_written, train_rows, eval_rows, classes and the corpus fingerprint.
+
+    Nothing is written until the whole manifest has been validated; an existing corpus in
+    `out` is refused before reading (unless `overwrite`) and survives a manifest that fails.
+    """
+    manifest, out = Path(manifest), Path(out)
+    if not 0.0 <= eval_fraction <= 1.0:
+        raise CpfdError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
+    if frames_per_video < 1:
+        raise CpfdError(f"frames_per_video must be at least 1, got {frames_per_video}")
+    if image_size < 1:
+        raise CpfdError(f"image_size must be at least 1, got {image_size}")
+    # Refuse early, touching nothing; CorpusWriter checks again (and un-finishes OUT) in pass 2.
+    if out.exists() and not out.is_dir():
+        raise CpfdError(f"{out} exists and is not a directory")
+    if (out / CORPUS_JSON).exists() and not overwrite:
+        raise CpfdError(f"{out} already holds a corpus ({CORPUS_JSON}); pass --overwrite to replace it")
+
+    scan = scan_manifest(manifest, classes=classes, progress=progress)
+    fpv = frames_per_video if scan.has_frames else 0
+    command = ["cpfd", "import", str(manifest), str(out), "--eval-fraction", str(eval_fraction),
+               "--frames-per-video", str(frames_per_video), "--image-size", str(image_size)]
+    if classes is not None:
+        command += ["--classes", ",".join(scan.classes)]
+
+    created_out = not out.exists()
+    try:
+        meta, rows = _write_corpus(
+            manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
+            task=task or manifest.stem, overwrite=overwrite, created_by=shlex.join(command), progress=progress,
+        )
+    except BaseException:
+        if created_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # leave no trace of a failed import where there was nothing before
+        raise
+    splits = meta["splits"]
+    return {
+        "lines_read": scan.lines_read,
+        "rows_written": rows,
+        "train_rows": splits["train"]["rows"],
+        "eval_rows": splits["eval"]["rows"],
+        "classes": scan.classes,
+        "fingerprint": meta["fingerprint"],
+    }
+
+
+def _write_corpus(
+    manifest: Path, out: Path, scan: ManifestScan, *, frames_per_video: int, image_size: int,
+    eval_fraction: float, task: str, overwrite: bool, created_by: str, progress: bool,
+) -> tuple[dict, int]:
+    """Pass 2 of `import_manifest`: stream the manifest again and write every row."""
+    fpv = frames_per_video
+    class_index = {c: i for i, c in enumerate(scan.classes)}
+    rows = 0
+    with CorpusWriter(
+        out,
+        task=task,
+        classes=scan.classes,
+        frames_per_video=fpv,
+        image_size=image_size,
+        has_text=scan.has_text,
+        privileged_features=scan.privileged_features,
+        features=scan.features,
+        overwrite=overwrite,
+        created_by=created_by,
+    ) as writer, tqdm(total=scan.samples, desc="import", unit=" videos" if fpv else " rows",
+                      file=sys.stderr, disable=not progress) as bar:
+        bar.leave = False  # kept on screen only once the corpus is written (below)
+        for rec in iter_manifest(manifest):
+            label = rec["label"]
+            index = label if isinstance(label, int) else class_index.get(label)
+            if index is None or index >= len(scan.classes):
+                # Only if the file changed since pass 1.
+                raise line_error(manifest, rec["line"], f"label {json.dumps(label)} not among the classes")
+            row = to_row(
+                rec, manifest, label=index, frames_per_video=fpv, image_size=image_size,
+                privileged_features=scan.privileged_features, features=scan.features,
+            )
+            writer.add(rec["split"] or hashed_split(rec["id"], eval_fraction), row)
+            rows += 1
+            bar.update()
+        if rows != scan.samples:
+            raise CpfdError(f"{manifest}: changed while importing ({scan.samples} samples checked, {rows} read)")
+        meta = writer.close()  # inside `with`: a failure here still removes the shards
+        bar.leave = True
+    return meta, rows
