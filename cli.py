@@ -26,6 +26,10 @@ class CpfdClickError(click.ClickException):
 class CpfdGroup(click.Group):
     """A group that turns library errors into one line, unless --debug."""
 
+    def parse_args(self, ctx, args):
+        ctx.meta["cpfd.argv"] = list(args)  # recorded in training.json and dump manifests
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -34,6 +38,13 @@ class CpfdGroup(click.Group):
                 raise
             message = str(e) if isinstance(e, CpfdError) else f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": ")
             raise CpfdClickError(message) from None
+
+
+def invocation() -> str:
+    """The command line as the user typed it, for training.json and reports."""
+    import shlex
+
+    return " ".join(["cpfd", *(shlex.quote(a) for a in click.get_current_context().meta.get("cpfd.argv", []))])
 
 
 def quiet_option(f):
@@ -222,7 +233,7 @@ def train_teacher(corpus, out, overwrite, **kw):
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="teacher", model_options=model_options,
-                         train_options=train_options, overwrite=overwrite)
+                         train_options=train_options, overwrite=overwrite, command=invocation())
     report_training(record, out)
 
 
@@ -240,7 +251,7 @@ def train_student(corpus, out, overwrite, **kw):
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="student", model_options=model_options,
-                         train_options=train_options, overwrite=overwrite)
+                         train_options=train_options, overwrite=overwrite, command=invocation())
     report_training(record, out)
 
 

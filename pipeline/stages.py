@@ -9,8 +9,6 @@ never import `teacher`.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 from pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix
 from pipeline.metrics import classification_metrics, softmax
 from pipeline.tokenization import encode_text, load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
-from pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, train
+from pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, set_seed, train
 from storage.atomic import commit, temp_path_for
 from storage.corpus import Corpus, prepare_output_dir
 from storage.errors import CpfdError
@@ -44,10 +42,6 @@ class ModelOptions:
     patch_size: int = 8
     vocab_size: int = 2000  # for the WordPiece tokenizer trained when no text model is given
     max_length: int = 32  # tokens of title + OCR text
-
-
-def command_line() -> str:
-    return "cpfd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +186,7 @@ def dataset_for(model, corpus: Corpus, split: str, tokenizer, batch_size: int, *
 # ---------------------------------------------------------------------------------------------
 
 def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, train_options: TrainOptions,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, command: str = "") -> dict:
     """`cpfd train-teacher` (role "teacher") and `cpfd train-student` (role "student")."""
     corpus = Corpus(corpus_path)
     if role == "teacher" and not corpus.privileged_features:
@@ -203,6 +197,7 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
     out = Path(out)
     prepare_output_dir(out, overwrite, "config.json", "model")
     tokenizer = prepare_tokenizer(corpus, model_options)
+    set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
     model = build_model(role, corpus, tokenizer, model_options)
     if tokenizer is not None:
         save_tokenizer(tokenizer, out / "tokenizer")
@@ -212,7 +207,7 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
                 if corpus.num_rows("eval") else None)
     record = {
         "stage": f"train-{role}",
-        "command": command_line(),
+        "command": command,
         "architecture": model.config.architecture,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},

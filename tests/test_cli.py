@@ -1,0 +1,49 @@
+"""The command line as a whole: every command of DESIGN.md 4.6 exists and explains itself."""
+
+import pytest
+from click.testing import CliRunner
+
+from cli import cpfd
+
+DESIGN_COMMANDS = [
+    "synth", "import", "train-teacher", "train-student", "dump-teacher", "distill", "evaluate", "predict",
+    "query", "inspect", "calibrate", "experiment", "info",
+]
+
+
+def test_help_lists_every_command():
+    result = CliRunner().invoke(cpfd, ["--help"])
+    assert result.exit_code == 0
+    for name in DESIGN_COMMANDS:
+        assert f"  {name} " in result.output, name
+
+
+@pytest.mark.parametrize("name", DESIGN_COMMANDS)
+def test_every_command_has_help(name):
+    command = cpfd.commands[name]
+    assert command.help and command.help.strip()
+    result = CliRunner().invoke(cpfd, [name, "--help"])
+    assert result.exit_code == 0 and "Usage: cpfd " + name in result.output
+    for param in command.params:
+        if param.name != "help" and param.param_type_name == "option":
+            assert param.help, f"{name} --{param.name} has no help"
+
+
+def test_commands_not_built_yet_say_so(tmp_path):
+    not_built = [n for n, c in cpfd.commands.items() if "Not built yet" in (c.help or "")]
+    for name in not_built:
+        result = CliRunner().invoke(cpfd, [name, str(tmp_path)])
+        assert result.exit_code == 1
+        assert result.output.startswith("error: ") and "not built yet" in result.output
+
+
+def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    result = CliRunner().invoke(cpfd, ["info", str(tmp_path / "nothing")])
+    assert result.exit_code == 1 and result.output == f"error: {tmp_path / 'nothing'}: no such file or directory\n"
+    result = CliRunner().invoke(cpfd, ["--debug", "info", str(tmp_path / "nothing")])
+    assert result.exit_code == 1 and result.exception is not None
+
+
+def test_usage_errors_exit_2():
+    result = CliRunner().invoke(cpfd, ["synth"])
+    assert result.exit_code == 2

@@ -1,0 +1,202 @@
+"""train-teacher, train-student, evaluate and predict, end to end through the CLI on tiny corpora."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from cli import cpfd
+from pipeline.metrics import classification_metrics
+from storage.corpus import Corpus
+from tests.factories import tiny_corpus
+
+FAST = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--quiet"]
+
+
+def run(*args):
+    result = CliRunner().invoke(cpfd, [str(a) for a in args])
+    return result
+
+
+def ok(*args):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("c") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def student(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s") / "student"
+    ok("train-student", corpus.path, "--out", out, *FAST, "--epochs", "2")
+    return out
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("t") / "teacher"
+    ok("train-teacher", corpus.path, "--out", out, *FAST)
+    return out
+
+
+def test_model_folders_hold_what_design_4_3_says(student, teacher):
+    for folder, architecture in ((student, "X-VLM"), (teacher, "DF-X-VLM")):
+        assert {"config.json", "model.safetensors", "tokenizer", "training.json"} <= {p.name for p in folder.iterdir()}
+        config = json.loads((folder / "config.json").read_text())
+        assert config["architecture"] == architecture
+        record = json.loads((folder / "training.json").read_text())
+        assert record["command"].startswith("cpfd train-")
+        assert record["best_epoch"] >= 1
+        assert {"train_loss", "eval_roc_auc", "eval_pr_auc", "eval_f1", "samples_per_s"} <= set(record["epochs"][0])
+    assert len(json.loads((student / "training.json").read_text())["epochs"]) == 2
+    teacher_config = json.loads((teacher / "config.json").read_text())
+    assert teacher_config["privileged_features"] == ["reports", "legacy_score"]
+    assert len(teacher_config["privileged_mean"]) == 2
+
+
+def test_training_repeats_exactly_on_the_cpu(corpus, tmp_path):
+    for name in ("a", "b"):
+        ok("train-student", corpus.path, "--out", tmp_path / name, *FAST, "--seed", "3")
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ok("train-student", corpus.path, "--out", tmp_path / "c", *FAST, "--seed", "4")
+    c = load_file(tmp_path / "c" / "model.safetensors")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_max_steps_stops_early(corpus, tmp_path):
+    ok("train-student", corpus.path, "--out", tmp_path / "m", *FAST, "--epochs", "5", "--max-steps", "3")
+    record = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert [e["step"] for e in record["epochs"]] == [3]
+
+
+def test_teacher_needs_privileged_features(tmp_path):
+    plain = tiny_corpus(tmp_path / "plain", privileged=False)
+    result = run("train-teacher", plain.path, "--out", tmp_path / "t", *FAST)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "no privileged features" in result.output
+    assert not (tmp_path / "t" / "config.json").exists()
+
+
+def test_existing_model_folder_is_refused(corpus, student):
+    result = run("train-student", corpus.path, "--out", student, *FAST)
+    assert result.exit_code == 1 and "already holds a model" in result.output
+
+
+def test_evaluate_reports_sklearn_metrics_and_writes_predictions(corpus, student, tmp_path):
+    result = ok("evaluate", student, corpus.path, "--out", tmp_path / "pred.parquet", "--json", "--quiet")
+    metrics = json.loads(result.output[: result.output.rindex("}") + 1])
+    table = pq.read_table(tmp_path / "pred.parquet")
+    assert table.column_names == ["sample_id", "label", "logits", "prob", "pred"]
+    assert table.column("sample_id").to_pylist() == corpus.read_column("eval", "sample_id").to_pylist()
+    logits = np.array(table.column("logits").to_pylist())
+    expected = classification_metrics(table.column("label").to_numpy(), logits)
+    for key in ("roc_auc", "pr_auc", "f1", "best_f1"):
+        assert metrics[key] == pytest.approx(expected[key])
+    assert np.allclose(table.column("prob").to_numpy(), np.exp(logits[:, 1]) / np.exp(logits).sum(1), atol=1e-6)
+
+
+def test_student_evaluation_never_reads_privileged(corpus, student, teacher, monkeypatch):
+    read = []
+    original = Corpus.read_unit
+
+    def spy(self, unit, columns):
+        read.append(tuple(columns))
+        return original(self, unit, columns)
+
+    monkeypatch.setattr(Corpus, "read_unit", spy)
+    ok("evaluate", student, corpus.path, "--quiet")
+    assert read and all("privileged" not in c for c in read)
+    read.clear()
+    ok("evaluate", teacher, corpus.path, "--quiet")
+    assert read and all("privileged" in c for c in read)
+
+
+def test_evaluate_refuses_a_model_of_another_corpus(student, tmp_path):
+    other = tiny_corpus(tmp_path / "other", classes=("a", "b", "c"))
+    result = run("evaluate", student, other.path, "--quiet")
+    assert result.exit_code == 1 and "does not fit corpus" in result.output
+
+
+def test_corrupt_or_missing_weights_are_one_line_errors(student, corpus, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in ("config.json",):
+        (broken / f).write_text((student / f).read_text())
+    result = run("evaluate", broken, corpus.path)
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "model.safetensors" in result.output
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    result = run("evaluate", broken, corpus.path)
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and result.output.startswith("error:")
+
+
+def write_serving_manifest(tmp_path, n=5):
+    lines = []
+    for i in range(n):
+        frames = []
+        for j in range(3):  # more frames than the model reads, and a different size: both handled
+            path = tmp_path / f"v{i}_{j}.png"
+            Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(path)
+            frames.append(path.name)
+        lines.append(json.dumps({"id": f"new-{i}", "frames": frames, "title": f"clip {i}", "ocr_text": "buy now",
+                                 "features": {"duration": 1.5}}))
+    manifest = tmp_path / "serve.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def test_predict_scores_raw_videos(student, tmp_path):
+    manifest = write_serving_manifest(tmp_path)
+    result = ok("predict", student, manifest, "--quiet")
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["id"] for r in rows] == [f"new-{i}" for i in range(5)]
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 and r["pred"] in ("neg", "pos") for r in rows)
+    ok("predict", student, manifest, "--out", tmp_path / "scores.parquet", "--quiet")
+    table = pq.read_table(tmp_path / "scores.parquet")
+    assert table.column_names == ["sample_id", "logits", "prob", "pred"]
+    assert np.allclose(table.column("prob").to_numpy(), [r["probs"]["pos"] for r in rows], atol=1e-5)
+
+
+def test_predict_refuses_a_teacher(teacher, tmp_path):
+    result = run("predict", teacher, write_serving_manifest(tmp_path), "--quiet")
+    assert result.exit_code == 1 and "is a teacher" in result.output
+
+
+def test_tabular_corpus_trains_both_models(tmp_path):
+    tabular = tiny_corpus(tmp_path / "tab", frames=False, text=False)
+    ok("train-student", tabular.path, "--out", tmp_path / "s", *FAST)
+    ok("train-teacher", tabular.path, "--out", tmp_path / "t", *FAST)
+    assert not (tmp_path / "s" / "tokenizer").exists()
+    result = ok("evaluate", tmp_path / "t", tabular.path, "--json", "--quiet")
+    assert json.loads(result.output)["rows"] == 48
+
+
+def test_pretrained_backbones_from_local_folders(corpus, tmp_path):
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+    from pipeline.tokenization import save_tokenizer, train_wordpiece_tokenizer
+
+    vision = tmp_path / "vit"
+    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64)).save_pretrained(vision)
+    text = tmp_path / "bert"
+    tokenizer = train_wordpiece_tokenizer(["clip calm spam odd buy now"] * 20, vocab_size=200)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(text)
+    save_tokenizer(tokenizer, text)
+    out = tmp_path / "s"
+    ok("train-student", corpus.path, "--out", out, *FAST, "--vision-model", vision, "--text-model", text)
+    config = json.loads((out / "config.json").read_text())
+    assert config["vision_config"]["model_type"] == "vit" and config["vision_config"]["image_size"] == 32
+    assert config["text_config"]["vocab_size"] == len(tokenizer)
+    ok("evaluate", out, corpus.path, "--quiet")
