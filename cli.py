@@ -188,6 +188,9 @@ def training_options(f):
         click.option("--patch-size", type=click.IntRange(min=1), default=8, show_default=True, help="ViT patch size."),
         click.option("--vocab-size", type=click.IntRange(min=100), default=2000, show_default=True, help="WordPiece vocabulary size."),
         click.option("--max-length", type=click.IntRange(min=4), default=32, show_default=True, help="Tokens of title + OCR text."),
+        click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Write a resumable checkpoint every N steps (one is always written at each epoch end)."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT from its last checkpoint."),
         overwrite_option,
         quiet_option,
     ]
@@ -208,7 +211,8 @@ def split_training_options(kw: dict):
     train = TrainOptions(
         epochs=kw.pop("epochs"), max_steps=kw.pop("max_steps"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
         weight_decay=kw.pop("weight_decay"), warmup_ratio=kw.pop("warmup_ratio"), seed=kw.pop("seed"),
-        device=kw.pop("device"), num_workers=kw.pop("num_workers"), progress=not kw.pop("quiet"),
+        device=kw.pop("device"), num_workers=kw.pop("num_workers"), checkpoint_every=kw.pop("checkpoint_every"),
+        progress=not kw.pop("quiet"),
     )
     return model, train
 
@@ -222,7 +226,7 @@ def report_training(record: dict, out: Path) -> None:
 @cpfd.command("train-teacher")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @training_options
-def train_teacher(corpus, out, overwrite, **kw):
+def train_teacher(corpus, out, overwrite, resume, **kw):
     """Train DF-X-VLM, the teacher: frames + text + the privileged dense features.
 
     Example:
@@ -233,14 +237,14 @@ def train_teacher(corpus, out, overwrite, **kw):
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="teacher", model_options=model_options,
-                         train_options=train_options, overwrite=overwrite, command=invocation())
+                         train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
     report_training(record, out)
 
 
 @cpfd.command("train-student")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @training_options
-def train_student(corpus, out, overwrite, **kw):
+def train_student(corpus, out, overwrite, resume, **kw):
     """Train X-VLM without distillation: the baseline student (frames + text only).
 
     Example:
@@ -251,7 +255,7 @@ def train_student(corpus, out, overwrite, **kw):
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="student", model_options=model_options,
-                         train_options=train_options, overwrite=overwrite, command=invocation())
+                         train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
     report_training(record, out)
 
 

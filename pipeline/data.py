@@ -136,15 +136,25 @@ class CorpusBatches(IterableDataset):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.skip_batches = 0  # batches of this epoch already trained on (set when resuming)
         self.extra_open = extra_open
         self.units = corpus.work_units(split)
         self.num_rows = corpus.num_rows(split)
         self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
         self._corpus = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle for a new epoch (same seed + epoch -> same order)."""
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Reshuffle for a new epoch (same seed + epoch -> same order), optionally starting
+        `skip_batches` into it: the position of a resumed run (nothing skipped is decoded)."""
         self.epoch = epoch
+        self.skip_batches = skip_batches
+
+    def my_skip_rows(self) -> int:
+        """Rows this worker skips: a DataLoader takes batches from its workers in turn."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)
+        return mine * self.batch_size
 
     def __len__(self) -> int:  # batches, for progress bars (one process, no remainders lost)
         return -(-self.num_rows // self.batch_size)
@@ -166,13 +176,19 @@ class CorpusBatches(IterableDataset):
         columns = self.inputs.columns()
         pending: pa.Table | None = None
         pending_extra: dict | None = None
+        skip = self.my_skip_rows()
         for unit in self.my_units():
+            if skip >= unit.rows:  # a resumed epoch: these rows were trained on already
+                skip -= unit.rows
+                continue
             table = self._corpus.read_unit(unit, columns)
             more = extra(unit) if extra is not None else {}
             if self.shuffle:
                 order = np.random.default_rng([self.seed, self.epoch, unit.shard, unit.row_group]).permutation(table.num_rows)
                 table = table.take(order)
                 more = {k: v[order] for k, v in more.items()}
+            if skip:
+                table, more, skip = table.slice(skip), {k: v[skip:] for k, v in more.items()}, 0
             if pending is not None:
                 table = pa.concat_tables([pending, table])
                 more = {k: np.concatenate([pending_extra[k], v]) for k, v in more.items()}
@@ -194,4 +210,7 @@ class CorpusBatches(IterableDataset):
 
 def make_loader(dataset: CorpusBatches, num_workers: int = 0) -> DataLoader:
     """A DataLoader over pre-batched data: workers decode frames and tokenize in parallel."""
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
+    # A private generator: creating a loader iterator draws a base seed from it, and drawing from
+    # the global RNG instead would shift dropout after a resume. The dataset seeds its own order.
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(0))

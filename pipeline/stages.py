@@ -21,6 +21,7 @@ from pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix
 from pipeline.metrics import classification_metrics, softmax
 from pipeline.tokenization import encode_text, load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
 from pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, set_seed, train
+from pipeline.checkpoint import CHECKPOINT
 from storage.atomic import commit, temp_path_for
 from storage.corpus import Corpus, prepare_output_dir
 from storage.errors import CpfdError
@@ -185,8 +186,18 @@ def dataset_for(model, corpus: Corpus, split: str, tokenizer, batch_size: int, *
 # Stages
 # ---------------------------------------------------------------------------------------------
 
+def prepare_model_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    """A new model folder, or (with `resume`) the folder of an interrupted run."""
+    if resume:
+        if not (out / CHECKPOINT).exists():
+            raise CpfdError(f"{out}: no {CHECKPOINT} to resume from (run without --resume)")
+        return
+    prepare_output_dir(out, overwrite, "config.json", "model")
+    (out / CHECKPOINT).unlink(missing_ok=True)
+
+
 def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, train_options: TrainOptions,
-                overwrite: bool = False, command: str = "") -> dict:
+                overwrite: bool = False, resume: bool = False, command: str = "") -> dict:
     """`cpfd train-teacher` (role "teacher") and `cpfd train-student` (role "student")."""
     corpus = Corpus(corpus_path)
     if role == "teacher" and not corpus.privileged_features:
@@ -195,7 +206,7 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
     if corpus.num_rows("train") == 0:
         raise CpfdError(f"{corpus_path}: the train split is empty")
     out = Path(out)
-    prepare_output_dir(out, overwrite, "config.json", "model")
+    prepare_model_dir(out, overwrite, resume)
     tokenizer = prepare_tokenizer(corpus, model_options)
     set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
     model = build_model(role, corpus, tokenizer, model_options)
@@ -213,7 +224,7 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
         "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
         "options": {"model": asdict(model_options)},
     }
-    return train(model, train_set, eval_set, cross_entropy_loss, out, train_options, record)
+    return train(model, train_set, eval_set, cross_entropy_loss, out, train_options, record, resume=resume)
 
 
 def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> None:

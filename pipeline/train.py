@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from pipeline.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from pipeline.data import CorpusBatches, make_loader
 from pipeline.metrics import classification_metrics
 from storage.atomic import atomic_write_json
@@ -47,7 +48,12 @@ class TrainOptions:
     device: str = "auto"
     num_workers: int = 0
     select_metric: str = "roc_auc"  # eval metric that picks the kept epoch
+    checkpoint_every: int = 0  # steps between resumable checkpoints (0: at epoch ends only)
     progress: bool = True
+
+
+# A resumed run continues the interrupted one: options that change its trajectory must agree.
+RESUME_MUST_MATCH = ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed")
 
 
 def cross_entropy_loss(output, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -114,11 +120,15 @@ def train(
     out_dir: Path,
     options: TrainOptions,
     record: dict,
+    resume: bool = False,
 ) -> dict:
     """Train `model`, keep the best epoch's weights in `out_dir`, return the training record.
 
     `record` (command, corpus, resolved options...) is written to `out_dir/training.json`
-    together with one metrics dict per epoch.
+    together with one metrics dict per epoch. A checkpoint (model, optimizer, schedule, step,
+    RNG, position in the data) is written every `options.checkpoint_every` steps and at every
+    epoch end; `resume=True` continues from it and ends with the weights an uninterrupted run
+    would have reached.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,13 +152,30 @@ def train(
     )
 
     record = {**record, "options": {**record.get("options", {}), **asdict(options)}, "device": str(device), "epochs": []}
-    best_score, step = -math.inf, 0
-    for epoch in range(epochs):
-        train_set.set_epoch(epoch)
+    position = {"step": 0, "epoch": 0, "batches": 0, "sums": {"loss": 0.0}, "seen": 0, "best_score": -math.inf}
+    checkpoint = out_dir / CHECKPOINT
+    if resume:
+        state = load_checkpoint(checkpoint, model, optimizer, schedule)
+        changed = [k for k in RESUME_MUST_MATCH if state["options"].get(k) != getattr(options, k)]
+        if changed:
+            raise CpfdError(f"{checkpoint}: --resume needs the options of the interrupted run; "
+                            + ", ".join(f"{k} was {state['options'].get(k)!r}, now {getattr(options, k)!r}" for k in changed))
+        position, record = state["position"], state["record"]
+
+    def save(position: dict) -> None:
+        save_checkpoint(checkpoint, model, optimizer, schedule,
+                        {"position": position, "record": record, "options": asdict(options)})
+
+    step = position["step"]
+    for epoch in range(position["epoch"], epochs):
+        resumed = epoch == position["epoch"] and position["batches"] > 0
+        batches = position["batches"] if resumed else 0
+        sums, seen = (dict(position["sums"]), position["seen"]) if resumed else ({"loss": 0.0}, 0)
+        train_set.set_epoch(epoch, skip_batches=batches)
         model.train()
-        bar = tqdm(make_loader(train_set, options.num_workers), total=steps_per_epoch, disable=not options.progress,
-                   desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
-        sums, seen, start = {"loss": 0.0}, 0, time.perf_counter()
+        bar = tqdm(make_loader(train_set, options.num_workers), total=steps_per_epoch, initial=batches,
+                   disable=not options.progress, desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
+        seen_here, start = 0, time.perf_counter()
         for batch in bar:
             batch = to_device(batch, device)
             with autocast(device):
@@ -160,20 +187,24 @@ def train(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            batches += 1
 
             n = len(batch["labels"])
             seen += n
+            seen_here += n
             sums["loss"] += loss.item() * n
             for k, v in shown.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", **{k: f"{v / seen:.3f}" for k, v in sums.items() if k != "loss"},
-                            samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+                            samples_s=f"{seen_here / (time.perf_counter() - start):.0f}")
+            if options.checkpoint_every and step % options.checkpoint_every == 0 and step < total_steps:
+                save({**position, "step": step, "epoch": epoch, "batches": batches, "sums": sums, "seen": seen})
             if step >= total_steps:
                 break
         bar.close()
 
         metrics = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0],
-                   "samples_per_s": seen / max(time.perf_counter() - start, 1e-9),
+                   "samples_per_s": seen_here / max(time.perf_counter() - start, 1e-9),
                    **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
         if eval_set is not None:
             labels, logits = predict_logits(model, eval_set, device, options.num_workers)
@@ -181,12 +212,14 @@ def train(
             model.train()
         score = metrics.get(f"eval_{options.select_metric}", -metrics["train_loss"])
         score = -math.inf if score != score else score  # NaN never wins
-        if score > best_score or epoch == 0:
-            best_score = score
+        if score > position["best_score"] or "best_epoch" not in record:
+            position["best_score"] = score
             model.save_pretrained(out_dir)
             record["best_epoch"] = epoch + 1
         record["epochs"].append(metrics)
         atomic_write_json(out_dir / "training.json", record)
+        position = {**position, "step": step, "epoch": epoch + 1, "batches": 0, "sums": {"loss": 0.0}, "seen": 0}
+        save(position)
         if options.progress:
             shown = ", ".join(f"{k[5:]} {metrics[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in metrics)
             tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; eval {shown}" if shown else ""), file=sys.stderr)

@@ -200,3 +200,36 @@ def test_pretrained_backbones_from_local_folders(corpus, tmp_path):
     assert config["vision_config"]["model_type"] == "vit" and config["vision_config"]["image_size"] == 32
     assert config["text_config"]["vocab_size"] == len(tokenizer)
     ok("evaluate", out, corpus.path, "--quiet")
+
+
+def test_resume_after_an_interruption_ends_with_the_same_weights(corpus, tmp_path, monkeypatch):
+
+    args = ["--epochs", "2", "--batch-size", "16", "--hidden-size", "32", "--quiet", "--seed", "5"]
+    ok("train-student", corpus.path, "--out", tmp_path / "full", *args)
+
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def crash_on_step_9(self, *a, **k):  # 6 steps per epoch: dies in the middle of epoch 2
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", crash_on_step_9)
+    result = run("train-student", corpus.path, "--out", tmp_path / "cut", *args, "--checkpoint-every", "2")
+    assert result.exit_code != 0
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    ok("train-student", corpus.path, "--out", tmp_path / "cut", *args, "--checkpoint-every", "2", "--resume")
+
+    full, cut = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    a, b = (json.loads((tmp_path / d / "training.json").read_text()) for d in ("full", "cut"))
+    assert [e["train_loss"] for e in a["epochs"]] == pytest.approx([e["train_loss"] for e in b["epochs"]])
+
+
+def test_resume_refuses_changed_options_and_missing_checkpoints(corpus, student, tmp_path):
+    result = run("train-student", corpus.path, "--out", tmp_path / "none", *FAST, "--resume")
+    assert result.exit_code == 1 and "no checkpoint.safetensors to resume from" in result.output
+    result = run("train-student", corpus.path, "--out", student, *FAST, "--epochs", "2", "--lr", "0.1", "--resume")
+    assert result.exit_code == 1 and "lr was" in result.output
