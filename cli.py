@@ -327,6 +327,103 @@ def predict(model, manifest, out, batch_size, device, quiet):
 
 
 # ---------------------------------------------------------------------------------------------
+# The offline stage
+# ---------------------------------------------------------------------------------------------
+
+@cpfd.command("dump-teacher")
+@click.argument("teacher", type=click.Path(path_type=Path))
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dump folder to write (or to finish).")
+@click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True, help="Corpus split to dump.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Videos per forward pass.")
+@click.option("--num-shards", type=click.IntRange(min=1), default=None,
+              help="Job array size: this process dumps corpus shards i with i %% N == --shard-index.")
+@click.option("--shard-index", type=click.IntRange(min=0), default=None, help="This process's index in the job array.")
+@click.option("--verify", "verify_rows", type=click.IntRange(min=1), default=None,
+              help="Afterwards, recompute the teacher on K random committed rows and report the largest difference.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
+@overwrite_option
+@quiet_option
+def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_index, verify_rows, device, overwrite, quiet):
+    """Run the teacher once over a corpus split; store its logits and per-sample losses.
+
+    One Parquet shard per corpus shard (same rows, same row groups), `_manifest.json` last.
+    A rerun after a crash skips committed shards and finishes the dump.
+
+    Example:
+
+        cpfd dump-teacher runs/teacher runs/corpus --out runs/dump --verify 64
+    """
+    from pipeline.dump_teacher import dump_teacher as run_dump, verify_dump
+
+    result = run_dump(teacher, corpus, out, split=split, batch_size=batch_size, num_shards=num_shards,
+                      shard_index=shard_index, overwrite=overwrite, device=device, progress=not quiet)
+    state = "complete" if result["finished"] else "waiting for the other shard workers"
+    click.echo(f"dumped {result['rows_written']} rows in {result['shards_written']} shard(s) to {out} ({state})")
+    if verify_rows:
+        if not result["finished"]:
+            raise CpfdError(f"{out}: --verify needs a complete dump; run it when every shard worker is done")
+        check = verify_dump(teacher, corpus, out, rows=verify_rows, device=device, batch_size=batch_size)
+        click.echo(f"verified {check['rows']} rows: max |logits diff| {check['max_abs_diff_logits']:.3g}, "
+                   f"max |loss diff| {check['max_abs_diff_loss']:.3g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The student stage
+# ---------------------------------------------------------------------------------------------
+
+MAPPING_OPTIONS = [
+    ("alpha", "constant: the distillation weight of every sample (vanilla PFD)."),
+    ("tau", "threshold: teacher-loss threshold (alpha-high below it, alpha-low at or above)."),
+    ("alpha-high", "threshold: alpha where the teacher loss is below tau [0.9]."),
+    ("alpha-low", "threshold: alpha where the teacher loss is at or above tau [0.1]."),
+    ("beta", "neg-sigmoid, tanh: steepness (>= 0)."),
+    ("center", "neg-sigmoid, tanh: teacher loss at which alpha = 0.5."),
+    ("alpha-min", "exp-decay: alpha at and beyond loss-max (> 0)."),
+    ("alpha-max", "exp-decay: alpha at and below loss-min."),
+    ("loss-min", "exp-decay: teacher loss where the decay starts."),
+    ("loss-max", "exp-decay: teacher loss where the decay reaches alpha-min."),
+]
+
+
+def mapping_options(f):
+    for name, text in reversed(MAPPING_OPTIONS):
+        f = click.option(f"--{name}", type=float, default=None,
+                         help=text + " Calibrated from the dump when not given.")(f)
+    return f
+
+
+@cpfd.command()
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.argument("dump", type=click.Path(path_type=Path))
+@click.option("--mapping", type=click.Choice(["constant", "threshold", "neg-sigmoid", "tanh", "exp-decay"]),
+              required=True, help="How the teacher loss becomes the per-sample alpha (paper Table 2).")
+@mapping_options
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Distillation temperature T.")
+@click.option("--alpha-log", type=click.Path(path_type=Path), default=None,
+              help="Write sample_id, teacher_loss, alpha of every training row to this Parquet file.")
+@training_options
+def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resume, **kw):
+    """Train X-VLM from a corpus and a teacher dump: PFD or CPFD. The teacher is never loaded.
+
+    Each sample's weight alpha comes from the teacher's stored loss on it; mapping parameters
+    not given are calibrated from the dump's loss quantiles and printed.
+
+    Example:
+
+        cpfd distill runs/corpus runs/dump --out runs/cpfd --mapping neg-sigmoid --temperature 2
+    """
+    from pipeline.distill import distill as run_distill
+
+    params = {name.replace("-", "_"): kw.pop(name.replace("-", "_")) for name, _ in MAPPING_OPTIONS}
+    model_options, train_options = split_training_options(kw)
+    record = run_distill(corpus, dump, out, mapping=mapping, params=params, temperature=temperature,
+                         alpha_log=alpha_log, model_options=model_options, train_options=train_options,
+                         overwrite=overwrite, resume=resume, command=invocation(), announce=click.echo)
+    report_training(record, out)
+
+
+# ---------------------------------------------------------------------------------------------
 # Commands of later issues: listed so `cpfd --help` shows the whole tool, refusing cleanly.
 # ---------------------------------------------------------------------------------------------
 
@@ -339,11 +436,9 @@ def _not_built(name: str, summary: str, issue: int):
     return command
 
 
-_not_built("dump-teacher", "Run the teacher once over a corpus split; store logits and losses.", 4)
 _not_built("query", "DuckDB SQL over a teacher dump (views teacher, corpus, predictions).", 4)
 _not_built("inspect", "Teacher-loss quantiles, histograms and per-label means of a dump.", 4)
 _not_built("calibrate", "Alpha-mapping parameters from a dump's loss distribution.", 4)
-_not_built("distill", "Train X-VLM from a corpus and a teacher dump (PFD or CPFD).", 5)
 _not_built("experiment", "The whole pipeline on one corpus, with the paper's tables.", 6)
 
 
