@@ -368,6 +368,80 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
                    f"max |loss diff| {check['max_abs_diff_loss']:.3g}")
 
 
+@cpfd.command()
+@click.argument("dump", type=click.Path(path_type=Path))
+@click.argument("sql")
+@click.option("--corpus", type=click.Path(path_type=Path), default=None,
+              help="Corpus folder for the `corpus` view (default: the one the dump records, if it is there).")
+@click.option("--predictions", type=click.Path(path_type=Path), default=None,
+              help="Predictions Parquet file (from `cpfd evaluate --out`) for the `predictions` view.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Output format.")
+def query(dump, sql, corpus, predictions, fmt):
+    """DuckDB SQL over a teacher dump: views `teacher`, `corpus`, `predictions`.
+
+    `teacher` has sample_id, label, logits, teacher_loss, teacher_pred, teacher_prob;
+    `corpus` has sample_id, label, split, title, ocr_text, privileged, features (never frames).
+
+    Example:
+
+        cpfd query runs/dump "SELECT label, avg(teacher_loss) FROM teacher GROUP BY label"
+    """
+    from storage.analysis import format_rows, run_query
+
+    columns, rows = run_query(dump, sql, corpus=corpus, predictions=predictions)
+    click.echo(format_rows(columns, rows, fmt))
+
+
+@cpfd.command()
+@click.argument("dump", type=click.Path(path_type=Path))
+@click.option("--predictions", type=click.Path(path_type=Path), default=None,
+              help="A student's predictions on the dumped rows: adds the paper's Table 1.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(dump, predictions, as_json):
+    """Teacher-loss quantiles, per-label histograms and means, teacher accuracy of a dump.
+
+    With --predictions (from `cpfd evaluate MODEL CORPUS --split train --out P`), the paper's
+    Table 1: mean teacher loss by student correct / incorrect x negative / positive / overall.
+
+    Example:
+
+        cpfd inspect runs/dump --predictions runs/baseline/train_predictions.parquet
+    """
+    from storage.analysis import format_inspect, inspect_dump
+
+    result = inspect_dump(dump, predictions=predictions)
+    click.echo(json.dumps(result, indent=2, default=str) if as_json else format_inspect(result))
+
+
+@cpfd.command()
+@click.argument("dump", type=click.Path(path_type=Path))
+@click.option("--mapping", type=click.Choice(["constant", "threshold", "neg-sigmoid", "tanh", "exp-decay"]),
+              default=None, help="The mapping to calibrate (default: all of them).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def calibrate(dump, mapping, as_json):
+    """Alpha-mapping parameters from a dump's teacher-loss distribution (docs/method.md).
+
+    The rule: tau and center at the median loss; beta = 4 / (q90 - q10) for neg-sigmoid
+    (2 / ... for tanh); exp-decay from q05 to q95 between alpha 0.9 and 0.1; constant 0.5.
+
+    Example:
+
+        cpfd calibrate runs/dump --mapping neg-sigmoid
+    """
+    from storage.analysis import loss_quantiles
+    from student.cpfd import MAPPINGS, QUANTILES, calibrate_params
+
+    quantiles = loss_quantiles(dump, QUANTILES)
+    result = {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}
+    if as_json:
+        click.echo(json.dumps({"quantiles": {str(q): v for q, v in quantiles.items()}, "params": result}, indent=2))
+        return
+    click.echo("teacher-loss quantiles: " + ", ".join(f"q{round(q * 100):02d} {v:.4g}" for q, v in quantiles.items()))
+    for m, params in result.items():
+        click.echo(f"{m:<12}" + " ".join(f"--{k.replace('_', '-')} {v:.4g}" for k, v in params.items()))
+
+
 # ---------------------------------------------------------------------------------------------
 # The student stage
 # ---------------------------------------------------------------------------------------------
@@ -436,9 +510,6 @@ def _not_built(name: str, summary: str, issue: int):
     return command
 
 
-_not_built("query", "DuckDB SQL over a teacher dump (views teacher, corpus, predictions).", 4)
-_not_built("inspect", "Teacher-loss quantiles, histograms and per-label means of a dump.", 4)
-_not_built("calibrate", "Alpha-mapping parameters from a dump's loss distribution.", 4)
 _not_built("experiment", "The whole pipeline on one corpus, with the paper's tables.", 6)
 
 

@@ -2,10 +2,64 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from storage.corpus import CORPUS_JSON, Corpus
+from storage.dump import DUMP_MANIFEST, describe_dump, format_dump_description
 from storage.errors import CpfdError
+
+
+def describe_model(path: Path) -> dict:
+    """Architecture, inputs, size and training summary of a model folder (weights not loaded)."""
+    from pipeline.stages import read_config
+
+    config = read_config(path)
+    weights = path / "model.safetensors"
+    params = None
+    if weights.exists():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        except Exception as e:  # a damaged file: say so, loading it would fail the same way
+            raise CpfdError(f"{weights}: not a readable safetensors file ({e})") from None
+    training = {}
+    if (path / "training.json").exists():
+        record = json.loads((path / "training.json").read_text())
+        best = record.get("best_epoch")
+        training = {
+            "stage": record.get("stage"),
+            "command": record.get("command"),
+            "epochs": len(record.get("epochs", [])),
+            "best_epoch": best,
+            "best": {k: v for k, v in record["epochs"][best - 1].items() if k.startswith("eval_")} if best else {},
+            "distillation": record.get("distillation"),
+        }
+    return {
+        "kind": "model",
+        "path": str(path),
+        "architecture": config.get("architecture"),
+        "classes": config.get("classes"),
+        "frames_per_video": config.get("frames_per_video"),
+        "image_size": config.get("image_size"),
+        "has_text": config.get("has_text"),
+        "vision_backbone": config.get("vision_config", {}).get("model_type"),
+        "text_backbone": config.get("text_config", {}).get("model_type"),
+        "features": config.get("feature_names", []),
+        "privileged_features": config.get("privileged_features", []),
+        "parameters": params,
+        "tokenizer": (path / "tokenizer").is_dir(),
+        "training": training,
+    }
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
 
 
 def describe(path: str | Path) -> dict:
@@ -15,6 +69,10 @@ def describe(path: str | Path) -> dict:
         raise CpfdError(f"{path}: no such file or directory")
     if (path / CORPUS_JSON).exists():
         return Corpus(path).summary()
+    if (path / DUMP_MANIFEST).exists():
+        return describe_dump(path)
+    if (path / "config.json").exists():
+        return describe_model(path)
     raise CpfdError(f"{path}: not a cpfd corpus, dump or model folder (no corpus.json, _manifest.json or config.json)")
 
 
@@ -35,4 +93,24 @@ def format_description(d: dict) -> str:
             lines.append(f"  {split}: {s['rows']} rows in {s['shards']} shard(s), {s['row_groups']} row group(s); {counts}")
         lines.append(f"  fingerprint: {d['fingerprint']}")
         return "\n".join(lines)
-    return "\n".join(f"{k}: {v}" for k, v in d.items())
+    if d["kind"] == "dump":
+        return format_dump_description(d)
+    inputs = [f"{d['frames_per_video']} frames of {d['image_size']}px ({d['vision_backbone']})" if d["frames_per_video"] else None,
+              f"title + ocr_text ({d['text_backbone']})" if d["has_text"] else None,
+              f"{len(d['features'])} features" if d["features"] else None,
+              f"{len(d['privileged_features'])} privileged features" if d["privileged_features"] else None]
+    lines = [
+        f"model {d['path']}  ({d['architecture']}, {d['parameters']:,} parameters)" if d["parameters"] else
+        f"model {d['path']}  ({d['architecture']}, no weights file)",
+        f"  classes: {', '.join(d['classes'] or [])}",
+        f"  inputs: {', '.join(i for i in inputs if i)}",
+    ]
+    t = d["training"]
+    if t:
+        best = ", ".join(f"{k[5:]} {v:.4f}" for k, v in t["best"].items() if k in ("eval_roc_auc", "eval_pr_auc", "eval_f1"))
+        lines.append(f"  trained by: {t['command']}")
+        lines.append(f"  {t['epochs']} epoch(s), best epoch {t['best_epoch']}" + (f": {best}" if best else ""))
+        if t.get("distillation"):
+            dist = t["distillation"]
+            lines.append(f"  distillation: {dist['mapping']} {dist['params']}, T = {dist['temperature']}")
+    return "\n".join(lines)
