@@ -42,3 +42,25 @@ def check_columns(columns, available=CORPUS_COLUMNS) -> list[str]:
     if unknown:
         raise ValueError(f"unknown column(s) {unknown}; expected some of {list(available)}")
     return columns
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher dump (DESIGN.md 4.4): one Parquet shard per corpus shard, same rows, same row groups.
+# --------------------------------------------------------------------------------------------
+
+# Bump when a dump column is added, removed or changes type; `storage.dump` refuses other versions.
+DUMP_SCHEMA_VERSION = 1
+
+
+def dump_schema(num_classes: int) -> pa.Schema:
+    """sample_id, label, raw teacher logits (T = 1) and the per-sample teacher loss."""
+    if num_classes < 2:
+        raise ValueError(f"a dump needs at least 2 classes, got {num_classes}")
+    return pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("label", pa.int32(), nullable=False),
+            pa.field("logits", pa.list_(pa.float32(), num_classes), nullable=False),
+            pa.field("teacher_loss", pa.float32(), nullable=False),  # CE of softmax(logits) vs label
+        ]
+    )

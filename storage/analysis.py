@@ -1,0 +1,359 @@
+"""DuckDB over the stored teacher outputs: `cpfd query`, `cpfd inspect` and the numbers `calibrate` needs.
+
+DuckDB scans the Parquet files itself (`read_parquet([...files])`, column projection and
+streaming aggregation), so memory stays flat whatever the dump's size: nothing is loaded into
+pandas. Views on a connection from `connect(dump_dir, corpus_dir, predictions)`:
+
+    teacher      sample_id, label, teacher_loss, logits, teacher_pred (argmax of logits),
+                 teacher_prob (softmax probability of class 1 for binary tasks, of the predicted
+                 class otherwise)
+    corpus       sample_id, label, split, title, ocr_text, privileged, features (both splits;
+                 never `frames`) -- when a corpus is given, or the dump's own corpus is where the
+                 manifest says and has the dump's fingerprint
+    predictions  sample_id, label, logits, prob, pred (the `cpfd evaluate` file, DESIGN.md 4.5)
+
+Example:
+    run_query("dump", "SELECT label, avg(teacher_loss) FROM teacher GROUP BY label")
+    inspect_dump("dump", predictions="pred.parquet")  # the paper's Table 1 with a predictions file
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import duckdb
+
+from storage.corpus import CORPUS_JSON, Corpus
+from storage.dump import read_manifest, shard_files
+from storage.errors import CpfdError
+from storage.schema import SPLITS
+
+QUANTILES = (0.01, 0.05, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
+HISTOGRAM_BINS = 20
+CORPUS_VIEW_COLUMNS = ("sample_id", "label", "split", "title", "ocr_text", "privileged", "features")
+
+
+def _literal(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _file_list(files: Sequence[Path]) -> str:
+    return "[" + ", ".join(_literal(f) for f in files) + "]"
+
+
+def _lambda(param: str, body: str) -> str:
+    # DuckDB 1.3 introduced `lambda x: ...` and deprecated `x -> ...`; pyproject allows >= 1.0.
+    major, minor = (int(p) for p in duckdb.__version__.split(".")[:2])
+    return f"lambda {param}: {body}" if (major, minor) >= (1, 3) else f"{param} -> {body}"
+
+
+def _one_line(e: Exception) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _teacher_view(files: Sequence[Path], num_classes: int) -> str:
+    if num_classes == 2:
+        # Array indexing is 1-based; ties go to class 0, like list_position of the first max.
+        pred = "CAST(logits[2] > logits[1] AS INTEGER)"
+        prob = (
+            "exp(logits[2]::DOUBLE - greatest(logits[1], logits[2])) / "
+            "(exp(logits[1]::DOUBLE - greatest(logits[1], logits[2])) + exp(logits[2]::DOUBLE - greatest(logits[1], logits[2])))"
+        )
+    else:
+        pred = "CAST(list_position(logits, list_max(logits)) - 1 AS INTEGER)"
+        # p(argmax) = exp(max - max) / sum exp(x - max) = 1 / sum exp(x - max): no overflow.
+        prob = f"1.0 / list_sum(list_transform(logits, {_lambda('x', 'exp(x::DOUBLE - list_max(logits))')}))"
+    return (
+        "CREATE VIEW teacher AS SELECT sample_id, label, teacher_loss, logits, "
+        f"{pred} AS teacher_pred, {prob} AS teacher_prob FROM read_parquet({_file_list(files)})"
+    )
+
+
+def _corpus_view(corpus: Corpus) -> str:
+    columns = "sample_id, label, {split} AS split, title, ocr_text, privileged, features"
+    parts = [
+        f"SELECT {columns.format(split=_literal(split))} FROM read_parquet({_file_list(corpus.shard_paths(split))})"
+        for split in SPLITS
+        if corpus.shard_paths(split)
+    ]
+    return "CREATE VIEW corpus AS " + " UNION ALL ".join(parts)
+
+
+def _find_corpus(manifest: dict, corpus_dir: str | Path | None) -> Corpus | None:
+    """The corpus given (it must be the dump's), else the dump's own one if it is still there."""
+    fingerprint = manifest["corpus"].get("fingerprint")
+    if corpus_dir is None:
+        recorded = manifest["corpus"].get("path")
+        if not recorded or not (Path(recorded) / CORPUS_JSON).exists():
+            return None
+        try:
+            corpus = Corpus(recorded, verify="fast")
+        except CpfdError:
+            return None
+        return corpus if corpus.fingerprint == fingerprint else None
+    corpus = Corpus(corpus_dir, verify="fast")
+    if corpus.fingerprint != fingerprint:
+        raise CpfdError(
+            f"{corpus.path}: not the dump's corpus (fingerprint {corpus.fingerprint[:12]}, the dump was made from {str(fingerprint)[:12]})"
+        )
+    return corpus
+
+
+def connect(
+    dump_dir: str | Path, corpus_dir: str | Path | None = None, predictions: str | Path | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views `teacher`, `corpus`, `predictions`."""
+    manifest = read_manifest(dump_dir)
+    files = shard_files(dump_dir, manifest)
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise CpfdError(f"{missing[0]}: shard listed in the dump manifest is missing")
+    corpus = _find_corpus(manifest, corpus_dir)
+    if predictions is not None and not Path(predictions).is_file():
+        raise CpfdError(f"{predictions}: no such predictions file")
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(_teacher_view(files, int(manifest["num_classes"])))
+        if corpus is not None:
+            con.execute(_corpus_view(corpus))
+        if predictions is not None:
+            con.execute(
+                f"CREATE VIEW predictions AS SELECT sample_id, label, logits, prob, pred FROM read_parquet({_literal(predictions)})"
+            )
+            con.execute("SELECT * FROM predictions LIMIT 0")  # bind now: a wrong file fails here
+    except duckdb.Error as e:
+        con.close()
+        raise CpfdError(f"{predictions or dump_dir}: {_one_line(e)}") from None
+    return con
+
+
+def run_query(
+    dump_dir: str | Path, sql: str, corpus: str | Path | None = None, predictions: str | Path | None = None
+) -> tuple[list[str], list[tuple]]:
+    """Run one SQL statement over the views; returns (column names, rows)."""
+    con = connect(dump_dir, corpus, predictions)
+    try:
+        result = con.execute(sql)
+        if result.description is None:
+            return [], []
+        return [d[0] for d in result.description], result.fetchall()
+    except duckdb.Error as e:
+        raise CpfdError(f"query failed: {_one_line(e)}") from None
+    finally:
+        con.close()
+
+
+def _check_quantiles(qs: Sequence[float]) -> list[float]:
+    qs = [float(q) for q in qs]
+    bad = [q for q in qs if not 0.0 <= q <= 1.0]
+    if not qs or bad:
+        raise CpfdError(f"quantiles must be in [0, 1], got {bad or 'none'}")
+    return qs
+
+
+def loss_quantiles(dump_dir: str | Path, qs: Sequence[float] = QUANTILES) -> dict[float, float]:
+    """Exact (interpolated, like numpy's default) teacher-loss quantiles: {q: value}."""
+    qs = _check_quantiles(qs)
+    con = connect(dump_dir)
+    try:
+        values = con.execute("SELECT quantile_cont(teacher_loss::DOUBLE, ?::DOUBLE[]) FROM teacher", [qs]).fetchone()[0]
+    finally:
+        con.close()
+    return dict(zip(qs, values))
+
+
+def _group_names(classes: list[str]) -> list[str]:
+    # The paper's Table 1 speaks of negatives and positives; beyond two classes, use the names.
+    return ["negative", "positive"] if len(classes) == 2 else list(classes)
+
+
+def inspect_dump(dump_dir: str | Path, predictions: str | Path | None = None) -> dict:
+    """Loss distribution and teacher accuracy of a dump, all computed by DuckDB.
+
+    Returns {dump, split, classes, rows, label_counts {class: n}, teacher_accuracy,
+    accuracy_by_label {class: acc}, loss_mean, loss_min, loss_max, loss_quantiles {q: value},
+    mean_loss_by_label {class: mean}, loss_histogram {edges [21], counts {class: [20]}},
+    table1 (None without `predictions`): {matched, predictions_rows, groups [names],
+    correct {group: {mean_teacher_loss, count}}, incorrect {...}}}.
+    """
+    manifest = read_manifest(dump_dir)
+    classes = list(manifest["classes"])
+    con = connect(dump_dir, predictions=predictions)
+    try:
+        by_label = con.execute(
+            "SELECT label, count(*), avg(teacher_loss::DOUBLE), sum(CAST(teacher_pred = label AS BIGINT)), "
+            "min(teacher_loss::DOUBLE), max(teacher_loss::DOUBLE), sum(teacher_loss::DOUBLE) "
+            "FROM teacher GROUP BY label ORDER BY label"
+        ).fetchall()
+        rows = sum(r[1] for r in by_label)
+        if rows == 0:
+            raise CpfdError(f"{dump_dir}: the dump holds no rows")
+        lo = min(r[4] for r in by_label)
+        hi = max(r[5] for r in by_label)
+        quantiles = con.execute(
+            "SELECT quantile_cont(teacher_loss::DOUBLE, ?::DOUBLE[]) FROM teacher", [list(QUANTILES)]
+        ).fetchone()[0]
+        width = (hi - lo) / HISTOGRAM_BINS
+        histogram_rows = con.execute(
+            "SELECT label, CASE WHEN ?::DOUBLE = 0 THEN 0 ELSE LEAST(CAST(floor((teacher_loss::DOUBLE - ?) * (? / ?::DOUBLE)) AS BIGINT), ?) END AS bin, "
+            "count(*) FROM teacher GROUP BY ALL",
+            [hi - lo, lo, HISTOGRAM_BINS, hi - lo, HISTOGRAM_BINS - 1],
+        ).fetchall()
+        table1 = _table1(con, classes) if predictions is not None else None
+    except duckdb.Error as e:
+        raise CpfdError(f"{dump_dir}: {_one_line(e)}") from None
+    finally:
+        con.close()
+
+    def name(label: int) -> str:
+        return classes[label] if 0 <= label < len(classes) else str(label)
+
+    stats = {r[0]: r for r in by_label}
+    counts = {c: [0] * HISTOGRAM_BINS for c in classes}
+    for label, bin_, n in histogram_rows:
+        counts.setdefault(name(label), [0] * HISTOGRAM_BINS)[int(bin_)] += n
+    edges = [lo + width * i for i in range(HISTOGRAM_BINS)] + [hi]
+    return {
+        "dump": str(dump_dir),
+        "split": manifest["corpus"].get("split"),
+        "classes": classes,
+        "rows": rows,
+        "label_counts": {name(i): int(stats[i][1]) if i in stats else 0 for i in sorted(set(range(len(classes))) | set(stats))},
+        "teacher_accuracy": sum(r[3] for r in by_label) / rows,
+        "accuracy_by_label": {name(label): r[3] / r[1] for label, r in stats.items()},
+        "loss_mean": sum(r[6] for r in by_label) / rows,
+        "loss_min": lo,
+        "loss_max": hi,
+        "loss_quantiles": dict(zip(QUANTILES, quantiles)),
+        "mean_loss_by_label": {name(i): stats[i][2] if i in stats else None for i in sorted(set(range(len(classes))) | set(stats))},
+        "loss_histogram": {"edges": edges, "counts": counts},
+        "table1": table1,
+    }
+
+
+def _table1(con: duckdb.DuckDBPyConnection, classes: list[str]) -> dict:
+    """Mean teacher loss by (student correct / incorrect) x (label group / overall): paper Table 1."""
+    predictions_rows = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+    result = con.execute(
+        "SELECT p.pred = p.label AS correct, t.label, count(*), avg(t.teacher_loss::DOUBLE) "
+        "FROM teacher t JOIN predictions p ON t.sample_id = p.sample_id "
+        "GROUP BY GROUPING SETS ((correct, t.label), (correct))"
+    ).fetchall()
+    matched = sum(n for correct, label, n, _ in result if label is None)
+    if matched == 0:
+        raise CpfdError(
+            "no sample_id of the predictions file is in the dump (evaluate the split the teacher was dumped on)"
+        )
+    groups = _group_names(classes)
+    table = {
+        outcome: {g: {"mean_teacher_loss": None, "count": 0} for g in groups + ["overall"]}
+        for outcome in ("correct", "incorrect")
+    }
+    for correct, label, n, mean in result:
+        outcome = "correct" if correct else "incorrect"
+        group = "overall" if label is None else (groups[label] if 0 <= label < len(groups) else str(label))
+        table[outcome].setdefault(group, {})
+        table[outcome][group] = {"mean_teacher_loss": mean, "count": int(n)}
+    return {"matched": int(matched), "predictions_rows": int(predictions_rows), "groups": groups + ["overall"], **table}
+
+
+# --------------------------------------------------------------------------------------------
+# Text output
+# --------------------------------------------------------------------------------------------
+
+
+def _num(v, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def format_inspect(d: dict) -> str:
+    """Human-readable text for `inspect_dump`'s dict."""
+    counts = ", ".join(f"{c} {n:,}" for c, n in d["label_counts"].items())
+    by_label = ", ".join(f"{c} {_num(a)}" for c, a in d["accuracy_by_label"].items())
+    lines = [
+        f"teacher dump {d['dump']}: {d['rows']:,} rows of the {d['split']} split",
+        f"  labels: {counts}",
+        f"  teacher accuracy: {_num(d['teacher_accuracy'])} ({by_label})",
+        f"  teacher loss: mean {_num(d['loss_mean'])}, min {_num(d['loss_min'])}, max {_num(d['loss_max'])}",
+        "  quantiles: " + "  ".join(f"p{q * 100:g} {_num(v)}" for q, v in d["loss_quantiles"].items()),
+        "  mean loss by label: " + ", ".join(f"{c} {_num(m)}" for c, m in d["mean_loss_by_label"].items()),
+        f"  histogram of the loss ({len(d['loss_histogram']['edges']) - 1} bins from min to max):",
+    ]
+    names = list(d["loss_histogram"]["counts"])
+    edges = d["loss_histogram"]["edges"]
+    lines.append("    " + f"{'bin':>21}" + "".join(f"{c:>12}" for c in names))
+    for i in range(len(edges) - 1):
+        bounds = f"[{edges[i]:.4g}, {edges[i + 1]:.4g}" + (")" if i < len(edges) - 2 else "]")
+        lines.append("    " + f"{bounds:>21}" + "".join(f"{d['loss_histogram']['counts'][c][i]:>12,}" for c in names))
+    t = d.get("table1")
+    if t:
+        lines.append(
+            f"  mean teacher loss by student outcome (paper Table 1; {t['matched']:,} of {t['predictions_rows']:,} predictions matched):"
+        )
+        lines.append("    " + f"{'student':<10}" + "".join(f"{g:>22}" for g in t["groups"]))
+        for outcome in ("correct", "incorrect"):
+            cells = [
+                f"{_num(t[outcome][g]['mean_teacher_loss'])} (n={t[outcome][g]['count']:,})" for g in t["groups"]
+            ]
+            lines.append("    " + f"{outcome:<10}" + "".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
+
+
+def _jsonable(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    return str(v)
+
+
+def _cell(v, fmt: str) -> str:
+    if v is None:
+        return "NULL" if fmt == "table" else ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_cell(x, fmt) for x in v) + "]"
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    return str(v)
+
+
+def format_rows(columns: Sequence[str], rows: Sequence[tuple], fmt: str = "table") -> str:
+    """Query results as `table` (aligned text), `csv`, or `json` (a list of objects)."""
+    if fmt == "json":
+        return json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_cell(v, fmt) for v in row] for row in rows])
+        return buffer.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise ValueError(f"format must be table, csv or json, got {fmt!r}")
+    cells = [[_cell(v, fmt) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    right = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(columns))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    out = [line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)

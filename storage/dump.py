@@ -1,0 +1,726 @@
+"""The teacher-dump directory (DESIGN.md 4.4): a crash-safe shard writer and an aligned reader.
+
+    dump/_manifest.json       written last, atomically; a folder without it is an unfinished dump
+    dump/part-00000.parquet   one per corpus shard of the dumped split: same file name, same rows in
+                              the same order, same row groups; columns of `schema.dump_schema(C)`:
+                              sample_id, label, logits (raw, T = 1), teacher_loss (CE vs label)
+
+Every shard carries the dump's provenance (the manifest less its shard list) as JSON under the
+Parquet key-value metadata key b"cpfd.dump", so a shard can be matched to its teacher and corpus
+even before the manifest exists.
+
+Writing (the `dump-teacher` command runs the teacher; this module only stores what it computes):
+
+    provenance = dump_provenance(corpus, split, teacher={"dir": ..., "weights_sha256": ..., "config": {...}})
+    for shard in plan_dump(out, corpus, split, provenance["teacher"], overwrite, num_shards, shard_index):
+        write_dump_shard(out, corpus, split, shard, arrays_for(shard), provenance)
+    finalize_dump(out, corpus, split, provenance)  # True once every shard of the split is committed
+
+`arrays_for(shard)` yields one `(sample_ids, labels, logits (n, C) float32, teacher_loss (n,) float32)`
+per row group of the corpus shard, in order. The writer checks them against the corpus rows
+(ids, labels, shapes, finite values, teacher_loss = CE of the logits) before anything is stored.
+A shard is written to `.part-NNNNN.parquet.tmp` and renamed when complete, so a crash leaves
+committed shards and at most one temp file per worker; a rerun (`plan_dump`) deletes the temp
+files, keeps the committed shards that check out and returns the rest. Job arrays: corpus shard
+i belongs to worker `i % num_shards`; whichever worker finds every shard committed writes
+`_manifest.json`. Two provenances are the same dump when teacher weights, corpus fingerprint,
+split, classes and schema agree: paths and `created_at` (when that run started; pass a fixed one
+for byte-identical reruns) do not count.
+
+Reading (`open_dump(dump_dir, corpus)` -> `TeacherDump`, also called `AlignedReader`): checks the
+manifest against the corpus (fingerprint, split, classes, shard names, rows, row groups), then
+gives for a corpus `WorkUnit` the teacher logits and losses of exactly its rows, reading only
+those two columns. The first time a shard is touched in a process its `sample_id` column is
+compared with the corpus shard's, and every row group read is checked for NaN/inf. Any mismatch
+is a one-line `CpfdError` naming the file and the problem; nothing is ever skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from storage.atomic import TMP_SUFFIX, commit, fsync_dir, remove_temp_files, temp_path_for
+from storage.corpus import Corpus, WorkUnit
+from storage.errors import CpfdError
+from storage.schema import DUMP_SCHEMA_VERSION, SPLITS, dump_schema
+
+DUMP_MANIFEST = "_manifest.json"
+PROVENANCE_KEY = b"cpfd.dump"
+
+# benchmarks/stream_teacher_columns.py (2 cores): the hot path reads logits and teacher_loss every
+# epoch, and zstd saves only ~10% on them (float mantissas are near-random) while halving the rows/s;
+# ids and labels, read once per shard, shrink ~15x. So: zstd for those, none for the floats.
+DUMP_COMPRESSION = {"sample_id": "zstd", "label": "zstd", "logits.list.element": "none", "teacher_loss": "none"}
+
+TEACHER_COLUMNS = ["logits", "teacher_loss"]
+
+# teacher_loss must be the cross-entropy of the stored logits. The check is loose on purpose: a
+# teacher computing its loss under bf16 autocast is fine, a loss with label smoothing or with
+# temperature-scaled logits is not.
+LOSS_RTOL = 1e-2
+
+# What makes two dumps "the same dump": everything in the provenance but paths and timestamps.
+_IDENTITY_KEYS = ("schema_version", "num_classes", "classes", "loss", "logits_temperature")
+
+
+def cpfd_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("cpfd")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def dump_provenance(corpus: Corpus, split: str, teacher: dict, created_at: str | None = None) -> dict:
+    """The manifest less its shard list: what every shard's key-value metadata holds.
+
+    `teacher` is {"dir": str, "weights_sha256": str, "config": dict (the teacher's config.json)}.
+    `created_at` defaults to now (UTC, ISO 8601); pass a fixed one for byte-identical reruns.
+    """
+    _check_split(corpus, split)
+    missing = [k for k in ("dir", "weights_sha256", "config") if k not in teacher]
+    if missing:
+        raise ValueError(f"teacher provenance needs {missing}, got keys {sorted(teacher)}")
+    return {
+        "schema_version": DUMP_SCHEMA_VERSION,
+        "teacher": {
+            "dir": str(teacher["dir"]),
+            "weights_sha256": str(teacher["weights_sha256"]),
+            "config": teacher["config"],
+        },
+        "corpus": {"path": str(corpus.path.resolve()), "fingerprint": corpus.fingerprint, "split": split},
+        "num_classes": corpus.num_classes,
+        "classes": corpus.classes,
+        "loss": "cross_entropy",
+        "logits_temperature": 1,
+        "created_at": created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpfd_version": cpfd_version(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Shared checks
+# --------------------------------------------------------------------------------------------
+
+
+def _as_corpus(corpus: Corpus | str | Path) -> Corpus:
+    return corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+
+
+def _check_split(corpus: Corpus, split: str) -> None:
+    if split not in SPLITS:
+        raise CpfdError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    if not corpus.shard_paths(split):
+        raise CpfdError(f"{corpus.path}: split {split} has no rows to dump")
+
+
+def _identity(provenance: dict) -> tuple:
+    p = provenance
+    return (
+        tuple(json.dumps(p.get(k), sort_keys=True) for k in _IDENTITY_KEYS),
+        (p.get("teacher") or {}).get("weights_sha256"),
+        (p.get("corpus") or {}).get("fingerprint"),
+        (p.get("corpus") or {}).get("split"),
+    )
+
+
+def _difference(have: dict, want: dict) -> str:
+    """Why `have` (a stored provenance) is not the dump `want` describes, in a few words."""
+    h_teacher, w_teacher = have.get("teacher") or {}, want.get("teacher") or {}
+    h_corpus, w_corpus = have.get("corpus") or {}, want.get("corpus") or {}
+    if h_teacher.get("weights_sha256") != w_teacher.get("weights_sha256"):
+        return (
+            f"another teacher (weights sha256 {str(h_teacher.get('weights_sha256'))[:12]}, "
+            f"this one {str(w_teacher.get('weights_sha256'))[:12]})"
+        )
+    if h_corpus.get("fingerprint") != w_corpus.get("fingerprint"):
+        return (
+            f"another corpus (fingerprint {str(h_corpus.get('fingerprint'))[:12]}, "
+            f"this one {str(w_corpus.get('fingerprint'))[:12]})"
+        )
+    if h_corpus.get("split") != w_corpus.get("split"):
+        return f"another split ({h_corpus.get('split')}, this one {w_corpus.get('split')})"
+    for k in _IDENTITY_KEYS:
+        if have.get(k) != want.get(k):
+            return f"another {k} ({have.get(k)!r}, this one {want.get(k)!r})"
+    return "the same dump"
+
+
+def _check_provenance(provenance: dict, corpus: Corpus, split: str) -> None:
+    """A caller bug, not a user mistake: the provenance must describe this corpus split."""
+    want = dump_provenance(corpus, split, provenance.get("teacher") or {"dir": "", "weights_sha256": "", "config": {}})
+    want["teacher"] = provenance.get("teacher")
+    if _identity(provenance) != _identity(want):
+        raise ValueError(f"provenance does not describe this corpus split: it has {_difference(provenance, want)}")
+
+
+def _footer(file: Path) -> tuple[pq.FileMetaData, dict | None]:
+    """(Parquet metadata, stored provenance or None); CpfdError if the file is not readable."""
+    try:
+        md = pq.ParquetFile(file).metadata
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise CpfdError(f"{file}: not a readable Parquet file ({e})") from None
+    raw = (md.metadata or {}).get(PROVENANCE_KEY)
+    try:
+        provenance = json.loads(raw) if raw is not None else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        provenance = None
+    return md, provenance
+
+
+def _shard_problem(md: pq.FileMetaData, num_classes: int, rows: int, groups: list[int]) -> str | None:
+    """What is wrong with a dump shard's layout against its corpus shard, or None."""
+    try:
+        schema = md.schema.to_arrow_schema().remove_metadata()
+    except Exception as e:
+        return f"unreadable schema ({e})"
+    if not schema.equals(dump_schema(num_classes)):
+        return f"columns do not match dump schema version {DUMP_SCHEMA_VERSION} with {num_classes} classes"
+    if md.num_rows != rows:
+        return f"holds {md.num_rows} rows, the corpus shard has {rows}"
+    have = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    if have != groups:
+        return f"row groups of {have} rows, the corpus shard has {groups}"
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _float32_view(column: pa.ChunkedArray, file: Path) -> np.ndarray:
+    """A float32 (or fixed_size_list<float32>) column as a flat, read-only numpy view.
+
+    Straight from the Arrow buffer: no copy, and unlike `to_numpy` it never imports pandas
+    (about 1 s and 60 MB the first time, in every DataLoader worker).
+    """
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    if array.null_count:
+        raise CpfdError(f"{file}: column {column.type} holds nulls")
+    if pa.types.is_fixed_size_list(array.type):
+        array = array.flatten()  # the values of exactly these rows (the list array's offset applied)
+        if array.null_count:
+            raise CpfdError(f"{file}: logits hold null values")
+    return np.frombuffer(array.buffers()[1], dtype=np.float32, count=len(array), offset=array.offset * 4)
+
+
+def _first_difference(a: pa.Array, b: pa.Array) -> int:
+    if len(a) != len(b):
+        return min(len(a), len(b))
+    differs = pc.fill_null(pc.not_equal(a, b), True)
+    return int(pc.index(differs, True).as_py())
+
+
+# --------------------------------------------------------------------------------------------
+# Writer
+# --------------------------------------------------------------------------------------------
+
+
+def plan_dump(
+    out: str | Path,
+    corpus: Corpus | str | Path,
+    split: str,
+    teacher_provenance: dict,
+    overwrite: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> list[int]:
+    """Prepare `out` for this worker; return the corpus shard indexes it still has to write.
+
+    Refuses (CpfdError) a folder holding a dump of another teacher, corpus or split (its
+    `_manifest.json`, or committed shards by their stored provenance) unless `overwrite`, which
+    clears it: the manifest first, then this worker's shards. Deletes this worker's temp files,
+    and keeps its committed shards that check out (readable, rows and row groups of the corpus
+    shard, same provenance). A finished dump of the same teacher and corpus split returns [].
+    `teacher_provenance` is {"dir", "weights_sha256", "config"} (a full provenance is accepted too).
+    """
+    corpus = _as_corpus(corpus)
+    _check_split(corpus, split)
+    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise CpfdError(f"shard index {shard_index} is not in [0, {num_shards}) (--shard-index, --num-shards)")
+    teacher = teacher_provenance.get("teacher", teacher_provenance)
+    want = dump_provenance(corpus, split, teacher, created_at="-")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CpfdError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+    manifest = out / DUMP_MANIFEST
+    if manifest.exists():
+        try:
+            have = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            have = {}
+        if not overwrite:
+            if _identity(have) == _identity(want):
+                return []  # finished already
+            raise CpfdError(f"{out} holds a finished dump of {_difference(have, want)}; pass --overwrite to replace it")
+        # Un-finish it first: a crash during the overwrite then leaves "unfinished", never a
+        # manifest that describes half-replaced shards.
+        manifest.unlink()
+        fsync_dir(out)
+
+    names = [p.name for p in corpus.shard_paths(split)]
+    groups = corpus.row_groups(split)
+    rows = corpus.shard_rows(split)
+    mine = [i for i in range(len(names)) if i % num_shards == shard_index]
+    # Only this worker's temp files: another worker of the job array may be writing its own.
+    for i in mine:
+        temp_path_for(out / names[i]).unlink(missing_ok=True)
+    if num_shards == 1:
+        remove_temp_files(out)
+
+    done = set()
+    for file in sorted(out.glob("*.parquet")):
+        index = names.index(file.name) if file.name in names else None
+        owned = index in mine
+        if overwrite and (owned or index is None):
+            file.unlink()
+            continue
+        try:
+            md, have = _footer(file)
+        except CpfdError:
+            if owned or index is None:
+                raise CpfdError(f"{file}: damaged (not readable Parquet); delete it or pass --overwrite") from None
+            continue  # another worker's shard: that worker deals with it
+        if have is None or _identity(have) != _identity(want):
+            if overwrite:
+                continue  # another worker's shard of an old dump: that worker replaces it
+            what = "a file that is no cpfd dump shard" if have is None else f"a shard of {_difference(have, want)}"
+            raise CpfdError(f"{file}: {what}; pass --overwrite to replace the dump in {out}")
+        if index is None:
+            raise CpfdError(f"{file}: not a shard of corpus split {split}; delete it or pass --overwrite")
+        if owned:
+            problem = _shard_problem(md, corpus.num_classes, rows[index], groups[index])
+            if problem:
+                raise CpfdError(f"{file}: {problem}; delete it or pass --overwrite")
+            done.add(index)
+    if overwrite:
+        fsync_dir(out)
+    return [i for i in mine if i not in done]
+
+
+def _row_group_table(
+    arrays: Sequence, corpus_rows: pa.Table, num_classes: int, schema: pa.Schema, where: str
+) -> pa.Table:
+    """Check one row group of teacher outputs against the corpus rows; build its Arrow table."""
+    if len(arrays) != 4:
+        raise ValueError(f"{where}: expected (sample_ids, labels, logits, teacher_loss), got {len(arrays)} arrays")
+    sample_ids, labels, logits, loss = arrays
+    n = corpus_rows.num_rows
+    logits = np.asarray(logits)
+    loss = np.asarray(loss)
+    if logits.shape != (n, num_classes):
+        raise CpfdError(f"{where}: logits of shape {logits.shape}, expected ({n}, {num_classes})")
+    if loss.shape != (n,):
+        raise CpfdError(f"{where}: teacher_loss of shape {loss.shape}, expected ({n},)")
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    loss = np.ascontiguousarray(loss, dtype=np.float32)
+    if isinstance(sample_ids, pa.ChunkedArray):
+        sample_ids = sample_ids.combine_chunks()
+    ids = sample_ids if isinstance(sample_ids, pa.Array) else pa.array(sample_ids, type=pa.string())
+    if ids.type != pa.string():
+        ids = ids.cast(pa.string())
+    corpus_ids = corpus_rows.column("sample_id").combine_chunks()
+    if not ids.equals(corpus_ids):
+        i = _first_difference(ids, corpus_ids)
+        got = ids[i].as_py() if i < len(ids) else "<none>"
+        raise CpfdError(f"{where}: sample_id of row {i} is {got!r}, the corpus has {corpus_ids[i].as_py()!r}")
+    labels = np.asarray(labels).astype(np.int32, copy=False)
+    corpus_labels = corpus_rows.column("label").to_numpy()
+    if labels.shape != (n,) or not np.array_equal(labels, corpus_labels):
+        raise CpfdError(f"{where}: labels differ from the corpus labels")
+    if not np.isfinite(logits).all():
+        raise CpfdError(f"{where}: the teacher's logits hold NaN or inf")
+    if not np.isfinite(loss).all():
+        raise CpfdError(f"{where}: teacher_loss holds NaN or inf")
+    expected = cross_entropy(logits, labels)
+    worst = np.abs(loss - expected) / (1.0 + np.abs(expected))
+    if n and worst.max() > LOSS_RTOL:
+        i = int(worst.argmax())
+        raise CpfdError(
+            f"{where}: teacher_loss of row {i} is {loss[i]:.6g}, the cross-entropy of its logits is {expected[i]:.6g}"
+        )
+    flat = pa.array(logits.reshape(-1), type=pa.float32())
+    return pa.Table.from_arrays(
+        [ids, pa.array(labels, type=pa.int32()), pa.FixedSizeListArray.from_arrays(flat, num_classes), pa.array(loss)],
+        schema=schema,
+    )
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """-log softmax(logits)[label] per row, computed stably in float64. (n, C), (n,) -> (n,)."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(axis=1, keepdims=True) if len(x) else np.zeros((0, 1))
+    lse = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
+    return lse - x[np.arange(len(x)), np.asarray(labels, dtype=np.int64)]
+
+
+def write_dump_shard(
+    out: str | Path,
+    corpus: Corpus | str | Path,
+    split: str,
+    shard_index: int,
+    row_group_arrays: Iterable[Sequence],
+    provenance: dict,
+    *,
+    compression: str | dict = DUMP_COMPRESSION,
+) -> dict:
+    """Write and commit the dump shard of corpus shard `shard_index`. Returns {file, corpus_file, rows}.
+
+    `row_group_arrays` yields `(sample_ids, labels, logits (n, C) float32, teacher_loss (n,) float32)`
+    once per row group of the corpus shard, in order; ids and labels must equal the corpus rows.
+    The shard is written under a temp name and renamed only when complete; on any error the
+    temp file is removed. `compression` (a Parquet codec, or one per column) is for benchmarks.
+    """
+    corpus = _as_corpus(corpus)
+    _check_split(corpus, split)
+    _check_provenance(provenance, corpus, split)
+    corpus_files = corpus.shard_paths(split)
+    if not 0 <= shard_index < len(corpus_files):
+        raise CpfdError(f"shard {shard_index} is not in split {split} ({len(corpus_files)} shards)")
+    corpus_file = corpus_files[shard_index]
+    groups = corpus.row_groups(split)[shard_index]
+    num_classes = corpus.num_classes
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / corpus_file.name
+    tmp = temp_path_for(final)
+    schema = dump_schema(num_classes).with_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
+    corpus_pf = pq.ParquetFile(corpus_file)
+    writer = None
+    rows = 0
+    try:
+        writer = pq.ParquetWriter(
+            tmp,
+            schema,
+            compression=compression,
+            use_dictionary=False,  # ids are unique, floats never repeat
+            write_statistics=["sample_id", "label", "teacher_loss"],
+        )
+        count = 0
+        for g, arrays in enumerate(row_group_arrays):
+            where = f"{final} (corpus {split}/{corpus_file.name}, row group {g})"
+            if g >= len(groups):
+                raise CpfdError(f"{where}: the corpus shard has only {len(groups)} row groups")
+            corpus_rows = corpus_pf.read_row_group(g, columns=["sample_id", "label"])
+            table = _row_group_table(arrays, corpus_rows, num_classes, schema, where)
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            rows += table.num_rows
+            count += 1
+        if count != len(groups):
+            raise CpfdError(f"{final}: got {count} row groups, the corpus shard has {len(groups)}")
+        writer.close()
+        writer = None
+        commit(tmp, final)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"file": final.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows}
+
+
+def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, provenance: dict) -> bool:
+    """Write `_manifest.json` if every shard of the split is committed; else return False.
+
+    Idempotent: a manifest already there for the same dump is kept (True). Shards of another
+    provenance (an overwrite still under way in another worker) count as not committed.
+    """
+    corpus = _as_corpus(corpus)
+    _check_split(corpus, split)
+    _check_provenance(provenance, corpus, split)
+    out = Path(out)
+    manifest_path = out / DUMP_MANIFEST
+    if manifest_path.exists():
+        try:
+            if _identity(json.loads(manifest_path.read_text())) == _identity(provenance):
+                return True
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+    shards = []
+    rows, groups = corpus.shard_rows(split), corpus.row_groups(split)
+    for i, corpus_file in enumerate(corpus.shard_paths(split)):
+        file = out / corpus_file.name
+        if not file.exists():
+            return False
+        md, have = _footer(file)
+        if have is None or _identity(have) != _identity(provenance):
+            return False
+        problem = _shard_problem(md, corpus.num_classes, rows[i], groups[i])
+        if problem:
+            raise CpfdError(f"{file}: {problem}; delete it and rerun")
+        shards.append({"file": file.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows[i]})
+    for entry in shards:
+        entry["sha256"] = file_sha256(out / entry["file"])
+    manifest = {k: v for k, v in provenance.items() if k not in ("created_at", "cpfd_version")}
+    manifest["shards"] = shards
+    manifest["created_at"] = provenance["created_at"]
+    manifest["cpfd_version"] = provenance["cpfd_version"]
+    # Two job-array workers may finish at the same moment: each writes its own temp file (still
+    # dot-prefixed and `.tmp`-suffixed), and the last rename wins with a complete manifest.
+    tmp = manifest_path.with_name(f".{DUMP_MANIFEST}.{os.getpid()}{TMP_SUFFIX}")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    commit(tmp, manifest_path)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------------
+
+
+def read_manifest(dump_dir: str | Path) -> dict:
+    """The manifest of a finished dump; CpfdError for a folder that is not one."""
+    path = Path(dump_dir)
+    if not path.is_dir():
+        raise CpfdError(f"{path}: no such dump directory")
+    manifest = path / DUMP_MANIFEST
+    if not manifest.exists():
+        raise CpfdError(f"{path}: no {DUMP_MANIFEST} (not a teacher dump, or an unfinished one: rerun dump-teacher)")
+    try:
+        meta = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CpfdError(f"{manifest}: not valid JSON ({e})") from None
+    version = meta.get("schema_version")
+    if version != DUMP_SCHEMA_VERSION:
+        raise CpfdError(f"{manifest}: dump schema_version {version}, this cpfd reads {DUMP_SCHEMA_VERSION}")
+    for key in ("teacher", "corpus", "num_classes", "classes", "shards"):
+        if key not in meta:
+            raise CpfdError(f"{manifest}: no {key!r} field")
+    return meta
+
+
+def shard_files(dump_dir: str | Path, manifest: dict | None = None) -> list[Path]:
+    """The dump's Parquet files, in corpus shard order (what DuckDB scans)."""
+    manifest = manifest or read_manifest(dump_dir)
+    return [Path(dump_dir) / s["file"] for s in manifest["shards"]]
+
+
+class TeacherDump:
+    """A teacher dump checked against its corpus: logits and losses per corpus WorkUnit.
+
+    `TeacherDump(dump_dir, corpus, split=None)` raises CpfdError unless the dump was made from
+    this corpus (and of `split`, when given) and every shard has the corpus shard's rows and
+    row groups. `read(unit)` returns (logits (n, C) float32, teacher_loss (n,) float32), read-only
+    views of the Arrow buffers; `extra(unit)` returns writable copies under the batch keys
+    `teacher_logits` and `teacher_loss`.
+    """
+
+    def __init__(self, dump_dir: str | Path, corpus: Corpus | str | Path, split: str | None = None):
+        self.path = Path(dump_dir)
+        self.corpus = _as_corpus(corpus)
+        self.manifest = read_manifest(self.path)
+        m, where = self.manifest, self.path / DUMP_MANIFEST
+        if m["corpus"].get("fingerprint") != self.corpus.fingerprint:
+            raise CpfdError(
+                f"{self.path}: dump of another corpus (fingerprint {str(m['corpus'].get('fingerprint'))[:12]}, "
+                f"{self.corpus.path} has {self.corpus.fingerprint[:12]})"
+            )
+        self.split = m["corpus"].get("split")
+        if split is not None and split != self.split:
+            raise CpfdError(f"{self.path}: dump of the {self.split} split, the {split} split was asked for")
+        if self.split not in SPLITS:
+            raise CpfdError(f"{where}: unknown split {self.split!r}")
+        if m["num_classes"] != self.corpus.num_classes or list(m["classes"]) != self.corpus.classes:
+            raise CpfdError(
+                f"{where}: {m['num_classes']} classes {m['classes']}, the corpus has {self.corpus.num_classes} {self.corpus.classes}"
+            )
+        if m.get("loss") != "cross_entropy" or m.get("logits_temperature") != 1:
+            raise CpfdError(f"{where}: loss {m.get('loss')!r} at temperature {m.get('logits_temperature')}, expected cross_entropy at 1")
+        self.num_classes = int(m["num_classes"])
+        corpus_files = self.corpus.shard_paths(self.split)
+        if len(m["shards"]) != len(corpus_files):
+            raise CpfdError(f"{where}: lists {len(m['shards'])} shards, corpus split {self.split} has {len(corpus_files)}")
+        self.files: list[Path] = []
+        self.corpus_files = corpus_files
+        self.row_groups = self.corpus.row_groups(self.split)
+        for entry, corpus_file, rows, groups in zip(
+            m["shards"], corpus_files, self.corpus.shard_rows(self.split), self.row_groups
+        ):
+            file = self.path / entry["file"]
+            if entry["file"] != corpus_file.name:
+                raise CpfdError(f"{file}: listed where the corpus has {self.split}/{corpus_file.name}")
+            if entry["rows"] != rows:
+                raise CpfdError(f"{file}: manifest says {entry['rows']} rows, the corpus shard has {rows}")
+            if not file.exists():
+                raise CpfdError(f"{file}: shard listed in {DUMP_MANIFEST} is missing")
+            md, _ = _footer(file)
+            problem = _shard_problem(md, self.num_classes, rows, groups)
+            if problem:
+                raise CpfdError(f"{file}: {problem}")
+            self.files.append(file)
+        self._ids_checked: set[int] = set()
+        self._open: tuple[int, pq.ParquetFile] | None = None
+
+    # ---- checks -------------------------------------------------------------------------
+    def check_ids(self, shard: int) -> None:
+        """Compare the shard's sample_id column with the corpus shard's, row group by row group."""
+        file, corpus_file = self.files[shard], self.corpus_files[shard]
+        try:
+            dump_pf, corpus_pf = pq.ParquetFile(file), pq.ParquetFile(corpus_file)
+            offset = 0
+            for g in range(len(self.row_groups[shard])):
+                ids = dump_pf.read_row_group(g, columns=["sample_id"]).column(0).combine_chunks()
+                want = corpus_pf.read_row_group(g, columns=["sample_id"]).column(0).combine_chunks()
+                if not ids.equals(want):
+                    i = _first_difference(ids, want)
+                    raise CpfdError(
+                        f"{file}: sample_id of row {offset + i} is {ids[i].as_py()!r}, "
+                        f"corpus {self.split}/{corpus_file.name} has {want[i].as_py()!r}"
+                    )
+                offset += len(ids)
+        except (pa.ArrowException, OSError) as e:
+            raise CpfdError(f"{file}: cannot read sample_id ({e})") from None
+        self._ids_checked.add(shard)
+
+    def verify(self) -> None:
+        """A full pass: every shard's sha256 against the manifest, its ids, and finite values."""
+        for shard, entry in enumerate(self.manifest["shards"]):
+            file = self.files[shard]
+            if file_sha256(file) != entry.get("sha256"):
+                raise CpfdError(f"{file}: sha256 differs from {DUMP_MANIFEST} (the file changed after the dump)")
+            self.check_ids(shard)
+        for _ in self.iter_teacher_columns():
+            pass
+
+    # ---- streaming ----------------------------------------------------------------------
+    def _file(self, shard: int) -> pq.ParquetFile:
+        if self._open is None or self._open[0] != shard:
+            if shard not in self._ids_checked:
+                self.check_ids(shard)
+            self._open = (shard, pq.ParquetFile(self.files[shard]))
+        return self._open[1]
+
+    def read(self, unit: WorkUnit) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (n, C) float32, teacher_loss (n,) float32) for exactly the rows of `unit`."""
+        if unit.split != self.split:
+            raise CpfdError(f"{self.path}: dump of the {self.split} split, asked for a row group of {unit.split}")
+        if not 0 <= unit.shard < len(self.files) or not 0 <= unit.row_group < len(self.row_groups[unit.shard]):
+            raise CpfdError(f"{self.path}: no shard {unit.shard} row group {unit.row_group} in split {self.split}")
+        file = self.files[unit.shard]
+        pf = self._file(unit.shard)
+        try:
+            table = pf.read_row_group(unit.row_group, columns=TEACHER_COLUMNS)
+        except (pa.ArrowException, OSError) as e:
+            raise CpfdError(f"{file}: cannot read row group {unit.row_group} ({e})") from None
+        if table.num_rows != unit.rows:
+            raise CpfdError(f"{file}: row group {unit.row_group} holds {table.num_rows} rows, the corpus has {unit.rows}")
+        logits = _float32_view(table.column(0), file).reshape(-1, self.num_classes)
+        loss = _float32_view(table.column(1), file)
+        if not np.isfinite(logits).all():
+            raise CpfdError(f"{file}: logits hold NaN or inf in row group {unit.row_group}")
+        if not np.isfinite(loss).all():
+            raise CpfdError(f"{file}: teacher_loss holds NaN or inf in row group {unit.row_group}")
+        return logits, loss
+
+    def extra(self, unit: WorkUnit) -> dict:
+        """The `CorpusBatches` extra columns for `unit` (writable copies)."""
+        logits, loss = self.read(unit)
+        return {"teacher_logits": np.array(logits), "teacher_loss": np.array(loss)}
+
+    def iter_teacher_columns(self, units: Sequence[WorkUnit] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(logits, teacher_loss) per unit, for all row groups of the split when `units` is None."""
+        for unit in self.corpus.work_units(self.split) if units is None else units:
+            yield self.read(unit)
+
+    def extra_for_corpus_batches(self) -> "DumpExtra":
+        """A picklable `extra_open` for `pipeline.data.CorpusBatches`; each worker reopens the files."""
+        return DumpExtra(str(self.path), str(self.corpus.path), self.split)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(int(s["rows"]) for s in self.manifest["shards"])
+
+
+AlignedReader = TeacherDump
+
+
+class DumpExtra:
+    """`extra_open` for CorpusBatches: called once per DataLoader worker, returns `extra(unit)`."""
+
+    def __init__(self, dump_dir: str, corpus_path: str, split: str):
+        self.dump_dir, self.corpus_path, self.split = dump_dir, corpus_path, split
+
+    def __call__(self):
+        # The parent verified the corpus in full; a worker only needs the fast check.
+        corpus = Corpus(self.corpus_path, verify="fast")
+        return TeacherDump(self.dump_dir, corpus, self.split).extra
+
+
+def open_dump(dump_dir: str | Path, corpus: Corpus | str | Path, split: str | None = None) -> TeacherDump:
+    """`TeacherDump(dump_dir, corpus, split)`: a dump checked against the corpus it is used with."""
+    return TeacherDump(dump_dir, corpus, split)
+
+
+# --------------------------------------------------------------------------------------------
+# cpfd info
+# --------------------------------------------------------------------------------------------
+
+
+def describe_dump(path: str | Path) -> dict:
+    """What `cpfd info DUMP` prints (reads the manifest and the `label` column only)."""
+    path = Path(path)
+    m = read_manifest(path)
+    counts = np.zeros(int(m["num_classes"]), dtype=np.int64)
+    missing = []
+    for file in shard_files(path, m):
+        if not file.exists():
+            missing.append(file.name)
+            continue
+        try:
+            pf = pq.ParquetFile(file)
+            for g in range(pf.num_row_groups):
+                labels = pf.read_row_group(g, columns=["label"]).column(0).to_numpy()
+                counts += np.bincount(labels, minlength=len(counts))[: len(counts)]
+        except Exception as e:
+            raise CpfdError(f"{file}: not a readable Parquet file ({e})") from None
+    return {
+        "kind": "dump",
+        "path": str(path),
+        "schema_version": m["schema_version"],
+        "split": m["corpus"].get("split"),
+        "rows": sum(int(s["rows"]) for s in m["shards"]),
+        "shards": len(m["shards"]),
+        "missing_shards": missing,
+        "classes": list(m["classes"]),
+        "num_classes": int(m["num_classes"]),
+        "label_counts": {c: int(n) for c, n in zip(m["classes"], counts)},
+        "teacher": {"dir": m["teacher"].get("dir"), "weights_sha256": m["teacher"].get("weights_sha256")},
+        "corpus": dict(m["corpus"]),
+        "loss": m.get("loss"),
+        "logits_temperature": m.get("logits_temperature"),
+        "created_at": m.get("created_at"),
+        "cpfd_version": m.get("cpfd_version"),
+    }
+
+
+def format_dump_description(d: dict) -> str:
+    """Human-readable text for `describe_dump`'s output."""
+    counts = ", ".join(f"{c} {n}" for c, n in d["label_counts"].items())
+    lines = [
+        f"teacher dump {d['path']}  (dump schema v{d['schema_version']}, cpfd {d['cpfd_version']}, {d['created_at']})",
+        f"  split {d['split']}: {d['rows']} rows in {d['shards']} shard(s); {counts}",
+        f"  classes: {', '.join(d['classes'])}",
+        f"  teacher: {d['teacher']['dir']} (weights sha256 {d['teacher']['weights_sha256']})",
+        f"  corpus: {d['corpus'].get('path')} (fingerprint {d['corpus'].get('fingerprint')})",
+        f"  columns: sample_id, label, logits[{d['num_classes']}] (T = {d['logits_temperature']}), teacher_loss ({d['loss']})",
+    ]
+    if d["missing_shards"]:
+        lines.append(f"  MISSING shards: {', '.join(d['missing_shards'])}")
+    return "\n".join(lines)

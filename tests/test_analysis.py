@@ -1,0 +1,176 @@
+"""DuckDB over a small dump: views, queries, inspect (quantiles, histograms, Table 1) against numpy."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from storage.analysis import (
+    QUANTILES,
+    connect,
+    format_inspect,
+    format_rows,
+    inspect_dump,
+    loss_quantiles,
+    run_query,
+)
+from storage.errors import CpfdError
+from tests.test_dump import TEACHER_A, cross_entropy, run_dump, write_corpus
+
+
+def dump_arrays(dump_dir):
+    table = pq.read_table(sorted(dump_dir.glob("*.parquet")))
+    num_classes = table.schema.field("logits").type.list_size
+    return {
+        "ids": np.array(table.column("sample_id").to_pylist()),
+        "labels": table.column("label").to_numpy(),
+        "logits": table.column("logits").combine_chunks().flatten().to_numpy().reshape(-1, num_classes),
+        "loss": table.column("teacher_loss").to_numpy().astype(np.float64),
+    }
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    root = tmp_path_factory.mktemp("binary")
+    corpus = write_corpus(root / "corpus", n_train=61, n_eval=9)
+    run_dump(root / "dump", corpus)
+    return corpus, root / "dump", dump_arrays(root / "dump")
+
+
+@pytest.fixture(scope="module")
+def predictions(tmp_path_factory, binary):
+    """A student's predictions (DESIGN.md 4.5) on the dumped rows, plus rows the dump lacks."""
+    _, _, a = binary
+    rng = np.random.default_rng(7)
+    n = len(a["ids"])
+    logits = rng.normal(size=(n + 3, 2)).astype(np.float32)
+    prob = 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
+    table = pa.table({
+        "sample_id": list(a["ids"]) + ["x1", "x2", "x3"],
+        "label": pa.array(list(a["labels"]) + [0, 1, 1], pa.int32()),
+        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), 2),
+        "prob": pa.array(prob, pa.float32()),
+        "pred": pa.array((logits[:, 1] > logits[:, 0]).astype(np.int32)),
+    })
+    path = tmp_path_factory.mktemp("pred") / "predictions.parquet"
+    pq.write_table(table, path)
+    return path, (logits[:, 1] > logits[:, 0]).astype(int), np.array(list(a["labels"]) + [0, 1, 1])
+
+
+def test_teacher_view_matches_numpy(binary):
+    _, dump, a = binary
+    columns, rows = run_query(dump, "SELECT sample_id, label, teacher_loss, teacher_pred, teacher_prob FROM teacher ORDER BY sample_id")
+    assert columns == ["sample_id", "label", "teacher_loss", "teacher_pred", "teacher_prob"]
+    order = np.argsort(a["ids"])
+    assert [r[0] for r in rows] == list(a["ids"][order])
+    np.testing.assert_allclose([r[2] for r in rows], a["loss"][order], rtol=1e-6)
+    assert [r[3] for r in rows] == list(a["logits"].argmax(1)[order])
+    x = a["logits"].astype(np.float64)
+    p1 = np.exp(x[:, 1] - x.max(1)) / np.exp(x - x.max(1, keepdims=True)).sum(1)
+    np.testing.assert_allclose([r[4] for r in rows], p1[order], rtol=1e-9)
+    _, [(n, mean)] = run_query(dump, "SELECT count(*), avg(teacher_loss) FROM teacher")
+    assert n == 61 and mean == pytest.approx(a["loss"].mean())
+
+
+def test_multiclass_pred_and_prob(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", n_train=20, n_eval=2, classes=("a", "b", "c"))
+    run_dump(tmp_path / "dump", corpus)
+    a = dump_arrays(tmp_path / "dump")
+    _, rows = run_query(tmp_path / "dump", "SELECT teacher_pred, teacher_prob FROM teacher ORDER BY sample_id")
+    x = a["logits"][np.argsort(a["ids"])].astype(np.float64)
+    assert [r[0] for r in rows] == list(x.argmax(1))
+    softmax = np.exp(x - x.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    np.testing.assert_allclose([r[1] for r in rows], softmax.max(1), rtol=1e-6)
+    d = inspect_dump(tmp_path / "dump")
+    assert d["teacher_accuracy"] == pytest.approx((a["logits"].argmax(1) == a["labels"]).mean())
+    assert list(d["mean_loss_by_label"]) == ["a", "b", "c"]
+
+
+def test_corpus_view_has_both_splits_and_no_frames(binary):
+    corpus, dump, _ = binary
+    con = connect(dump, corpus.path)
+    columns = [r[0] for r in con.execute("DESCRIBE corpus").fetchall()]
+    assert columns == ["sample_id", "label", "split", "title", "ocr_text", "privileged", "features"]
+    assert con.execute("SELECT split, count(*) FROM corpus GROUP BY split ORDER BY split").fetchall() == [("eval", 9), ("train", 61)]
+    joined = con.execute("SELECT count(*) FROM teacher JOIN corpus USING (sample_id) WHERE corpus.label = teacher.label").fetchone()[0]
+    assert joined == 61
+    # Without --corpus, the dump's own corpus (still where the manifest says) gives the view.
+    assert run_query(dump, "SELECT count(*) FROM corpus")[1] == [(70,)]
+
+
+def test_another_corpus_is_refused_for_the_corpus_view(tmp_path, binary):
+    _, dump, _ = binary
+    other = write_corpus(tmp_path / "other", prefix="w")
+    with pytest.raises(CpfdError, match="not the dump's corpus"):
+        connect(dump, other.path)
+
+
+def test_sql_error_is_a_one_line_cpfd_error(binary):
+    _, dump, _ = binary
+    for sql in ["SELEC 1", "SELECT nope FROM teacher", "SELECT * FROM predictions"]:
+        with pytest.raises(CpfdError, match="^query failed: ") as info:
+            run_query(dump, sql)
+        assert "\n" not in str(info.value)
+
+
+def test_unfinished_dump_is_refused(tmp_path, binary):
+    corpus, _, _ = binary
+    run_dump(tmp_path / "dump", corpus, stop_after=2)
+    with pytest.raises(CpfdError, match="no _manifest.json"):
+        run_query(tmp_path / "dump", "SELECT 1")
+
+
+def test_inspect_agrees_with_numpy(binary):
+    _, dump, a = binary
+    d = inspect_dump(dump)
+    loss, labels = a["loss"], a["labels"]
+    assert d["rows"] == 61
+    assert d["label_counts"] == {"neg": int((labels == 0).sum()), "pos": int((labels == 1).sum())}
+    assert d["teacher_accuracy"] == pytest.approx((a["logits"].argmax(1) == labels).mean())
+    assert list(d["loss_quantiles"]) == list(QUANTILES)
+    np.testing.assert_allclose(list(d["loss_quantiles"].values()), np.quantile(loss, QUANTILES), rtol=1e-12)
+    assert d["loss_mean"] == pytest.approx(loss.mean())
+    assert (d["loss_min"], d["loss_max"]) == (loss.min(), loss.max())
+    for label, name in enumerate(["neg", "pos"]):
+        assert d["mean_loss_by_label"][name] == pytest.approx(loss[labels == label].mean())
+        counts, edges = np.histogram(loss[labels == label], bins=20, range=(loss.min(), loss.max()))
+        assert d["loss_histogram"]["counts"][name] == counts.tolist()
+        np.testing.assert_allclose(d["loss_histogram"]["edges"], edges, rtol=1e-12)
+    assert d["table1"] is None
+    text = format_inspect(d)
+    assert "teacher accuracy" in text and "p50" in text and "Table 1" not in text
+    json.dumps(d)  # --json must work
+
+
+def test_loss_quantiles_for_calibrate(binary):
+    _, dump, a = binary
+    q = loss_quantiles(dump, [0.1, 0.5, 0.9])
+    assert list(q) == [0.1, 0.5, 0.9]
+    np.testing.assert_allclose(list(q.values()), np.quantile(a["loss"], [0.1, 0.5, 0.9]), rtol=1e-12)
+    with pytest.raises(CpfdError, match="quantiles must be in \\[0, 1\\]"):
+        loss_quantiles(dump, [50])
+
+
+def test_table1_with_a_predictions_file(binary, predictions):
+    _, dump, a = binary
+    path, all_pred, all_labels = predictions
+    student_pred = all_pred[: len(a["ids"])]
+    d = inspect_dump(dump, predictions=path)
+    t = d["table1"]
+    assert (t["matched"], t["predictions_rows"]) == (61, 64)
+    assert t["groups"] == ["negative", "positive", "overall"]
+    correct = student_pred == a["labels"]
+    for outcome, mask in (("correct", correct), ("incorrect", ~correct)):
+        for group, sel in (("negative", a["labels"] == 0), ("positive", a["labels"] == 1), ("overall", np.ones_like(mask))):
+            cell = t[outcome][group]
+            assert cell["count"] == int((mask & sel).sum())
+            assert cell["mean_teacher_loss"] == pytest.approx(a["loss"][mask & sel].mean())
+    assert "Table 1" in format_inspect(d)
+    # The predictions view itself.
+    _, rows = run_query(dump, "SELECT count(*) FROM predictions WHERE pred = label", predictions=path)
+    assert rows[0][0] == int((all_pred == all_labels).sum())
