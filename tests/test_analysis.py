@@ -174,3 +174,29 @@ def test_table1_with_a_predictions_file(binary, predictions):
     # The predictions view itself.
     _, rows = run_query(dump, "SELECT count(*) FROM predictions WHERE pred = label", predictions=path)
     assert rows[0][0] == int((all_pred == all_labels).sum())
+
+
+def test_a_predictions_file_without_the_columns_is_refused(tmp_path, binary):
+    _, dump, _ = binary
+    pq.write_table(pa.table({"sample_id": ["v0000"], "score": [0.5]}), tmp_path / "p.parquet")
+    with pytest.raises(CpfdError, match="p.parquet: .*") as info:
+        connect(dump, predictions=tmp_path / "p.parquet")
+    assert "\n" not in str(info.value)
+    with pytest.raises(CpfdError, match="no such predictions file"):
+        connect(dump, predictions=tmp_path / "missing.parquet")
+
+
+def test_format_rows_table_csv_json():
+    columns = ["sample_id", "teacher_loss", "logits", "note"]
+    rows = [("a", 0.25, [1.0, -1.0], None), ("b", 1.5, [0.0, 2.0], "x,y")]
+    table = format_rows(columns, rows, "table").splitlines()
+    assert table[0].split() == columns and table[-1] == "(2 rows)"
+    assert [r for r in csv.reader(io.StringIO(format_rows(columns, rows, "csv")))] == [
+        columns, ["a", "0.25", "[1, -1]", ""], ["b", "1.5", "[0, 2]", "x,y"],
+    ]
+    assert json.loads(format_rows(columns, rows, "json")) == [
+        {"sample_id": "a", "teacher_loss": 0.25, "logits": [1.0, -1.0], "note": None},
+        {"sample_id": "b", "teacher_loss": 1.5, "logits": [0.0, 2.0], "note": "x,y"},
+    ]
+    with pytest.raises(ValueError, match="format must be"):
+        format_rows(columns, rows, "xml")
