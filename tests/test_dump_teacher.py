@@ -1,0 +1,267 @@
+"""`cpfd dump-teacher` end to end through the CLI: the offline stage of DESIGN.md 2 and 4.4.
+
+A tiny teacher is trained once on a corpus of three train shards (40 + 40 + 20 rows, row groups of
+at most 16), dumped once, and every test reads or re-dumps from there. The storage-level checks of
+the writer and reader are in tests/test_dump.py; here the command is checked as a user runs it:
+what lands on disk, that it is what the teacher computes, crashes, job arrays and refusals.
+"""
+
+import hashlib
+import json
+import re
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import cpfd
+from pipeline.data import Inputs, collate
+from pipeline.dump_teacher import TeacherScorer
+from pipeline.stages import load_model
+from storage.atomic import temp_path_for
+from tests.factories import tiny_corpus
+
+FAST = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(cpfd, [str(a) for a in args])
+
+
+def ok(*args):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def refused(*args, message: str):
+    """A user mistake: exit status 1 and one `error: ...` line naming the problem."""
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    assert message in result.output, result.output
+    return result
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shard_tables(dump_dir) -> dict:
+    """{file name: table} of a dump's Parquet shards; Table.equals ignores the provenance metadata,
+    whose created_at differs between runs."""
+    return {p.name: pq.read_table(p) for p in sorted(dump_dir.glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Models this small gain nothing from intra-op threads, and on a busy machine the threads'
+    # hand-offs cost several times the work. Every comparison here runs under the same setting.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("c") / "corpus", n_train=100, n_eval=24,
+                       rows_per_shard=40, row_group_rows=16)
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("t") / "teacher"
+    ok("train-teacher", corpus.path, "--out", out, *FAST)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dump(teacher, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("d") / "dump"
+    ok("dump-teacher", teacher, corpus.path, "--out", out, "--batch-size", "8", "--quiet")
+    return out
+
+
+def test_the_corpus_has_several_shards_and_row_groups(corpus):
+    assert corpus.shard_rows("train") == [40, 40, 20]
+    assert corpus.row_groups("train") == [[16, 16, 8], [16, 16, 8], [16, 4]]
+
+
+def test_dump_mirrors_the_corpus_shards(corpus, dump):
+    corpus_files = corpus.shard_paths("train")
+    assert sorted(p.name for p in dump.iterdir()) == ["_manifest.json", *(f.name for f in corpus_files)]
+    for corpus_file in corpus_files:
+        file = dump / corpus_file.name
+        md, corpus_md = pq.ParquetFile(file).metadata, pq.ParquetFile(corpus_file).metadata
+        assert md.num_rows == corpus_md.num_rows
+        assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == \
+               [corpus_md.row_group(i).num_rows for i in range(corpus_md.num_row_groups)]
+        table = pq.read_table(file)
+        types = {f.name: f.type for f in table.schema}
+        assert list(types) == ["sample_id", "label", "logits", "teacher_loss"]
+        assert (types["sample_id"], types["label"], types["teacher_loss"]) == (pa.string(), pa.int32(), pa.float32())
+        assert pa.types.is_fixed_size_list(types["logits"]) and types["logits"].list_size == 2
+        assert types["logits"].value_type == pa.float32()
+        corpus_rows = pq.read_table(corpus_file, columns=["sample_id", "label"])
+        assert table.column("sample_id").equals(corpus_rows.column("sample_id"))
+        assert table.column("label").equals(corpus_rows.column("label"))
+
+
+def test_manifest_names_teacher_corpus_split_and_every_shard(corpus, teacher, dump):
+    manifest = json.loads((dump / "_manifest.json").read_text())
+    assert manifest["teacher"]["weights_sha256"] == sha256(teacher / "model.safetensors")
+    assert manifest["teacher"]["config"]["architecture"] == "DF-X-VLM"
+    assert manifest["corpus"]["fingerprint"] == corpus.fingerprint
+    assert manifest["corpus"]["split"] == "train"
+    assert manifest["num_classes"] == 2 and manifest["classes"] == ["neg", "pos"]
+    assert manifest["loss"] == "cross_entropy" and manifest["logits_temperature"] == 1
+    assert [(s["file"], s["corpus_file"], s["rows"]) for s in manifest["shards"]] == \
+           [(f.name, f"train/{f.name}", n) for f, n in zip(corpus.shard_paths("train"), corpus.shard_rows("train"))]
+    for shard in manifest["shards"]:
+        assert shard["sha256"] == sha256(dump / shard["file"])
+        # each shard carries the provenance too, so it can be matched before the manifest exists
+        stored = json.loads(pq.ParquetFile(dump / shard["file"]).schema_arrow.metadata[b"cpfd.dump"])
+        assert stored["teacher"]["weights_sha256"] == manifest["teacher"]["weights_sha256"]
+        assert stored["corpus"] == manifest["corpus"]
+
+
+def test_teacher_loss_is_the_cross_entropy_of_the_stored_logits(dump):
+    for table in shard_tables(dump).values():
+        logits = np.array(table.column("logits").to_pylist(), dtype=np.float64)
+        labels = table.column("label").to_numpy()
+        log_softmax = logits - logits.max(1, keepdims=True)
+        log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+        expected = -log_softmax[np.arange(len(labels)), labels]
+        assert table.column("teacher_loss").to_numpy() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_logits_are_what_the_teacher_model_gives(corpus, teacher, dump):
+    model, tokenizer = load_model(teacher)
+    model.eval()
+    inputs = Inputs.for_corpus(corpus, privileged=True)
+    widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
+    for corpus_file in corpus.shard_paths("train"):
+        rows = pq.read_table(corpus_file, columns=inputs.columns())  # the whole shard as one batch
+        with torch.no_grad():
+            expected = model(collate(rows, inputs, tokenizer, model.config.max_length, widths)).logits.numpy()
+        stored = np.array(pq.read_table(dump / corpus_file.name).column("logits").to_pylist(), dtype=np.float32)
+        assert np.abs(stored - expected).max() < 1e-5
+
+
+def test_verify_recomputes_the_teacher_and_finds_no_difference(corpus, teacher, dump):
+    result = ok("dump-teacher", teacher, corpus.path, "--out", dump, "--verify", "20", "--quiet")
+    # the dump is finished: the rerun writes nothing, then checks 20 random rows
+    assert "dumped 0 rows in 0 shard(s)" in result.output and "(complete)" in result.output
+    found = re.search(r"verified (\d+) rows: max \|logits diff\| (\S+), max \|loss diff\| (\S+)$", result.output, re.M)
+    assert found, result.output
+    assert int(found[1]) == 20
+    assert float(found[2]) < 1e-5 and float(found[3]) < 1e-5
+
+
+def test_a_crash_mid_dump_is_finished_by_a_rerun(corpus, teacher, dump, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_logits = TeacherScorer.logits
+
+    def crash_on_fifth_row_group(self, table):  # row groups 1-3 are shard 0: dies inside shard 1
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("simulated crash")
+        return real_logits(self, table)
+
+    out = tmp_path / "dump"
+    monkeypatch.setattr(TeacherScorer, "logits", crash_on_fifth_row_group)
+    result = run("dump-teacher", teacher, corpus.path, "--out", out, "--quiet")
+    monkeypatch.setattr(TeacherScorer, "logits", real_logits)
+    assert result.exit_code != 0 and calls["n"] == 5
+    assert not (out / "_manifest.json").exists()
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["part-00000.parquet"]
+    committed = (out / "part-00000.parquet").stat()
+    # what a kill -9 in the middle of shard 1 would leave behind
+    stale = temp_path_for(out / "part-00001.parquet")
+    stale.write_bytes(b"half a parquet file")
+
+    result = ok("dump-teacher", teacher, corpus.path, "--out", out, "--quiet")
+    assert "dumped 60 rows in 2 shard(s)" in result.output and "(complete)" in result.output
+    assert not stale.exists()
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == committed.st_mtime_ns  # kept, not redone
+    resumed, uninterrupted = shard_tables(out), shard_tables(dump)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(resumed[name].equals(uninterrupted[name]) for name in resumed)
+    assert json.loads((out / "_manifest.json").read_text())["shards"][0]["sha256"] == sha256(out / "part-00000.parquet")
+
+
+def test_job_array_workers_share_the_shards(corpus, teacher, dump, tmp_path):
+    out = tmp_path / "dump"
+    worker = ["dump-teacher", teacher, corpus.path, "--out", out, "--num-shards", "2", "--quiet", "--shard-index"]
+    result = ok(*worker, "0")  # corpus shards 0 and 2
+    assert "dumped 60 rows in 2 shard(s)" in result.output and "waiting for the other shard workers" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00002.parquet"]
+    result = ok(*worker, "1")  # corpus shard 1, and then the manifest
+    assert "dumped 40 rows in 1 shard(s)" in result.output and "(complete)" in result.output
+    assert (out / "_manifest.json").exists()
+    together, alone = shard_tables(out), shard_tables(dump)
+    assert together.keys() == alone.keys()
+    assert all(together[name].equals(alone[name]) for name in together)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert [(s["file"], s["rows"]) for s in manifest["shards"]] == \
+           [(s["file"], s["rows"]) for s in json.loads((dump / "_manifest.json").read_text())["shards"]]
+
+
+def test_job_array_options_go_together(corpus, teacher, tmp_path):
+    out = tmp_path / "dump"
+    for args in (["--num-shards", "2"], ["--shard-index", "0"]):
+        result = run("dump-teacher", teacher, corpus.path, "--out", out, *args, "--quiet")
+        assert result.exit_code in (1, 2) and "--num-shards and --shard-index go together" in result.output
+    refused("dump-teacher", teacher, corpus.path, "--out", out, "--num-shards", "2", "--shard-index", "2", "--quiet",
+            message="--shard-index must be in [0, 2)")
+    assert not out.exists()
+
+
+def test_verify_needs_a_complete_dump(corpus, teacher, tmp_path):
+    out = tmp_path / "dump"
+    result = run("dump-teacher", teacher, corpus.path, "--out", out, "--num-shards", "3", "--shard-index", "2",
+                 "--verify", "5", "--quiet")
+    assert result.exit_code == 1 and "error: " in result.output and "--verify needs a complete dump" in result.output
+    assert (out / "part-00002.parquet").exists() and not (out / "_manifest.json").exists()
+
+
+def test_a_student_is_refused_as_teacher(corpus, tmp_path):
+    student = tmp_path / "student"
+    ok("train-student", corpus.path, "--out", student, *FAST, "--max-steps", "1")
+    refused("dump-teacher", student, corpus.path, "--out", tmp_path / "dump", "--quiet",
+            message="is a X-VLM, dump-teacher needs a teacher")
+    assert not (tmp_path / "dump").exists()
+
+
+def test_another_teachers_dump_is_refused_unless_overwrite(corpus, teacher, dump, tmp_path):
+    other = tmp_path / "other-teacher"
+    ok("train-teacher", corpus.path, "--out", other, *FAST, "--seed", "1")
+    assert sha256(other / "model.safetensors") != sha256(teacher / "model.safetensors")
+    out = tmp_path / "dump"
+    shutil.copytree(dump, out)
+    before = shard_tables(out)
+    refused("dump-teacher", other, corpus.path, "--out", out, "--quiet", message="another teacher")
+    assert "--overwrite" in run("dump-teacher", other, corpus.path, "--out", out, "--quiet").output
+    assert shard_tables(out).keys() == before.keys() and (out / "_manifest.json").exists()
+
+    # an unfinished dump of the first teacher: its committed shards are not silently mixed in either
+    (out / "_manifest.json").unlink()
+    refused("dump-teacher", other, corpus.path, "--out", out, "--quiet", message="another teacher")
+
+    ok("dump-teacher", other, corpus.path, "--out", out, "--overwrite", "--quiet")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["teacher"]["weights_sha256"] == sha256(other / "model.safetensors")
+    after = shard_tables(out)
+    assert after.keys() == before.keys()
+    assert not any(after[name].column("logits").equals(before[name].column("logits")) for name in after)
+
+
+def test_a_teacher_of_another_corpus_is_refused(teacher, tmp_path):
+    other = tiny_corpus(tmp_path / "other", n_train=20, n_eval=8, classes=("ok", "violating"))
+    refused("dump-teacher", teacher, other.path, "--out", tmp_path / "dump", "--quiet", message="does not fit corpus")
+    assert not (tmp_path / "dump").exists()
