@@ -9,7 +9,7 @@ directly with pyarrow so generation is fast) and a teacher dump of it through `s
 writer (plan_dump / write_dump_shard / finalize_dump). Then a fresh subprocess per (size,
 codec) opens the dump with `open_dump` and reads every row group in these passes:
 
-    first pass   includes the once-per-shard sample_id check against the corpus (what every
+    first pass   includes the once-per-shard sample_id + label check against the corpus (what every
                  DataLoader worker pays once per epoch for the shards it touches)
     steady pass  logits + teacher_loss only: the per-row-group cost of training (median of 5)
     extra() pass the same through `TeacherDump.extra` (writable copies, the CorpusBatches path)

@@ -30,8 +30,9 @@ for byte-identical reruns) do not count.
 Reading (`open_dump(dump_dir, corpus)` -> `TeacherDump`, also called `AlignedReader`): checks the
 manifest against the corpus (fingerprint, split, classes, shard names, rows, row groups), then
 gives for a corpus `WorkUnit` the teacher logits and losses of exactly its rows, reading only
-those two columns. The first time a shard is touched in a process its `sample_id` column is
-compared with the corpus shard's, and every row group read is checked for NaN/inf. Any mismatch
+those two columns. The first time a shard is touched in a process its `sample_id` and `label`
+columns are compared with the corpus shard's (the corpus fingerprint covers ids, not labels),
+and every row group read is checked for NaN/inf. Any mismatch
 is a one-line `CpfdError` naming the file and the problem; nothing is ever skipped.
 """
 
@@ -570,23 +571,26 @@ class TeacherDump:
 
     # ---- checks -------------------------------------------------------------------------
     def check_ids(self, shard: int) -> None:
-        """Compare the shard's sample_id column with the corpus shard's, row group by row group."""
+        """Compare the shard's sample_id and label columns with the corpus shard's, row group by row group."""
         file, corpus_file = self.files[shard], self.corpus_files[shard]
         try:
             dump_pf, corpus_pf = pq.ParquetFile(file), pq.ParquetFile(corpus_file)
             offset = 0
             for g in range(len(self.row_groups[shard])):
-                ids = dump_pf.read_row_group(g, columns=["sample_id"]).column(0).combine_chunks()
-                want = corpus_pf.read_row_group(g, columns=["sample_id"]).column(0).combine_chunks()
-                if not ids.equals(want):
-                    i = _first_difference(ids, want)
-                    raise CpfdError(
-                        f"{file}: sample_id of row {offset + i} is {ids[i].as_py()!r}, "
-                        f"corpus {self.split}/{corpus_file.name} has {want[i].as_py()!r}"
-                    )
-                offset += len(ids)
+                have = dump_pf.read_row_group(g, columns=["sample_id", "label"])
+                want = corpus_pf.read_row_group(g, columns=["sample_id", "label"])
+                # Labels too: the fingerprint covers ids, and teacher_loss is only valid for its label.
+                for column in ("sample_id", "label"):
+                    a, b = have.column(column).combine_chunks(), want.column(column).combine_chunks()
+                    if not a.equals(b):
+                        i = _first_difference(a, b)
+                        raise CpfdError(
+                            f"{file}: {column} of row {offset + i} is {a[i].as_py()!r}, "
+                            f"corpus {self.split}/{corpus_file.name} has {b[i].as_py()!r}"
+                        )
+                offset += have.num_rows
         except (pa.ArrowException, OSError) as e:
-            raise CpfdError(f"{file}: cannot read sample_id ({e})") from None
+            raise CpfdError(f"{file}: cannot read sample_id and label ({e})") from None
         self._ids_checked.add(shard)
 
     def verify(self) -> None:

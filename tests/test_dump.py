@@ -411,6 +411,13 @@ def test_an_id_that_differs_is_found_on_first_touch(dump_copy, corpus):
     refused(lambda: open_dump(dump_copy, corpus).verify(), "part-00001.parquet: sha256 differs")
 
 
+def test_a_label_that_differs_is_found_on_first_touch(dump_copy, corpus):
+    # The corpus fingerprint covers ids, not labels: a relabelled corpus must not pass.
+    rewrite_shard(dump_copy / "part-00000.parquet", lambda t: set_value(t, "label", 2, 1 - t.column("label")[2].as_py()))
+    dump = open_dump(dump_copy, corpus)
+    refused(lambda: dump.read(corpus.work_units("train")[0]), "part-00000.parquet: label of row 2 is")
+
+
 def test_nan_logits_and_inf_loss_are_refused(dump_copy, corpus):
     rewrite_shard(dump_copy / "part-00000.parquet", lambda t: set_value(t, "logits", 4, float("nan")))
     rewrite_shard(dump_copy / "part-00002.parquet", lambda t: set_value(t, "teacher_loss", 0, float("inf")))
