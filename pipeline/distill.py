@@ -34,7 +34,7 @@ from storage.atomic import commit, temp_path_for
 from storage.corpus import Corpus
 from storage.dump import open_dump
 from storage.errors import CpfdError
-from student.cpfd import MAPPING_PARAMS, QUANTILES, alpha_from_loss, cpfd_loss, resolve_params
+from student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, QUANTILES, alpha_from_loss, cpfd_loss, resolve_params
 
 
 def cpfd_objective(mapping: str, params: dict, temperature: float):
@@ -49,14 +49,15 @@ def cpfd_objective(mapping: str, params: dict, temperature: float):
 
 
 def resolve_mapping(dump_dir: Path, mapping: str, given: dict) -> tuple[dict, list[str]]:
-    """The mapping's parameters: the given ones, the rest calibrated from the dump. Also the
-    names that were calibrated."""
+    """The mapping's parameters: the given ones, defaults, the rest calibrated from the dump.
+    Also the names that were calibrated."""
     unknown = [k for k, v in given.items() if v is not None and k not in MAPPING_PARAMS.get(mapping, ())]
     if unknown:
         raise CpfdError(f"--{unknown[0].replace('_', '-')} does not apply to --mapping {mapping}")
     missing = [k for k in MAPPING_PARAMS.get(mapping, ()) if given.get(k) is None]
-    quantiles = loss_quantiles(dump_dir, QUANTILES) if missing and mapping != "constant" else None
-    return resolve_params(mapping, given, quantiles), missing
+    calibrated = [k for k in missing if k not in MAPPING_DEFAULTS.get(mapping, {})]
+    quantiles = loss_quantiles(dump_dir, QUANTILES) if calibrated and mapping != "constant" else None
+    return resolve_params(mapping, given, quantiles), calibrated
 
 
 def write_alpha_log(dump, mapping: str, params: dict, path: Path) -> int:
@@ -84,8 +85,11 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus, split="train")
     dump.verify()  # ids, row counts, hashes, finite values: all before the first step
+    params_given = dict(params)
     params, calibrated = resolve_mapping(Path(dump_dir), mapping, params)
-    shown = ", ".join(f"{k}={v:.4g}" + (" (calibrated)" if k in calibrated else "") for k, v in params.items())
+    defaults = [k for k in MAPPING_DEFAULTS.get(mapping, {}) if params_given.get(k) is None]
+    shown = ", ".join(f"{k}={v:.4g}" + (" (calibrated)" if k in calibrated else " (default)" if k in defaults else "")
+                      for k, v in params.items())
     announce(f"mapping {mapping}: {shown}; temperature {temperature:g}")
 
     out = Path(out)

@@ -13,6 +13,7 @@ the CPU.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
@@ -53,6 +54,7 @@ class TrainOptions:
 
 
 # A resumed run continues the interrupted one: options that change its trajectory must agree.
+RESUME_RECORD_KEYS = ("stage", "corpus", "dump", "distillation")  # the data and the loss
 RESUME_MUST_MATCH = ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed")
 
 
@@ -160,6 +162,11 @@ def train(
         if changed:
             raise CpfdError(f"{checkpoint}: --resume needs the options of the interrupted run; "
                             + ", ".join(f"{k} was {state['options'].get(k)!r}, now {getattr(options, k)!r}" for k in changed))
+        moved = [k for k in RESUME_RECORD_KEYS if json.dumps(state["record"].get(k), sort_keys=True, default=str)
+                 != json.dumps(record.get(k), sort_keys=True, default=str)]
+        if moved:
+            raise CpfdError(f"{checkpoint}: --resume needs the inputs of the interrupted run; "
+                            + "; ".join(f"{k} was {state['record'].get(k)}, now {record.get(k)}" for k in moved))
         position, record = state["position"], state["record"]
 
     def save(position: dict) -> None:
@@ -223,4 +230,6 @@ def train(
         if options.progress:
             shown = ", ".join(f"{k[5:]} {metrics[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in metrics)
             tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; eval {shown}" if shown else ""), file=sys.stderr)
+    record["finished"] = True  # what `cpfd experiment` checks before reusing a model folder
+    atomic_write_json(out_dir / "training.json", record)
     return record

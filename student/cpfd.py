@@ -369,14 +369,16 @@ def calibrate_params(losses_or_quantiles, mapping: str) -> dict[str, float]:
       constant:    alpha = 0.5
       threshold:   tau = q50 (half the samples on each side), alpha_high = 0.9, alpha_low = 0.1 (paper)
       neg-sigmoid: center = q50, beta = 4 / max(q90 - q10, eps)
-      tanh:        center = q50, beta = 2 / max(q90 - q10, eps)
+      tanh:        center = q50, beta = 4 / max(q90 - q10, eps)
       exp-decay:   loss_min = q05, loss_max = max(q95, q05 + eps), alpha_max = 0.9, alpha_min = 0.1
-    Why these betas: 0.5 * (tanh(x) + 1) = sigmoid(2x), so tanh with beta equals neg-sigmoid with
-    2 * beta, and both rules give the same curve. Its log-odds, log(a / (1 - a)) = -4 (L - q50) / (q90 - q10),
+    Why these betas: for neg-sigmoid the log-odds, log(a / (1 - a)) = -4 (L - q50) / (q90 - q10),
     fall by exactly 4 between q10 and q90. When the median sits midway between q10 and q90 (a
     symmetric distribution) alpha runs from 1 / (1 + e^-2) = 0.881 at q10 to 1 / (1 + e^2) = 0.119 at
     q90 across the central 80% of samples; for the usual right-skewed teacher losses the median is
     nearer q10, so alpha at q10 is nearer 0.5 and alpha at q90 nearer 0.
+    tanh gets the same beta. Since 0.5 * (tanh(x) + 1) = sigmoid(2x), tanh with beta is neg-sigmoid
+    with 2 * beta: with one shared beta the two mappings are the same curve at two steepnesses
+    (tanh's log-odds fall by 8 between q10 and q90), rather than one curve calibrated twice.
     Exp-decay likewise spans alpha 0.9 -> 0.1 over the central 90%, clamped outside.
     """
     _check_mapping(mapping)
@@ -390,7 +392,7 @@ def calibrate_params(losses_or_quantiles, mapping: str) -> dict[str, float]:
     if mapping == "threshold":
         return {"tau": q[0.5], "alpha_high": 0.9, "alpha_low": 0.1}
     spread = max(q[0.9] - q[0.1], CALIBRATION_EPS)
-    return {"beta": (4.0 if mapping == "neg-sigmoid" else 2.0) / spread, "center": q[0.5]}
+    return {"beta": 4.0 / spread, "center": q[0.5]}
 
 
 def resolve_params(mapping: str, given: Mapping[str, Any], losses_or_quantiles=None) -> dict[str, float]:

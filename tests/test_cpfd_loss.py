@@ -366,18 +366,19 @@ def test_calibrate_rule_on_uniform_losses():
     assert calibrate_params(UNIFORM, "constant") == {"alpha": 0.5}
     assert calibrate_params(UNIFORM, "threshold") == approx({"tau": 0.5, "alpha_high": 0.9, "alpha_low": 0.1})
     assert calibrate_params(UNIFORM, "neg-sigmoid") == approx({"beta": 5.0, "center": 0.5})  # 4 / 0.8
-    assert calibrate_params(UNIFORM, "tanh") == approx({"beta": 2.5, "center": 0.5})         # 2 / 0.8
+    assert calibrate_params(UNIFORM, "tanh") == approx({"beta": 5.0, "center": 0.5})         # 4 / 0.8
     assert calibrate_params(UNIFORM, "exp-decay") == approx(
         {"alpha_min": 0.1, "alpha_max": 0.9, "loss_min": 0.05, "loss_max": 0.95})
 
 
-@pytest.mark.parametrize("mapping", ["neg-sigmoid", "tanh"])
-def test_calibrated_curves_span_088_to_012_over_the_central_80_percent(mapping):
+@pytest.mark.parametrize("mapping, half_span", [("neg-sigmoid", 2), ("tanh", 4)])
+def test_calibrated_curves_over_the_central_80_percent(mapping, half_span):
+    # neg-sigmoid: 0.881 -> 0.119; tanh, the same beta on a curve twice as steep: 0.982 -> 0.018
     p = calibrate_params(UNIFORM, mapping)
     a10, a50, a90 = alpha_from_loss(np.array([0.1, 0.5, 0.9]), mapping, **p)
-    assert a10 == pytest.approx(1 / (1 + math.exp(-2)), abs=1e-9)  # 0.881
+    assert a10 == pytest.approx(1 / (1 + math.exp(-half_span)), abs=1e-9)
     assert a50 == pytest.approx(0.5)
-    assert a90 == pytest.approx(1 / (1 + math.exp(2)), abs=1e-9)   # 0.119
+    assert a90 == pytest.approx(1 / (1 + math.exp(half_span)), abs=1e-9)
     # half the samples above tau, half below, for the threshold rule
     a = alpha_from_loss(UNIFORM, "threshold", **calibrate_params(UNIFORM, "threshold"))
     assert abs((a == 0.9).mean() - 0.5) < 1e-3
@@ -386,10 +387,10 @@ def test_calibrated_curves_span_088_to_012_over_the_central_80_percent(mapping):
 def test_calibrated_log_odds_fall_by_four_on_a_skewed_distribution():
     losses = np.random.default_rng(1).exponential(0.3, 5000)
     q = quantiles_of(losses)
-    for mapping in ("neg-sigmoid", "tanh"):
+    for mapping, drop in (("neg-sigmoid", 4.0), ("tanh", 8.0)):
         a10, a90 = alpha_from_loss(np.array([q[0.1], q[0.9]]), mapping, **calibrate_params(losses, mapping))
         logit = lambda a: math.log(a / (1 - a))  # noqa: E731
-        assert logit(a10) - logit(a90) == pytest.approx(4.0)
+        assert logit(a10) - logit(a90) == pytest.approx(drop)
     ed = alpha_from_loss(np.array([q[0.05], q[0.95]]), "exp-decay", **calibrate_params(losses, "exp-decay"))
     np.testing.assert_allclose(ed, [0.9, 0.1])
 
