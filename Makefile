@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
 experiment: $(STAMP)
-	$(BIN)/cpfd synth $(OUT)/corpus --overwrite
+	$(BIN)/cpfd experiment --out $(OUT)
 
 clean:
 	rm -rf $(VENV) runs
