@@ -538,9 +538,14 @@ def float_list(ctx, param, value):
               help="Local pretrained vision model folder for every model.")
 @click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local pretrained text model folder for every model.")
+@click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True,
+              help="Width of the encoders built from a config.")
+@click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Layers of the encoders built from a config.")
 @quiet_option
 def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings, primary_mapping, temperatures,
-               pfd_alpha, no_matched_pfd, epochs, batch_size, lr, device, num_workers, vision_model, text_model, quiet):
+               pfd_alpha, no_matched_pfd, epochs, batch_size, lr, device, num_workers, vision_model, text_model,
+               hidden_size, num_layers, quiet):
     """The whole comparison on one corpus: teacher, baseline, PFD, CPFD; then report.md.
 
     Runs corpus -> teacher -> baseline -> dump -> PFD -> CPFD per mapping -> evaluate, for each
@@ -560,7 +565,8 @@ def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings
         mappings=[m.strip() for m in mappings.split(",") if m.strip()], primary_mapping=primary_mapping,
         temperatures=temperatures, pfd_alpha=pfd_alpha, matched_pfd=not no_matched_pfd, progress=not quiet,
     )
-    model_options = ModelOptions(vision_model=vision_model, text_model=text_model)
+    model_options = ModelOptions(vision_model=vision_model, text_model=text_model, hidden_size=hidden_size,
+                                 num_layers=num_layers)
     train_options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=num_workers,
                                  progress=not quiet)
     report = run_experiment(options, model_options, train_options, command=invocation())
