@@ -199,9 +199,19 @@ def training_options(f):
     return f
 
 
+def silence_progress_of_libraries() -> None:
+    """--quiet also covers the progress bars Hugging Face shows when it loads a pretrained folder."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def split_training_options(kw: dict):
     from pipeline.stages import ModelOptions
     from pipeline.train import TrainOptions
+
+    if kw.get("quiet"):
+        silence_progress_of_libraries()
 
     model = ModelOptions(
         vision_model=kw.pop("vision_model"), text_model=kw.pop("text_model"), hidden_size=kw.pop("hidden_size"),
@@ -559,6 +569,9 @@ def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings
     from pipeline.experiment import ExperimentOptions, run_experiment
     from pipeline.stages import ModelOptions
     from pipeline.train import TrainOptions
+
+    if quiet:
+        silence_progress_of_libraries()
 
     options = ExperimentOptions(
         out=out, corpus=corpus, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seeds=seeds,
