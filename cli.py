@@ -8,7 +8,6 @@ mistakes (a bad option) are click's, exit status 2.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click

@@ -20,7 +20,7 @@ Extra columns from an aligned source (the teacher dump) are added by `extra`, se
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np

@@ -12,9 +12,9 @@ from storage.errors import CpfdError
 
 def describe_model(path: Path) -> dict:
     """Architecture, inputs, size and training summary of a model folder (weights not loaded)."""
-    from pipeline.stages import read_config
+    from student.xvlm import read_model_config
 
-    config = read_config(path)
+    config = read_model_config(path)
     weights = path / "model.safetensors"
     params = None
     if weights.exists():

@@ -330,7 +330,7 @@ def render_markdown(report, models, table3_models, best, gaps, primary, provenan
                 "match: the hit rates are undefined (train longer, or see Table 3's threshold-free metrics)."]
     out += ["", "Each model recalls as many eval videos as the baseline does at probability 0.5 (its top-k by score); "
             "the hit rate is the share of positives among them, the paper's online A/B protocol replayed on the eval "
-            "split." + (f" Relative to X-VLM: " + ", ".join(
+            "split." + (" Relative to X-VLM: " + ", ".join(
                 f"{n} {v['hit_rate']['mean'] / base - 1:+.1%}" for n, v in t["table5"].items()
                 if n != "baseline" and base and not math.isnan(v["hit_rate"]["mean"])) if base else ""), ""]
 

@@ -8,7 +8,6 @@ never import `teacher`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 from pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix
 from pipeline.metrics import classification_metrics, softmax
-from pipeline.tokenization import encode_text, load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
+from pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
 from pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, set_seed, train
 from pipeline.checkpoint import CHECKPOINT
 from storage.atomic import commit, temp_path_for
@@ -121,22 +120,12 @@ def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
     return model
 
 
-def read_config(model_dir: Path) -> dict:
-    path = Path(model_dir) / "config.json"
-    if not Path(model_dir).is_dir():
-        raise CpfdError(f"{model_dir}: no such model directory")
-    if not path.exists():
-        raise CpfdError(f"{model_dir}: no config.json (not a model folder, or its training did not finish)")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CpfdError(f"{path}: not valid JSON ({e})") from None
-
-
 def load_model(model_dir: Path, allow_teacher: bool = True):
     """(model, tokenizer or None) from a model folder; safetensors only."""
     model_dir = Path(model_dir)
-    architecture = read_config(model_dir).get("architecture")
+    from student.xvlm import read_model_config
+
+    architecture = read_model_config(model_dir).get("architecture")
     if architecture == STUDENT_ARCHITECTURE:
         from student.xvlm import XVLMForClassification as cls
     elif architecture == TEACHER_ARCHITECTURE:

@@ -19,7 +19,7 @@ from storage.analysis import (
     run_query,
 )
 from storage.errors import CpfdError
-from tests.test_dump import TEACHER_A, cross_entropy, run_dump, write_corpus
+from tests.test_dump import run_dump, write_corpus
 
 
 def dump_arrays(dump_dir):

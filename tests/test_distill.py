@@ -58,16 +58,6 @@ def dump_losses(dump) -> np.ndarray:
                            for f in sorted(Path(dump).glob("*.parquet"))])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Models this small gain nothing from intra-op threads, and on a busy machine the threads'
-    # hand-offs cost several times the work. Every comparison here runs under the same setting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return tiny_corpus(tmp_path_factory.mktemp("c") / "corpus", n_train=100, n_eval=24,
