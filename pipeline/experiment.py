@@ -21,6 +21,7 @@ Layout of DIR:
     DIR/seed-0/teacher/ baseline/ pfd/ cpfd-exp-decay/ pfd-exp-decay/ ... dump/ dump-eval/
     DIR/seed-0/<model>/eval.json      metrics; eval_predictions.parquet beside it
     DIR/report.md, report.json, fig_teacher_loss.png, fig_alpha.png
+    DIR/timings.json                  wall seconds of each step this folder ran
 """
 
 from __future__ import annotations
@@ -118,7 +119,6 @@ class Experiment:
         self.command = command
         self.steps_total = 0
         self.steps_done = 0
-        self.timings: dict[str, float] = {}
 
     # ---- bookkeeping ----------------------------------------------------------------------
     def announce(self, what: str) -> None:
@@ -126,9 +126,13 @@ class Experiment:
         say(f"[{self.steps_done}/{self.steps_total}] {what}")
 
     def timed(self, key: str, fn, *args, **kw):
+        """Run one step and record its wall time in DIR/timings.json (steps reused cost nothing)."""
         start = time.perf_counter()
         result = fn(*args, **kw)
-        self.timings[key] = time.perf_counter() - start
+        path = self.out / "timings.json"
+        timings = json.loads(path.read_text()) if path.exists() else {}
+        timings[key] = round(time.perf_counter() - start, 2)
+        atomic_write_json(path, timings)
         return result
 
     # ---- steps ------------------------------------------------------------------------------

@@ -255,3 +255,16 @@ def test_a_teacher_of_another_corpus_is_refused(teacher, tmp_path):
     other = tiny_corpus(tmp_path / "other", n_train=20, n_eval=8, classes=("ok", "violating"))
     refused("dump-teacher", teacher, other.path, "--out", tmp_path / "dump", "--quiet", message="does not fit corpus")
     assert not (tmp_path / "dump").exists()
+
+
+def test_torchrun_ranks_split_the_shards_with_no_flags(corpus, teacher, dump, tmp_path, monkeypatch):
+    out = tmp_path / "dump"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, files in (("0", ["part-00000.parquet", "part-00002.parquet"]), ("1", None)):
+        monkeypatch.setenv("RANK", rank)
+        ok("dump-teacher", teacher, corpus.path, "--out", out, "--quiet")
+        if files:
+            assert sorted(p.name for p in out.iterdir()) == files
+    assert (out / "_manifest.json").exists()
+    together, alone = shard_tables(out), shard_tables(dump)
+    assert all(together[name].equals(alone[name]) for name in alone)
