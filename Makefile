@@ -5,6 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cpfd-installed
 OUT    ?= runs/experiment
+# The default models are tiny: one intra-op thread per process is as fast as two on a 2-core
+# machine and several times faster when other jobs share it (docs/benchmarks.md).
+THREADS ?= 1
 
 .PHONY: install test test-all experiment clean
 
@@ -24,7 +27,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
 experiment: $(STAMP)
-	$(BIN)/cpfd experiment --out $(OUT)
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/cpfd experiment --out $(OUT)
 
 clean:
 	rm -rf $(VENV) runs
