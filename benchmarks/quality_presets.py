@@ -40,26 +40,29 @@ PAPER_TABLE3 = {
 
 
 def run_all(presets: list[str], out: Path, seeds: int, mappings: str, jobs: int, extra: list[str]) -> None:
+    """Seed-major: every preset with 1 seed, then every preset with 2 (reusing seed 0), and so on,
+    so that a run cut short still has complete reports for all presets at fewer seeds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1" if jobs > 1 else os.environ.get("OMP_NUM_THREADS", "")}
     env = {k: v for k, v in env.items() if v != ""}
-    pending, running = list(presets), {}
-    primary = mappings.split(",")[-1] if "exp-decay" not in mappings else "exp-decay"
-    while pending or running:
-        while pending and len(running) < jobs:
-            preset = pending.pop(0)
-            cmd = [sys.executable, "-m", "cli", "experiment", "--out", str(out / preset), "--preset", preset,
-                   "--seeds", str(seeds), "--mappings", mappings, "--primary-mapping", primary, "--quiet", *extra]
-            log = open(out / f"{preset}.log", "w")
-            print(f"start {preset}: {' '.join(cmd[2:])}", flush=True)
-            running[preset] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
-                               time.perf_counter(), log)
-        time.sleep(2)
-        for preset, (proc, start, log) in list(running.items()):
-            if proc.poll() is not None:
-                log.close()
-                status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {out / preset}.log)"
-                print(f"{preset}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
-                del running[preset]
+    primary = "exp-decay" if "exp-decay" in mappings.split(",") else mappings.split(",")[-1]
+    for k in range(1, seeds + 1):
+        pending, running = list(presets), {}
+        while pending or running:
+            while pending and len(running) < jobs:
+                preset = pending.pop(0)
+                cmd = [sys.executable, "-m", "cli", "experiment", "--out", str(out / preset), "--preset", preset,
+                       "--seeds", str(k), "--mappings", mappings, "--primary-mapping", primary, "--quiet", *extra]
+                log = open(out / f"{preset}.log", "a")
+                print(f"start {preset} with {k} seed(s): {' '.join(cmd[2:])}", flush=True)
+                running[preset] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
+                                   time.perf_counter(), log)
+            time.sleep(2)
+            for preset, (proc, start, log) in list(running.items()):
+                if proc.poll() is not None:
+                    log.close()
+                    status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {out / preset}.log)"
+                    print(f"{preset} ({k} seeds): {status} in {time.perf_counter() - start:.0f} s", flush=True)
+                    del running[preset]
 
 
 def cell(s: dict) -> str:
