@@ -8,8 +8,8 @@ of the teacher dump, `logits` and `teacher_loss`, streamed next to the corpus ro
     loss    = mean_i[(1 - alpha_i) CE(s_i, y_i) + alpha_i T^2 KL(q_t,i || q_s,i)]
 
 `--mapping constant --alpha A` is vanilla PFD. Parameters not given are calibrated from the
-dump's loss quantiles (`student.cpfd.calibrate_params`, quantiles by DuckDB) and recorded in
-training.json with everything else.
+dump's loss quantiles (`student.cpfd.calibrate_params`; the same exact quantiles `cpfd calibrate`
+gets from DuckDB) and recorded in training.json with everything else.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from pipeline.stages import (
     prepare_tokenizer,
 )
 from pipeline.train import TrainOptions, set_seed, train
-from storage.analysis import loss_quantiles
 from storage.atomic import commit, temp_path_for
 from storage.corpus import Corpus
 from storage.dump import open_dump
 from storage.errors import CpfdError
-from student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, QUANTILES, alpha_from_loss, cpfd_loss, resolve_params
+from student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, cpfd_loss, quantiles_of, resolve_params
 
 
 def cpfd_objective(mapping: str, params: dict, temperature: float):
@@ -55,8 +54,17 @@ def resolve_mapping(dump_dir: Path, mapping: str, given: dict) -> tuple[dict, li
         raise CpfdError(f"--{unknown[0].replace('_', '-')} does not apply to --mapping {mapping}")
     missing = [k for k in MAPPING_PARAMS.get(mapping, ()) if given.get(k) is None]
     calibrated = [k for k in missing if k not in MAPPING_DEFAULTS.get(mapping, {})]
-    quantiles = loss_quantiles(dump_dir, QUANTILES) if calibrated and mapping != "constant" else None
+    quantiles = quantiles_of(dump_losses(dump_dir)) if calibrated and mapping != "constant" else None
     return resolve_params(mapping, given, quantiles), calibrated
+
+
+def dump_losses(dump_dir: Path) -> np.ndarray:
+    """Every stored teacher loss (4 bytes a row), for the exact quantiles of the calibration rule.
+
+    `cpfd calibrate` asks DuckDB for the same quantiles; here numpy does it, because a DuckDB
+    connection keeps ~30 MB in the training process after it closes (docs/benchmarks.md)."""
+    files = sorted(Path(dump_dir).glob("part-*.parquet"))
+    return np.concatenate([pq.read_table(f, columns=["teacher_loss"]).column(0).to_numpy() for f in files])
 
 
 def write_alpha_log(dump, mapping: str, params: dict, path: Path) -> int:

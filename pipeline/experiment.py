@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from pipeline.distill import dump_losses
 from pipeline.stages import ModelOptions, evaluate_model, train_model
 from pipeline.train import TrainOptions
 from storage.atomic import atomic_write_json
@@ -103,9 +103,7 @@ def finished(model_dir: Path) -> bool:
 
 def mean_alpha(dump_dir: Path, mapping: str, params: dict) -> float:
     """The average alpha a mapping gives over the training rows: what matched PFD uses."""
-    losses = np.concatenate([pq.read_table(f, columns=["teacher_loss"]).column(0).to_numpy()
-                             for f in sorted(dump_dir.glob("part-*.parquet"))])
-    return float(np.mean(alpha_from_loss(losses, mapping, **params)))
+    return float(np.mean(alpha_from_loss(dump_losses(dump_dir), mapping, **params)))
 
 
 class Experiment:
