@@ -15,6 +15,16 @@ import click
 from storage.errors import CpfdError
 
 
+def cpfd_version() -> str:
+    """The installed distribution's version; a plain checkout without `pip install` says so."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cpfd")
+    except PackageNotFoundError:
+        return "0+unknown (not installed: pip install -e .)"
+
+
 class CpfdClickError(click.ClickException):
     exit_code = 1
 
@@ -56,7 +66,7 @@ def overwrite_option(f):
 
 @click.group(cls=CpfdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
-@click.version_option(package_name="cpfd", prog_name="cpfd")
+@click.version_option(version=cpfd_version(), prog_name="cpfd")
 def cpfd(debug):
     """Confidence-aware Privileged Feature Distillation (CIKM 2024) for short-video classifiers.
 
@@ -119,9 +129,11 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
 @click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True,
               help="Frames are resized to this square size and re-encoded as PNG.")
 @click.option("--task", type=str, default=None, help="Task name stored in corpus.json (default: the manifest's name).")
+@click.option("--rows-per-shard", type=click.IntRange(min=1), default=262_144, show_default=True,
+              help="Rows per Parquet shard (a shard is the unit of dump-teacher job arrays).")
 @overwrite_option
 @quiet_option
-def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size, task, overwrite, quiet):
+def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size, task, rows_per_shard, overwrite, quiet):
     """Turn a JSON Lines manifest (docs/formats.md) into a corpus.
 
     Example:
@@ -133,7 +145,7 @@ def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size,
     report = import_manifest(
         manifest, out, eval_fraction=eval_fraction,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
-        frames_per_video=frames_per_video, image_size=image_size, task=task,
+        frames_per_video=frames_per_video, image_size=image_size, task=task, rows_per_shard=rows_per_shard,
         overwrite=overwrite, progress=not quiet,
     )
     click.echo(f"read {report['lines_read']} lines, wrote {report['rows_written']} rows "
@@ -456,23 +468,23 @@ def calibrate(dump, mapping, as_json):
 # ---------------------------------------------------------------------------------------------
 
 MAPPING_OPTIONS = [
-    ("alpha", "constant: the distillation weight of every sample (vanilla PFD)."),
-    ("tau", "threshold: teacher-loss threshold (alpha-high below it, alpha-low at or above)."),
-    ("alpha-high", "threshold: alpha where the teacher loss is below tau [0.9]."),
-    ("alpha-low", "threshold: alpha where the teacher loss is at or above tau [0.1]."),
-    ("beta", "neg-sigmoid, tanh: steepness (>= 0)."),
-    ("center", "neg-sigmoid, tanh: teacher loss at which alpha = 0.5."),
-    ("alpha-min", "exp-decay: alpha at and beyond loss-max (> 0)."),
-    ("alpha-max", "exp-decay: alpha at and below loss-min."),
-    ("loss-min", "exp-decay: teacher loss where the decay starts."),
-    ("loss-max", "exp-decay: teacher loss where the decay reaches alpha-min."),
+    ("alpha", "constant: the distillation weight of every sample (vanilla PFD). Default 0.5."),
+    ("tau", "threshold: teacher-loss threshold (alpha-high below it, alpha-low at or above). "
+            "Default: calibrated from the dump."),
+    ("alpha-high", "threshold: alpha where the teacher loss is below tau. Default 0.9."),
+    ("alpha-low", "threshold: alpha where the teacher loss is at or above tau. Default 0.1."),
+    ("beta", "neg-sigmoid, tanh: steepness (>= 0). Default: calibrated from the dump."),
+    ("center", "neg-sigmoid, tanh: teacher loss at which alpha = 0.5. Default: calibrated from the dump."),
+    ("alpha-min", "exp-decay: alpha at and beyond loss-max (> 0). Default 0.1."),
+    ("alpha-max", "exp-decay: alpha at and below loss-min. Default 0.9."),
+    ("loss-min", "exp-decay: teacher loss where the decay starts. Default: calibrated from the dump."),
+    ("loss-max", "exp-decay: teacher loss where the decay reaches alpha-min. Default: calibrated from the dump."),
 ]
 
 
 def mapping_options(f):
     for name, text in reversed(MAPPING_OPTIONS):
-        f = click.option(f"--{name}", type=float, default=None,
-                         help=text + " Calibrated from the dump when not given.")(f)
+        f = click.option(f"--{name}", type=float, default=None, help=text)(f)
     return f
 
 

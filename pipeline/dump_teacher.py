@@ -60,6 +60,8 @@ class TeacherScorer:
                             "teacher (DF-X-VLM, from `cpfd train-teacher`)")
         check_model_fits_corpus(self.model, teacher_dir, corpus)
         self.device = resolve_device(device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         self.model.to(self.device).eval()
         self.inputs = Inputs.for_corpus(corpus, privileged=True)
         self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}

@@ -332,7 +332,8 @@ def render_markdown(report, models, table3_models, best, gaps, primary, provenan
             "the hit rate is the share of positives among them, the paper's online A/B protocol replayed on the eval "
             "split." + (" Relative to X-VLM: " + ", ".join(
                 f"{n} {v['hit_rate']['mean'] / base - 1:+.1%}" for n, v in t["table5"].items()
-                if n != "baseline" and base and not math.isnan(v["hit_rate"]["mean"])) if base else ""), ""]
+                if n != "baseline" and not math.isnan(v["hit_rate"]["mean"])) + "."
+                if base and not math.isnan(base) else ""), ""]
 
     c = t["table4"]
     out += ["## Table 4: serving cost, teacher vs student (measured on this machine)", ""]

@@ -411,6 +411,7 @@ def import_manifest(
     frames_per_video: int = 4,
     image_size: int = 64,
     task: str | None = None,
+    rows_per_shard: int = 262_144,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -444,7 +445,8 @@ def import_manifest(
     try:
         meta, rows = _write_corpus(
             manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
-            task=task or manifest.stem, overwrite=overwrite, created_by=shlex.join(command), progress=progress,
+            task=task or manifest.stem, rows_per_shard=rows_per_shard, overwrite=overwrite,
+            created_by=shlex.join(command), progress=progress,
         )
     except BaseException:
         if created_out and out.is_dir() and not any(out.iterdir()):
@@ -463,7 +465,7 @@ def import_manifest(
 
 def _write_corpus(
     manifest: Path, out: Path, scan: ManifestScan, *, frames_per_video: int, image_size: int,
-    eval_fraction: float, task: str, overwrite: bool, created_by: str, progress: bool,
+    eval_fraction: float, task: str, rows_per_shard: int, overwrite: bool, created_by: str, progress: bool,
 ) -> tuple[dict, int]:
     """Pass 2 of `import_manifest`: stream the manifest again and write every row."""
     fpv = frames_per_video
@@ -478,6 +480,7 @@ def _write_corpus(
         has_text=scan.has_text,
         privileged_features=scan.privileged_features,
         features=scan.features,
+        rows_per_shard=rows_per_shard,
         overwrite=overwrite,
         created_by=created_by,
     ) as writer, tqdm(total=scan.samples, desc="import", unit=" videos" if fpv else " rows",

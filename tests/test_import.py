@@ -346,3 +346,13 @@ def test_parse_line_without_label_for_the_serve_path():
     assert rec["id"] == "x" and rec["label"] is None and rec["kinds"] == frozenset({"frames", "text"})
     with pytest.raises(CpfdError, match=r"^m\.jsonl:7: missing label$"):
         parse_line('{"id": "x", "title": "t"}', 7, "m.jsonl")
+
+
+def test_rows_per_shard_splits_an_import_into_shards(tmp_path):
+    lines = [json.dumps({"id": f"v{i}", "features": {"a": float(i)}, "privileged": {"p": 1.0}, "label": i % 2,
+                         "split": "train"}) for i in range(7)]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cpfd, ["import", str(manifest), str(tmp_path / "c"), "--rows-per-shard", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert Corpus(tmp_path / "c").shard_rows("train") == [3, 3, 1]
