@@ -22,6 +22,7 @@ Layout of DIR:
     DIR/seed-0/<model>/eval.json      metrics; eval_predictions.parquet beside it
     DIR/report.md, report.json, fig_teacher_loss.png, fig_alpha.png
     DIR/timings.json                  wall seconds of each step this folder ran
+    DIR/experiment.json               the settings the steps were run with (a rerun must match)
 """
 
 from __future__ import annotations
@@ -219,9 +220,36 @@ class Experiment:
                 metrics[name]["distillation"]["mean_alpha"] = mean_alpha(dump, run["mapping"], run["params"])
         return metrics
 
+    def settings(self) -> dict:
+        """What the finished steps in DIR depend on; seeds, mappings and temperatures may grow."""
+        o = self.options
+        train = {k: v for k, v in asdict(self.train_options).items() if k not in ("progress", "num_workers", "device")}
+        return {
+            "corpus": str(o.corpus) if o.corpus is not None else {"preset": o.preset, "train_samples": o.train_samples,
+                                                                   "eval_samples": o.eval_samples},
+            "model_options": asdict(self.model_options),
+            "train_options": train,
+            "pfd_alpha": o.pfd_alpha,
+        }
+
+    def check_settings(self) -> None:
+        """Refuse to mix steps trained with other settings into one report."""
+        path = self.out / "experiment.json"
+        settings = json.loads(json.dumps(self.settings(), default=str))
+        if path.exists():
+            before = json.loads(path.read_text())
+            changed = sorted(k for k in settings if settings[k] != before.get(k))
+            if changed:
+                raise CpfdError(f"{self.out} holds an experiment run with other settings ({', '.join(changed)}: "
+                                f"{[before.get(k) for k in changed]} then, {[settings[k] for k in changed]} now); "
+                                "use another --out")
+        else:
+            atomic_write_json(path, settings)
+
     def run(self) -> dict:
         o = self.options
         self.out.mkdir(parents=True, exist_ok=True)
+        self.check_settings()
         corpus = self.corpus()
         self.corpus_path = corpus.path
         if corpus.num_rows("eval") == 0:

@@ -90,3 +90,10 @@ def test_bad_options_are_one_line_errors(tmp_path):
     plain = tiny_corpus(tmp_path / "plain", privileged=False)
     result = run("experiment", "--out", tmp_path / "y", "--corpus", plain.path, *SMALL)
     assert result.exit_code == 1 and "no privileged features" in result.output
+
+
+def test_rerun_with_other_settings_is_refused(experiment):
+    result = run("experiment", "--out", experiment, "--preset", "task4", "--train-samples", "96", "--eval-samples", "64",
+                 "--mappings", "threshold,exp-decay", *SMALL, "--epochs", "2")
+    assert result.exit_code == 1 and "holds an experiment run with other settings" in result.output
+    assert "train_options" in result.output
