@@ -113,7 +113,7 @@ class CorpusBatches(IterableDataset):
 
     def __init__(
         self,
-        corpus_path,
+        corpus: Corpus | str,
         split: str,
         inputs: Inputs,
         *,
@@ -124,10 +124,11 @@ class CorpusBatches(IterableDataset):
         seed: int = 0,
         extra_open: Callable[[], Callable[[WorkUnit], dict]] | None = None,
     ):
-        corpus = Corpus(corpus_path)  # full verification once, in the parent process
+        # An opened Corpus was verified by its caller; a path is verified here, once, in the parent.
+        corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
         if inputs.text and tokenizer is None:
             raise ValueError("a corpus with text needs a tokenizer")
-        self.corpus_path = corpus_path
+        self.corpus_path = corpus.path
         self.split = split
         self.inputs = inputs
         self.tokenizer = tokenizer

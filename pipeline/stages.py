@@ -166,7 +166,7 @@ def check_model_fits_corpus(model, model_dir: Path, corpus: Corpus) -> None:
 def dataset_for(model, corpus: Corpus, split: str, tokenizer, batch_size: int, **kw) -> CorpusBatches:
     """The batches a model reads: a student never asks for the privileged column."""
     return CorpusBatches(
-        corpus.path, split, Inputs.for_corpus(corpus, privileged=is_teacher(model)),
+        corpus, split, Inputs.for_corpus(corpus, privileged=is_teacher(model)),
         tokenizer=tokenizer, max_length=model.config.max_length, batch_size=batch_size, **kw,
     )
 
