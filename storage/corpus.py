@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.atomic import atomic_write_json, commit, fsync_dir, remove_temp_files, temp_path_for
@@ -56,11 +58,39 @@ def fingerprint_of(splits: dict) -> str:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def hash_ids(ids: Iterable[str], h=None):
+def hash_ids(ids: pa.Array | pa.ChunkedArray | Iterable[str], h=None):
+    """Update (or start) the sha256 over "<id>\\n" for each id, in order: a shard's `ids_sha256`.
+
+    Arrow string arrays are hashed from their data buffer, without a Python loop."""
     h = h or hashlib.sha256()
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        for chunk in ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids]:
+            if len(chunk) == 0:
+                continue
+            if chunk.null_count:
+                raise CpfdError("sample_id holds nulls")
+            newline, nothing = pa.scalar("\n", pa.large_string()), pa.scalar("", pa.large_string())
+            lines = pc.binary_join_element_wise(chunk.cast(pa.large_string()), newline, nothing)  # "<id>\n" per row
+            offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
+            start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
+            h.update(memoryview(lines.buffers()[2])[start:end])
+        return h
     for sample_id in ids:
         h.update(sample_id.encode())
         h.update(b"\n")
+    return h
+
+
+def hash_labels(labels: pa.Array | pa.ChunkedArray | Sequence[int], h=None):
+    """Update (or start) the sha256 over the labels as little-endian int32: a shard's `labels_sha256`."""
+    h = h or hashlib.sha256()
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
+    if isinstance(labels, pa.Array):
+        if labels.null_count:
+            raise CpfdError("label holds nulls")
+        labels = labels.to_numpy(zero_copy_only=False)
+    h.update(np.ascontiguousarray(labels, dtype="<i4").tobytes())
     return h
 
 
@@ -78,11 +108,11 @@ class _SplitWriter:
         self.row_group_rows = row_group_rows
         self.buffer: dict[str, list] = {c: [] for c in CORPUS_COLUMNS}
         self.buffered = 0
-        self.shards: list[dict] = []  # committed: {file, rows, ids_sha256}
+        self.shards: list[dict] = []  # committed: {file, rows, ids_sha256, labels_sha256}
         self.writer: pq.ParquetWriter | None = None
         self.tmp: Path | None = None
         self.shard_rows = 0
-        self.shard_hash = None
+        self.ids_hash = self.labels_hash = None
 
     def add(self, row: dict) -> None:
         for c in CORPUS_COLUMNS:
@@ -104,10 +134,11 @@ class _SplitWriter:
                 use_dictionary=CORPUS_DICTIONARY_COLUMNS,
                 write_statistics=["sample_id", "label"],
             )
-            self.shard_rows, self.shard_hash = 0, hashlib.sha256()
+            self.shard_rows, self.ids_hash, self.labels_hash = 0, hashlib.sha256(), hashlib.sha256()
         table = pa.Table.from_pydict(self.buffer, schema=CORPUS_SCHEMA)
         self.writer.write_table(table, row_group_size=self.buffered)
-        hash_ids(self.buffer["sample_id"], self.shard_hash)
+        hash_ids(table.column("sample_id"), self.ids_hash)
+        hash_labels(table.column("label"), self.labels_hash)
         self.shard_rows += self.buffered
         self.buffer = {c: [] for c in CORPUS_COLUMNS}
         self.buffered = 0
@@ -121,7 +152,12 @@ class _SplitWriter:
         final = self.folder / shard_name(len(self.shards))
         commit(self.tmp, final)
         self.shards.append(
-            {"file": final.name, "rows": self.shard_rows, "ids_sha256": self.shard_hash.hexdigest()}
+            {
+                "file": final.name,
+                "rows": self.shard_rows,
+                "ids_sha256": self.ids_hash.hexdigest(),
+                "labels_sha256": self.labels_hash.hexdigest(),
+            }
         )
         self.writer, self.tmp, self.shard_rows = None, None, 0
 
@@ -269,8 +305,8 @@ class WorkUnit:
 class Corpus:
     """A validated corpus directory. `Corpus(path)` raises CpfdError if it is not sound.
 
-    verify="full" re-hashes every shard's ids against corpus.json (reads the `sample_id`
-    column once); "fast" checks schema version, Parquet schemas and row counts only (what a
+    verify="full" re-hashes every shard's ids (and labels, for corpora that record
+    `labels_sha256`) against corpus.json (reads `sample_id` and `label` once); "fast" checks schema version, Parquet schemas and row counts only (what a
     DataLoader worker re-opening an already verified corpus needs).
     """
 
@@ -336,6 +372,11 @@ class Corpus:
     def shard_rows(self, split: str) -> list[int]:
         return [int(s["rows"]) for s in self._split(split)["shards"]]
 
+    def shard_digests(self, split: str) -> list[tuple[str, str | None]]:
+        """(ids_sha256, labels_sha256) per shard; labels_sha256 is None for a corpus written before
+        cpfd recorded it."""
+        return [(s["ids_sha256"], s.get("labels_sha256")) for s in self._split(split)["shards"]]
+
     # ---- validation ---------------------------------------------------------------------
     def _split(self, split: str) -> dict:
         if split not in SPLITS:
@@ -364,9 +405,11 @@ class Corpus:
                 if md.num_rows != s["rows"]:
                     raise CpfdError(f"{file}: holds {md.num_rows} rows, corpus.json says {s['rows']}")
                 if verify == "full":
-                    ids = pq.read_table(file, columns=["sample_id"]).column(0).to_pylist()
-                    if hash_ids(ids).hexdigest() != s["ids_sha256"]:
+                    rows = pq.read_table(file, columns=["sample_id", "label"])
+                    if hash_ids(rows.column("sample_id")).hexdigest() != s["ids_sha256"]:
                         raise CpfdError(f"{file}: sample ids do not match the corpus fingerprint")
+                    if "labels_sha256" in s and hash_labels(rows.column("label")).hexdigest() != s["labels_sha256"]:
+                        raise CpfdError(f"{file}: labels do not match labels_sha256 in corpus.json")
                 groups.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
                 total += md.num_rows
             if total != entry["rows"]:

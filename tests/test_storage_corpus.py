@@ -8,10 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.corpus import CORPUS_JSON, Corpus, CorpusWriter
+from storage.corpus import CORPUS_JSON, Corpus, CorpusWriter, hash_ids, hash_labels
 from storage.errors import CpfdError
 from storage.schema import CORPUS_SCHEMA, SCHEMA_VERSION
 
@@ -154,6 +156,39 @@ def test_reader_refuses_changed_ids(tmp_path):
     with pytest.raises(CpfdError, match="sample ids do not match the corpus fingerprint"):
         Corpus(tmp_path / "c")
     Corpus(tmp_path / "c", verify="fast")  # the fast check only looks at counts and schemas
+
+
+def test_reader_refuses_changed_labels(tmp_path):
+    # The fingerprint covers ids only; corpus.json's labels_sha256 covers the labels.
+    write_corpus(tmp_path / "c")
+    shard = tmp_path / "c" / "train" / "part-00000.parquet"
+    table = pq.read_table(shard)
+    labels = table.column("label").to_numpy().copy()
+    labels[3] = 1 - labels[3]
+    pq.write_table(table.set_column(1, CORPUS_SCHEMA.field("label"), [pa.array(labels)]), shard)
+    with pytest.raises(CpfdError, match="train/part-00000.parquet: labels do not match labels_sha256 in corpus.json"):
+        Corpus(tmp_path / "c")
+    Corpus(tmp_path / "c", verify="fast")
+
+
+def test_shard_digests_hash_what_the_shards_hold(tmp_path):
+    corpus = write_corpus(tmp_path / "c", rows_per_shard=10, row_group_rows=4)
+    digests = corpus.shard_digests("train")
+    assert len(digests) == 3 and len(set(digests)) == 3
+    for file, (ids_sha256, labels_sha256) in zip(corpus.shard_paths("train"), digests):
+        rows = pq.read_table(file)
+        assert hash_ids(rows.column("sample_id").to_pylist()).hexdigest() == ids_sha256
+        assert hash_labels(np.array(rows.column("label").to_pylist())).hexdigest() == labels_sha256
+
+
+def test_the_arrow_ids_hash_is_the_per_id_hash():
+    ids = ["v1", "héllo wörld", "", "x" * 300, "日本"]
+    want = hash_ids(ids).hexdigest()
+    assert hash_ids(pa.array(ids)).hexdigest() == want
+    assert hash_ids(pa.chunked_array([ids[:2], [], ids[2:]])).hexdigest() == want
+    assert hash_ids(pa.array(["skip"] + ids).slice(1)).hexdigest() == want  # an offset into the buffer
+    assert hash_ids(pa.array(ids).slice(1, 2)).hexdigest() == hash_ids(ids[1:3]).hexdigest()
+    assert hash_ids(pa.array(ids[::-1])).hexdigest() != want
 
 
 def test_reader_refuses_an_edited_manifest_and_other_versions(tmp_path):
