@@ -7,7 +7,8 @@
 
 Every shard carries the dump's provenance (the manifest less its shard list) as JSON under the
 Parquet key-value metadata key b"cpfd.dump", so a shard can be matched to its teacher and corpus
-even before the manifest exists.
+even before the manifest exists, and its digests under b"cpfd.shard": {rows, ids_sha256,
+labels_sha256}, hashed from the rows it holds the way corpus.json hashes a corpus shard.
 
 Writing (the `dump-teacher` command runs the teacher; this module only stores what it computes):
 
@@ -28,12 +29,17 @@ split, classes and schema agree: paths and `created_at` (when that run started; 
 for byte-identical reruns) do not count.
 
 Reading (`open_dump(dump_dir, corpus)` -> `TeacherDump`, also called `AlignedReader`): checks the
-manifest against the corpus (fingerprint, split, classes, shard names, rows, row groups), then
-gives for a corpus `WorkUnit` the teacher logits and losses of exactly its rows, reading only
-those two columns. The first time a shard is touched in a process its `sample_id` and `label`
-columns are compared with the corpus shard's (the corpus fingerprint covers ids, not labels),
-and every row group read is checked for NaN/inf. Any mismatch
-is a one-line `CpfdError` naming the file and the problem; nothing is ever skipped.
+manifest against the corpus (fingerprint, split, classes, shard names, rows, row groups) and each
+shard's footer (provenance, schema, rows, row groups, and its ids and labels digests against the
+corpus shard's in corpus.json: the fingerprint covers ids, not labels, so a relabelled corpus is
+caught here), then gives for a corpus `WorkUnit` the teacher logits and losses of exactly its
+rows, reading only those two columns; every row group read is checked for NaN/inf. Opening
+reads footers only, so each DataLoader worker can afford it every epoch. `verify()` is the full
+pass (file sha256 against the manifest, the id and label columns against the corpus's, every
+value): `cpfd distill` runs it once before training. Where a digest is missing (a dump or
+corpus written before cpfd recorded them) the shard's columns are compared on its first read
+instead. Any mismatch is a one-line `CpfdError` naming the file and the problem; nothing is
+ever skipped.
 """
 
 from __future__ import annotations
@@ -51,12 +57,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.atomic import TMP_SUFFIX, commit, fsync_dir, remove_temp_files, temp_path_for
-from storage.corpus import Corpus, WorkUnit
+from storage.corpus import Corpus, WorkUnit, hash_ids, hash_labels
 from storage.errors import CpfdError
 from storage.schema import DUMP_SCHEMA_VERSION, SPLITS, dump_schema
 
 DUMP_MANIFEST = "_manifest.json"
 PROVENANCE_KEY = b"cpfd.dump"
+# Each shard's footer also records what its rows are: {"rows", "ids_sha256", "labels_sha256"},
+# hashed the way corpus.json hashes a corpus shard, from the rows the writer checked and stored.
+DIGESTS_KEY = b"cpfd.shard"
 
 # benchmarks/stream_teacher_columns.py (2 cores): the hot path reads logits and teacher_loss every
 # epoch, and zstd saves only ~10% on them (float mantissas are near-random) while halving the rows/s;
@@ -172,12 +181,16 @@ def _footer(file: Path) -> tuple[pq.FileMetaData, dict | None]:
         md = pq.ParquetFile(file).metadata
     except Exception as e:  # pyarrow raises several types for damaged files
         raise CpfdError(f"{file}: not a readable Parquet file ({e})") from None
-    raw = (md.metadata or {}).get(PROVENANCE_KEY)
+    return md, _footer_json(md, PROVENANCE_KEY)
+
+
+def _footer_json(md: pq.FileMetaData, key: bytes) -> dict | None:
+    raw = (md.metadata or {}).get(key)
     try:
-        provenance = json.loads(raw) if raw is not None else None
+        value = json.loads(raw) if raw is not None else None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        provenance = None
-    return md, provenance
+        value = None
+    return value if isinstance(value, dict) else None
 
 
 def _shard_problem(md: pq.FileMetaData, num_classes: int, rows: int, groups: list[int]) -> str | None:
@@ -193,6 +206,30 @@ def _shard_problem(md: pq.FileMetaData, num_classes: int, rows: int, groups: lis
     have = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
     if have != groups:
         return f"row groups of {have} rows, the corpus shard has {groups}"
+    return None
+
+
+def _content_problem(md: pq.FileMetaData, corpus_digests: tuple[str, str | None]) -> str | None:
+    """What the shard's recorded digests say is wrong with its rows against the corpus shard, or None.
+
+    A shard written before cpfd recorded digests has none: nothing to say here (the reader then
+    compares the columns themselves). A corpus written before cpfd recorded labels_sha256 gives
+    None for it: only the ids are compared.
+    """
+    digests = _footer_json(md, DIGESTS_KEY)
+    if digests is None:
+        return None
+    ids_sha256, labels_sha256 = corpus_digests
+    if digests.get("ids_sha256") != ids_sha256:
+        return (
+            f"its sample_ids differ from the corpus shard's "
+            f"(ids sha256 {str(digests.get('ids_sha256'))[:12]}, the corpus shard has {ids_sha256[:12]})"
+        )
+    if labels_sha256 is not None and digests.get("labels_sha256") != labels_sha256:
+        return (
+            f"its labels differ from the corpus shard's (labels sha256 {str(digests.get('labels_sha256'))[:12]}, "
+            f"the corpus shard has {labels_sha256[:12]}): the corpus was relabelled after the teacher ran"
+        )
     return None
 
 
@@ -269,6 +306,7 @@ def plan_dump(
             have = {}
         if not overwrite:
             if _identity(have) == _identity(want):
+                _check_finished_labels(have, corpus, split, out)
                 return []  # finished already
             raise CpfdError(f"{out} holds a finished dump of {_difference(have, want)}; pass --overwrite to replace it")
         # Un-finish it first: a crash during the overwrite then leaves "unfinished", never a
@@ -279,6 +317,7 @@ def plan_dump(
     names = [p.name for p in corpus.shard_paths(split)]
     groups = corpus.row_groups(split)
     rows = corpus.shard_rows(split)
+    digests = corpus.shard_digests(split)
     mine = [i for i in range(len(names)) if i % num_shards == shard_index]
     # Only this worker's temp files: another worker of the job array may be writing its own.
     for i in mine:
@@ -307,13 +346,27 @@ def plan_dump(
         if index is None:
             raise CpfdError(f"{file}: not a shard of corpus split {split}; delete it or pass --overwrite")
         if owned:
-            problem = _shard_problem(md, corpus.num_classes, rows[index], groups[index])
+            problem = _shard_problem(md, corpus.num_classes, rows[index], groups[index]) or _content_problem(
+                md, digests[index]
+            )
             if problem:
                 raise CpfdError(f"{file}: {problem}; delete it or pass --overwrite")
             done.add(index)
     if overwrite:
         fsync_dir(out)
     return [i for i in mine if i not in done]
+
+
+def _check_finished_labels(manifest: dict, corpus: Corpus, split: str, out: Path) -> None:
+    """A finished dump of the same teacher and corpus fingerprint may still predate a relabelling
+    (the fingerprint covers ids, not labels): its manifest's label digests tell."""
+    for entry, (_, labels_sha256) in zip(manifest.get("shards", []), corpus.shard_digests(split)):
+        recorded = entry.get("labels_sha256")
+        if recorded and labels_sha256 and recorded != labels_sha256:
+            raise CpfdError(
+                f"{out} holds a finished dump whose labels differ from corpus {split}/{entry.get('file')} "
+                f"(relabelled after the teacher ran); pass --overwrite to dump it again"
+            )
 
 
 def _row_group_table(
@@ -382,7 +435,10 @@ def write_dump_shard(
     *,
     compression: str | dict = DUMP_COMPRESSION,
 ) -> dict:
-    """Write and commit the dump shard of corpus shard `shard_index`. Returns {file, corpus_file, rows}.
+    """Write and commit the dump shard of corpus shard `shard_index`.
+
+    Returns {file, corpus_file, rows, ids_sha256, labels_sha256}: the digests, hashed as corpus.json
+    hashes a corpus shard, also go into the shard's footer under DIGESTS_KEY.
 
     `row_group_arrays` yields `(sample_ids, labels, logits (n, C) float32, teacher_loss (n,) float32)`
     once per row group of the corpus shard, in order; ids and labels must equal the corpus rows.
@@ -405,7 +461,7 @@ def write_dump_shard(
     schema = dump_schema(num_classes).with_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
     corpus_pf = pq.ParquetFile(corpus_file)
     writer = None
-    rows = 0
+    rows, ids_hash, labels_hash = 0, hashlib.sha256(), hashlib.sha256()
     try:
         writer = pq.ParquetWriter(
             tmp,
@@ -422,10 +478,14 @@ def write_dump_shard(
             corpus_rows = corpus_pf.read_row_group(g, columns=["sample_id", "label"])
             table = _row_group_table(arrays, corpus_rows, num_classes, schema, where)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            hash_ids(table.column("sample_id"), ids_hash)
+            hash_labels(table.column("label"), labels_hash)
             rows += table.num_rows
             count += 1
         if count != len(groups):
             raise CpfdError(f"{final}: got {count} row groups, the corpus shard has {len(groups)}")
+        digests = {"rows": rows, "ids_sha256": ids_hash.hexdigest(), "labels_sha256": labels_hash.hexdigest()}
+        writer.add_key_value_metadata({DIGESTS_KEY: json.dumps(digests)})
         writer.close()
         writer = None
         commit(tmp, final)
@@ -434,7 +494,7 @@ def write_dump_shard(
             writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    return {"file": final.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows}
+    return {"file": final.name, "corpus_file": f"{split}/{corpus_file.name}", **digests}
 
 
 def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, provenance: dict) -> bool:
@@ -455,7 +515,7 @@ def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, prov
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass
     shards = []
-    rows, groups = corpus.shard_rows(split), corpus.row_groups(split)
+    rows, groups, digests = corpus.shard_rows(split), corpus.row_groups(split), corpus.shard_digests(split)
     for i, corpus_file in enumerate(corpus.shard_paths(split)):
         file = out / corpus_file.name
         if not file.exists():
@@ -463,10 +523,13 @@ def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, prov
         md, have = _footer(file)
         if have is None or _identity(have) != _identity(provenance):
             return False
-        problem = _shard_problem(md, corpus.num_classes, rows[i], groups[i])
+        problem = _shard_problem(md, corpus.num_classes, rows[i], groups[i]) or _content_problem(md, digests[i])
         if problem:
             raise CpfdError(f"{file}: {problem}; delete it and rerun")
-        shards.append({"file": file.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows[i]})
+        entry = {"file": file.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows[i]}
+        recorded = _footer_json(md, DIGESTS_KEY) or {}
+        entry.update({k: recorded[k] for k in ("ids_sha256", "labels_sha256") if k in recorded})
+        shards.append(entry)
     for entry in shards:
         entry["sha256"] = file_sha256(out / entry["file"])
     manifest = {k: v for k, v in provenance.items() if k not in ("created_at", "cpfd_version")}
@@ -551,8 +614,12 @@ class TeacherDump:
         self.files: list[Path] = []
         self.corpus_files = corpus_files
         self.row_groups = self.corpus.row_groups(self.split)
-        for entry, corpus_file, rows, groups in zip(
-            m["shards"], corpus_files, self.corpus.shard_rows(self.split), self.row_groups
+        # Shards whose rows are known to be the corpus shard's: by their recorded digests, here,
+        # or else by comparing the columns the first time the shard is read (check_ids).
+        self._rows_checked: set[int] = set()
+        corpus_digests = self.corpus.shard_digests(self.split)
+        for shard, (entry, corpus_file, rows, groups) in enumerate(
+            zip(m["shards"], corpus_files, self.corpus.shard_rows(self.split), self.row_groups)
         ):
             file = self.path / entry["file"]
             if entry["file"] != corpus_file.name:
@@ -561,17 +628,25 @@ class TeacherDump:
                 raise CpfdError(f"{file}: manifest says {entry['rows']} rows, the corpus shard has {rows}")
             if not file.exists():
                 raise CpfdError(f"{file}: shard listed in {DUMP_MANIFEST} is missing")
-            md, _ = _footer(file)
-            problem = _shard_problem(md, self.num_classes, rows, groups)
+            md, provenance = _footer(file)
+            if provenance is None or _identity(provenance) != _identity(m):
+                what = "no cpfd dump shard" if provenance is None else f"a shard of {_difference(provenance, m)}"
+                raise CpfdError(f"{file}: {what}, not of the dump {DUMP_MANIFEST} describes")
+            problem = _shard_problem(md, self.num_classes, rows, groups) or _content_problem(md, corpus_digests[shard])
             if problem:
                 raise CpfdError(f"{file}: {problem}")
+            if _footer_json(md, DIGESTS_KEY) is not None and corpus_digests[shard][1] is not None:
+                self._rows_checked.add(shard)
             self.files.append(file)
-        self._ids_checked: set[int] = set()
         self._open: tuple[int, pq.ParquetFile] | None = None
 
     # ---- checks -------------------------------------------------------------------------
     def check_ids(self, shard: int) -> None:
-        """Compare the shard's sample_id and label columns with the corpus shard's, row group by row group."""
+        """Compare the shard's sample_id and label columns with the corpus shard's, row group by row group.
+
+        `verify()` does this for every shard; streaming does it on a shard's first read only when
+        the digests could not be compared at open (a dump or corpus written before cpfd recorded
+        them)."""
         file, corpus_file = self.files[shard], self.corpus_files[shard]
         try:
             dump_pf, corpus_pf = pq.ParquetFile(file), pq.ParquetFile(corpus_file)
@@ -591,10 +666,11 @@ class TeacherDump:
                 offset += have.num_rows
         except (pa.ArrowException, OSError) as e:
             raise CpfdError(f"{file}: cannot read sample_id and label ({e})") from None
-        self._ids_checked.add(shard)
+        self._rows_checked.add(shard)
 
     def verify(self) -> None:
-        """A full pass: every shard's sha256 against the manifest, its ids, and finite values."""
+        """A full pass: every shard's sha256 against the manifest, its ids and labels against the
+        corpus columns, and finite values. Reads the whole dump and the corpus ids once."""
         for shard, entry in enumerate(self.manifest["shards"]):
             file = self.files[shard]
             if file_sha256(file) != entry.get("sha256"):
@@ -606,7 +682,7 @@ class TeacherDump:
     # ---- streaming ----------------------------------------------------------------------
     def _file(self, shard: int) -> pq.ParquetFile:
         if self._open is None or self._open[0] != shard:
-            if shard not in self._ids_checked:
+            if shard not in self._rows_checked:
                 self.check_ids(shard)
             self._open = (shard, pq.ParquetFile(self.files[shard]))
         return self._open[1]
@@ -620,7 +696,9 @@ class TeacherDump:
         file = self.files[unit.shard]
         pf = self._file(unit.shard)
         try:
-            table = pf.read_row_group(unit.row_group, columns=TEACHER_COLUMNS)
+            # One thread: two plain float columns decode faster than a thread pool starts, and
+            # each DataLoader worker is already a process of its own (stream_teacher_columns.py).
+            table = pf.read_row_group(unit.row_group, columns=TEACHER_COLUMNS, use_threads=False)
         except (pa.ArrowException, OSError) as e:
             raise CpfdError(f"{file}: cannot read row group {unit.row_group} ({e})") from None
         if table.num_rows != unit.rows:

@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.atomic import temp_path_for
-from storage.corpus import Corpus, CorpusWriter
+from storage.corpus import Corpus, CorpusWriter, hash_ids, hash_labels
 from storage.dump import (
+    DIGESTS_KEY,
     DUMP_MANIFEST,
     PROVENANCE_KEY,
     describe_dump,
@@ -30,15 +31,18 @@ TEACHER_A = {"dir": "/models/teacher-a", "weights_sha256": "a" * 64, "config": {
 TEACHER_B = {"dir": "/models/teacher-b", "weights_sha256": "b" * 64, "config": {"hidden": 32}}
 
 
-def write_corpus(out, n_train=23, n_eval=8, prefix="v", classes=("neg", "pos")) -> Corpus:
-    """A tabular corpus: train shards of 7, 7, 7, 2 rows in row groups of 3, 3, 1 (and 2)."""
+def write_corpus(out, n_train=23, n_eval=8, prefix="v", classes=("neg", "pos"), relabel=()) -> Corpus:
+    """A tabular corpus: train shards of 7, 7, 7, 2 rows in row groups of 3, 3, 1 (and 2).
+
+    Rows listed in `relabel` get the next class: the same ids (and fingerprint), other labels."""
     with CorpusWriter(
         out, task="t", classes=list(classes), frames_per_video=0, image_size=0, has_text=False,
         privileged_features=["reports"], features=["duration"], rows_per_shard=7, row_group_rows=3,
     ) as w:
         for i in range(n_train + n_eval):
             row = {
-                "sample_id": f"{prefix}{i:04d}", "label": (i * 7) % len(classes), "title": "", "ocr_text": "",
+                "sample_id": f"{prefix}{i:04d}", "label": (i * 7 + (i in relabel)) % len(classes),
+                "title": "", "ocr_text": "",
                 "frames": [], "privileged": [float(i)], "features": [0.5 * i],
             }
             w.add("train" if i < n_train else "eval", row)
@@ -94,11 +98,29 @@ def reference(tmp_path_factory, corpus):
     return out
 
 
-def rewrite_shard(file: Path, change) -> None:
-    """Rewrite a committed dump shard (metadata and row groups kept) after `change(table)`."""
-    table = pq.read_table(file)
-    new = change(table).replace_schema_metadata(table.schema.metadata)
-    pq.write_table(new, file, row_group_size=3, use_dictionary=False, compression="none")
+def rewrite_shard(file: Path, change, digests="keep") -> None:
+    """Rewrite a committed dump shard after `change(table)`, provenance and row groups kept.
+
+    digests: "keep" the footer's (the file edited behind cpfd's back), "recompute" them from the
+    new rows (what a writer would have recorded for those rows), or "drop" them (a shard written
+    before cpfd recorded digests).
+    """
+    pf = pq.ParquetFile(file)
+    footer = pf.metadata.metadata
+    new = change(pf.read()).replace_schema_metadata({PROVENANCE_KEY: footer[PROVENANCE_KEY]})
+    with pq.ParquetWriter(file, new.schema, use_dictionary=False, compression="none") as writer:
+        writer.write_table(new, row_group_size=3)
+        if digests == "keep":
+            writer.add_key_value_metadata({DIGESTS_KEY: footer[DIGESTS_KEY]})
+        elif digests == "recompute":
+            recorded = {
+                "rows": new.num_rows,
+                "ids_sha256": hash_ids(new.column("sample_id")).hexdigest(),
+                "labels_sha256": hash_labels(new.column("label")).hexdigest(),
+            }
+            writer.add_key_value_metadata({DIGESTS_KEY: json.dumps(recorded)})
+        else:
+            assert digests == "drop", digests
 
 
 def set_value(table, column, row, value):
@@ -402,20 +424,73 @@ def test_truncated_shard_is_refused(dump_copy, corpus):
     refused(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: not a readable Parquet file")
 
 
-def test_an_id_that_differs_is_found_on_first_touch(dump_copy, corpus):
-    rewrite_shard(dump_copy / "part-00001.parquet", lambda t: set_value(t, "sample_id", 4, "intruder"))
+def test_an_id_that_differs_is_refused_at_open(dump_copy, corpus):
+    # Other rows than the corpus shard's, with the digests a writer would record for them.
+    rewrite_shard(dump_copy / "part-00001.parquet", lambda t: set_value(t, "sample_id", 4, "intruder"), digests="recompute")
+    refused(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: its sample_ids differ from the corpus shard's \\(ids sha256")
+
+
+def test_a_relabelled_corpus_is_refused_at_open_and_by_dump_teacher(tmp_path, corpus, reference, dump_copy):
+    # Same ids, so the same fingerprint: only the label digests tell the dump is stale.
+    relabelled = write_corpus(tmp_path / "relabelled", relabel={9})
+    assert relabelled.fingerprint == corpus.fingerprint
+    stale = "part-00001.parquet: its labels differ from the corpus shard's .* relabelled after the teacher ran"
+    refused(lambda: open_dump(reference, relabelled), stale)
+    # dump-teacher does not call the stale dump finished, nor keep its stale shards when resuming
+    refused(lambda: run_dump(dump_copy, relabelled), "holds a finished dump whose labels differ from corpus train/part-00001.parquet")
+    (dump_copy / DUMP_MANIFEST).unlink()
+    refused(lambda: run_dump(dump_copy, relabelled), stale + "; delete it or pass --overwrite")
+    assert run_dump(dump_copy, relabelled, overwrite=True) is True
+    open_dump(dump_copy, relabelled).verify()
+
+
+def test_a_shard_of_another_dump_is_refused_at_open(tmp_path, corpus, dump_copy):
+    other = tmp_path / "other"
+    assert run_dump(other, corpus, teacher=TEACHER_B) is True
+    (dump_copy / "part-00002.parquet").write_bytes((other / "part-00002.parquet").read_bytes())
+    refused(lambda: open_dump(dump_copy, corpus), "part-00002.parquet: a shard of another teacher .* not of the dump _manifest.json describes")
+
+
+def test_a_shard_edited_behind_cpfds_back_is_found_by_verify(dump_copy, corpus):
+    # The footer still vouches for the corpus rows: opening trusts it, verify() does not.
+    file = dump_copy / "part-00001.parquet"
+    rewrite_shard(file, lambda t: set_value(t, "sample_id", 4, "intruder"), digests="keep")
+    open_dump(dump_copy, corpus)
+    refused(lambda: open_dump(dump_copy, corpus).verify(), "part-00001.parquet: sha256 differs from _manifest.json")
+    # With the manifest's sha256 edited to match, the columns themselves give it away.
+    manifest = json.loads((dump_copy / DUMP_MANIFEST).read_text())
+    manifest["shards"][1]["sha256"] = file_sha256(file)
+    (dump_copy / DUMP_MANIFEST).write_text(json.dumps(manifest))
+    refused(
+        lambda: open_dump(dump_copy, corpus).verify(),
+        "part-00001.parquet: sample_id of row 4 is 'intruder', corpus train/part-00001.parquet has 'v0011'",
+    )
+
+
+def test_without_digests_ids_and_labels_are_compared_on_first_touch(dump_copy, corpus):
+    # A dump written before cpfd recorded digests: the columns are compared on a shard's first read.
+    rewrite_shard(dump_copy / "part-00001.parquet", lambda t: set_value(t, "sample_id", 4, "intruder"), digests="drop")
+    rewrite_shard(dump_copy / "part-00000.parquet", lambda t: set_value(t, "label", 2, 1 - t.column("label")[2].as_py()), digests="drop")
     dump = open_dump(dump_copy, corpus)  # opening reads footers only
     units = corpus.work_units("train")
-    dump.read(units[0])  # shard 0 is fine
+    dump.read(units[6])  # shard 2 is fine
     refused(lambda: dump.read(units[3]), "part-00001.parquet: sample_id of row 4 is 'intruder', corpus train/part-00001.parquet has 'v0011'")
-    refused(lambda: open_dump(dump_copy, corpus).verify(), "part-00001.parquet: sha256 differs")
+    refused(lambda: dump.read(units[0]), "part-00000.parquet: label of row 2 is")
 
 
-def test_a_label_that_differs_is_found_on_first_touch(dump_copy, corpus):
-    # The corpus fingerprint covers ids, not labels: a relabelled corpus must not pass.
-    rewrite_shard(dump_copy / "part-00000.parquet", lambda t: set_value(t, "label", 2, 1 - t.column("label")[2].as_py()))
-    dump = open_dump(dump_copy, corpus)
-    refused(lambda: dump.read(corpus.work_units("train")[0]), "part-00000.parquet: label of row 2 is")
+def test_shards_record_the_digests_of_their_corpus_shard(corpus, reference):
+    manifest = json.loads((reference / DUMP_MANIFEST).read_text())
+    for entry, (ids_sha256, labels_sha256) in zip(manifest["shards"], corpus.shard_digests("train")):
+        pf = pq.ParquetFile(reference / entry["file"])
+        footer = json.loads(pf.metadata.metadata[DIGESTS_KEY])
+        rows = pf.read(columns=["sample_id", "label"])
+        assert footer == {
+            "rows": entry["rows"],
+            "ids_sha256": hash_ids(rows.column("sample_id").to_pylist()).hexdigest(),
+            "labels_sha256": hash_labels(rows.column("label").to_numpy()).hexdigest(),
+        }
+        assert (entry["ids_sha256"], entry["labels_sha256"]) == (footer["ids_sha256"], footer["labels_sha256"])
+        assert (footer["ids_sha256"], footer["labels_sha256"]) == (ids_sha256, labels_sha256)
 
 
 def test_nan_logits_and_inf_loss_are_refused(dump_copy, corpus):
