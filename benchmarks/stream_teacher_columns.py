@@ -9,19 +9,22 @@ directly with pyarrow so generation is fast) and a teacher dump of it through `s
 writer (plan_dump / write_dump_shard / finalize_dump). Then a fresh subprocess per (size,
 codec) opens the dump with `open_dump` and reads every row group in these passes:
 
-    first pass   includes the once-per-shard sample_id + label check against the corpus (what every
-                 DataLoader worker pays once per epoch for the shards it touches)
+    open         open_dump: manifest and footers, each shard's id and label digests against
+                 corpus.json's (what every DataLoader worker pays once per epoch)
+    first pass   the first read of every row group in a fresh process (cold Parquet readers)
     steady pass  logits + teacher_loss only: the per-row-group cost of training (median of 5)
     extra() pass the same through `TeacherDump.extra` (writable copies, the CorpusBatches path)
+    verify()     the full check `cpfd distill` runs once per run: file sha256, the sample_id and
+                 label columns against the corpus's, every value finite
 
-and reports rows/s and the subprocess's peak RSS (VmHWM). Targets (DESIGN.md 6, issue):
->= 20 million rows/s, < 300 MB peak RSS, and the same peak RSS for 1M and 5M rows.
+and reports rows/s (open + first pass together, as a worker sees its first epoch) and the
+subprocess's peak RSS (VmHWM). Targets (DESIGN.md 6, issue): >= 20 million rows/s, < 300 MB
+peak RSS, and the same peak RSS for 1M and 5M rows.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -41,7 +44,13 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from storage.corpus import CORPUS_JSON, fingerprint_of, shard_name  # noqa: E402
+from storage.corpus import (  # noqa: E402
+    CORPUS_JSON,
+    fingerprint_of,
+    hash_ids,
+    hash_labels,
+    shard_name,
+)
 from storage.dump import (  # noqa: E402
     DUMP_COMPRESSION,
     cross_entropy,
@@ -64,14 +73,6 @@ def _empty_lists(n: int, value_type: pa.DataType) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], type=value_type))
 
 
-def _ids_sha256(ids: pa.Array) -> str:
-    """storage.corpus.hash_ids (sha256 of "id\\n" per id) without a Python loop."""
-    lines = pc.binary_join_element_wise(ids, "\n", "")
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
-    data = memoryview(lines.buffers()[2])[offsets[lines.offset]: offsets[lines.offset + len(lines)]]
-    return hashlib.sha256(data).hexdigest()
-
-
 def build_corpus(path: Path, rows: int, seed: int = 0) -> None:
     """A tabular corpus of `rows` train rows in CORPUS_SCHEMA (empty frames and text), no eval rows."""
     rng = np.random.default_rng(seed)
@@ -80,10 +81,11 @@ def build_corpus(path: Path, rows: int, seed: int = 0) -> None:
     for index, start in enumerate(range(0, rows, ROWS_PER_SHARD)):
         n = min(ROWS_PER_SHARD, rows - start)
         ids = pc.binary_join_element_wise("s", pc.cast(pa.array(np.arange(start, start + n)), pa.string()), "")
+        labels = pa.array(rng.integers(0, 2, n, dtype=np.int32))
         table = pa.Table.from_arrays(
             [
                 ids,
-                pa.array(rng.integers(0, 2, n, dtype=np.int32)),
+                labels,
                 pa.repeat("", n),
                 pa.repeat("", n),
                 _empty_lists(n, pa.binary()),
@@ -94,7 +96,9 @@ def build_corpus(path: Path, rows: int, seed: int = 0) -> None:
         )
         file = path / "train" / shard_name(index)
         pq.write_table(table, file, row_group_size=ROW_GROUP_ROWS, compression="zstd", use_dictionary=["title", "ocr_text"])
-        shards.append({"file": file.name, "rows": n, "ids_sha256": _ids_sha256(ids)})
+        shards.append(
+            {"file": file.name, "rows": n, "ids_sha256": hash_ids(ids).hexdigest(), "labels_sha256": hash_labels(labels).hexdigest()}
+        )
     splits = {"train": {"rows": rows, "shards": shards}, "eval": {"rows": 0, "shards": []}}
     meta = {
         "schema_version": SCHEMA_VERSION, "task": "bench", "classes": CLASSES, "num_classes": 2,
@@ -137,19 +141,22 @@ def peak_rss_mb() -> int:
 
 
 def measure(dump_dir: str, corpus_dir: str) -> dict:
-    """Runs in a fresh subprocess: open, first pass (with id checks), steady pass; peak RSS."""
+    """Runs in a fresh subprocess: open, first pass, steady passes, extra() passes, verify; peak RSS."""
     from storage.corpus import Corpus
     from storage.dump import open_dump
 
     rss_after_import = peak_rss_mb()
     corpus = Corpus(corpus_dir, verify="fast")
-    dump = open_dump(dump_dir, corpus)
-    result = {"rss_after_import_mb": rss_after_import, "rows": dump.num_rows}
 
     def timed(read_all) -> float:
         start = time.perf_counter()
         read_all()
         return time.perf_counter() - start
+
+    opened = []
+    open_s = timed(lambda: opened.append(open_dump(dump_dir, corpus)))
+    dump = opened[0]
+    result = {"rss_after_import_mb": rss_after_import, "rows": dump.num_rows, "open_s": open_s}
 
     def stream() -> None:
         for logits, loss in dump.iter_teacher_columns():
@@ -159,10 +166,12 @@ def measure(dump_dir: str, corpus_dir: str) -> dict:
         for unit in corpus.work_units("train"):
             dump.extra(unit)
 
-    result["first_s"] = timed(stream)  # the only pass that checks ids
+    result["first_s"] = timed(stream)
     result["steady_s"] = statistics.median(timed(stream) for _ in range(REPEATS))
     result["extra_s"] = statistics.median(timed(extra) for _ in range(REPEATS))
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()  # before verify(): the streaming path's peak
+    result["verify_s"] = timed(dump.verify)
+    result["verify_peak_rss_mb"] = peak_rss_mb()
     return result
 
 
@@ -179,7 +188,10 @@ def main() -> None:
     sizes = [int(s) for s in args.rows.split(",")]
     codecs = args.compression.split(",")
     print(f"# {' '.join(sys.argv)}   ({os.cpu_count()} CPUs, pyarrow {pa.__version__}, numpy {np.__version__})")
-    header = f"{'rows':>10} {'codec':>6} {'dump MB':>8} {'build s':>8} {'first pass':>16} {'steady pass':>16} {'extra() pass':>16} {'peak RSS':>9} {'after import':>12}"
+    header = (
+        f"{'rows':>10} {'codec':>6} {'dump MB':>8} {'build s':>8} {'open ms':>8} {'open + first pass':>18} "
+        f"{'steady pass':>16} {'extra() pass':>16} {'peak RSS':>9} {'after import':>12} {'verify() s':>10} {'its peak':>8}"
+    )
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="cpfd-bench-") as tmp:
@@ -197,12 +209,13 @@ def main() -> None:
                     check=True, capture_output=True, text=True,
                 )
                 r = json.loads(out.stdout)
-                first = f"{r['rows'] / r['first_s'] / 1e6:6.1f} M rows/s"
+                first = f"{r['rows'] / (r['open_s'] + r['first_s']) / 1e6:6.1f} M rows/s"
                 steady = f"{r['rows'] / r['steady_s'] / 1e6:6.1f} M rows/s"
                 extra = f"{r['rows'] / r['extra_s'] / 1e6:6.1f} M rows/s"
                 print(
-                    f"{rows:>10,} {codec:>6} {size_mb:>8.1f} {build_s:>8.1f} {first:>16} {steady:>16} {extra:>16} "
-                    f"{r['peak_rss_mb']:>6} MB {r['rss_after_import_mb']:>9} MB"
+                    f"{rows:>10,} {codec:>6} {size_mb:>8.1f} {build_s:>8.1f} {r['open_s'] * 1e3:>8.0f} {first:>18} "
+                    f"{steady:>16} {extra:>16} {r['peak_rss_mb']:>6} MB {r['rss_after_import_mb']:>9} MB "
+                    f"{r['verify_s']:>10.2f} {r['verify_peak_rss_mb']:>5} MB"
                 )
                 shutil.rmtree(dump)
 
