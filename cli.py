@@ -387,6 +387,8 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
         check = verify_dump(teacher, corpus, out, rows=verify_rows, device=device, batch_size=batch_size)
         click.echo(f"verified {check['rows']} rows: max |logits diff| {check['max_abs_diff_logits']:.3g}, "
                    f"max |loss diff| {check['max_abs_diff_loss']:.3g}")
+        if check["note"]:
+            click.echo(f"note: {check['note']}")
 
 
 @cpfd.command()

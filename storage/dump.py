@@ -64,7 +64,9 @@ from storage.schema import DUMP_SCHEMA_VERSION, SPLITS, dump_schema
 DUMP_MANIFEST = "_manifest.json"
 PROVENANCE_KEY = b"cpfd.dump"
 # Each shard's footer also records what its rows are: {"rows", "ids_sha256", "labels_sha256"},
-# hashed the way corpus.json hashes a corpus shard, from the rows the writer checked and stored.
+# hashed the way corpus.json hashes a corpus shard, from the rows the writer checked and stored,
+# and, when the writer is told, how its logits were computed ("computed": device, precision,
+# batch size), which `dump-teacher --verify` needs to recompute them exactly.
 DIGESTS_KEY = b"cpfd.shard"
 
 # benchmarks/stream_teacher_columns.py (2 cores): the hot path reads logits and teacher_loss every
@@ -433,12 +435,14 @@ def write_dump_shard(
     row_group_arrays: Iterable[Sequence],
     provenance: dict,
     *,
+    computed: dict | None = None,
     compression: str | dict = DUMP_COMPRESSION,
 ) -> dict:
     """Write and commit the dump shard of corpus shard `shard_index`.
 
-    Returns {file, corpus_file, rows, ids_sha256, labels_sha256}: the digests, hashed as corpus.json
-    hashes a corpus shard, also go into the shard's footer under DIGESTS_KEY.
+    Returns {file, corpus_file, rows, ids_sha256, labels_sha256[, computed]}: the digests, hashed
+    as corpus.json hashes a corpus shard, and `computed` (how the teacher computed these logits,
+    e.g. {"device", "precision", "batch_size"}) also go into the shard's footer under DIGESTS_KEY.
 
     `row_group_arrays` yields `(sample_ids, labels, logits (n, C) float32, teacher_loss (n,) float32)`
     once per row group of the corpus shard, in order; ids and labels must equal the corpus rows.
@@ -485,6 +489,8 @@ def write_dump_shard(
         if count != len(groups):
             raise CpfdError(f"{final}: got {count} row groups, the corpus shard has {len(groups)}")
         digests = {"rows": rows, "ids_sha256": ids_hash.hexdigest(), "labels_sha256": labels_hash.hexdigest()}
+        if computed is not None:
+            digests["computed"] = computed
         writer.add_key_value_metadata({DIGESTS_KEY: json.dumps(digests)})
         writer.close()
         writer = None
@@ -528,7 +534,7 @@ def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, prov
             raise CpfdError(f"{file}: {problem}; delete it and rerun")
         entry = {"file": file.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows[i]}
         recorded = _footer_json(md, DIGESTS_KEY) or {}
-        entry.update({k: recorded[k] for k in ("ids_sha256", "labels_sha256") if k in recorded})
+        entry.update({k: recorded[k] for k in ("ids_sha256", "labels_sha256", "computed") if k in recorded})
         shards.append(entry)
     for entry in shards:
         entry["sha256"] = file_sha256(out / entry["file"])
@@ -617,6 +623,7 @@ class TeacherDump:
         # Shards whose rows are known to be the corpus shard's: by their recorded digests, here,
         # or else by comparing the columns the first time the shard is read (check_ids).
         self._rows_checked: set[int] = set()
+        self._records: list[dict] = []  # each shard's DIGESTS_KEY footer record ({} when it has none)
         corpus_digests = self.corpus.shard_digests(self.split)
         for shard, (entry, corpus_file, rows, groups) in enumerate(
             zip(m["shards"], corpus_files, self.corpus.shard_rows(self.split), self.row_groups)
@@ -635,10 +642,17 @@ class TeacherDump:
             problem = _shard_problem(md, self.num_classes, rows, groups) or _content_problem(md, corpus_digests[shard])
             if problem:
                 raise CpfdError(f"{file}: {problem}")
-            if _footer_json(md, DIGESTS_KEY) is not None and corpus_digests[shard][1] is not None:
+            record = _footer_json(md, DIGESTS_KEY)
+            if record is not None and corpus_digests[shard][1] is not None:
                 self._rows_checked.add(shard)
+            self._records.append(record or {})
             self.files.append(file)
         self._open: tuple[int, pq.ParquetFile] | None = None
+
+    def computed_with(self, shard: int) -> dict:
+        """How the teacher computed the shard's logits ({"device", "precision", "batch_size", ...}),
+        as its writer recorded it; {} for a shard written without that record."""
+        return dict(self._records[shard].get("computed") or {})
 
     # ---- checks -------------------------------------------------------------------------
     def check_ids(self, shard: int) -> None:

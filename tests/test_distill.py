@@ -166,7 +166,7 @@ def test_teacher_columns_arrive_aligned_with_the_corpus_rows(corpus, dump, tmp_p
     real_loss = pipeline.distill.cpfd_loss
 
     def spy(student_logits, teacher_logits, labels, alpha, temperature):
-        batches.append((teacher_logits.clone(), labels.clone()))
+        batches.append((teacher_logits.detach().cpu(), labels.cpu()))  # on the GPU under --device auto
         return real_loss(student_logits, teacher_logits, labels, alpha, temperature)
 
     monkeypatch.setattr(pipeline.distill, "cpfd_loss", spy)

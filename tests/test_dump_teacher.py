@@ -20,8 +20,9 @@ from click.testing import CliRunner
 
 from cli import cpfd
 from pipeline.data import Inputs, collate
-from pipeline.dump_teacher import TeacherScorer
+from pipeline.dump_teacher import TeacherScorer, verify_note
 from pipeline.stages import load_model
+from pipeline.train import autocast, resolve_device
 from storage.atomic import temp_path_for
 from tests.factories import tiny_corpus
 
@@ -131,16 +132,57 @@ def test_teacher_loss_is_the_cross_entropy_of_the_stored_logits(dump):
 
 
 def test_logits_are_what_the_teacher_model_gives(corpus, teacher, dump):
+    # The model run by hand on each row group, in the dump's batches of 8, where --device auto runs
+    # it (CPU float32 here; CUDA with bf16 autocast on a GPU machine, where the batches matter).
+    device = resolve_device("auto")
     model, tokenizer = load_model(teacher)
-    model.eval()
+    model.to(device).eval()
     inputs = Inputs.for_corpus(corpus, privileged=True)
     widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
-    for corpus_file in corpus.shard_paths("train"):
-        rows = pq.read_table(corpus_file, columns=inputs.columns())  # the whole shard as one batch
-        with torch.no_grad():
-            expected = model(collate(rows, inputs, tokenizer, model.config.max_length, widths)).logits.numpy()
+    for shard, corpus_file in enumerate(corpus.shard_paths("train")):
+        expected = []
+        for unit in (u for u in corpus.work_units("train") if u.shard == shard):
+            rows = corpus.read_unit(unit, inputs.columns())
+            for start in range(0, rows.num_rows, 8):
+                batch = collate(rows.slice(start, 8), inputs, tokenizer, model.config.max_length, widths)
+                with torch.no_grad(), autocast(device):
+                    expected.append(model({k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())
         stored = np.array(pq.read_table(dump / corpus_file.name).column("logits").to_pylist(), dtype=np.float32)
-        assert np.abs(stored - expected).max() < 1e-5
+        assert np.abs(stored - np.concatenate(expected)).max() < 1e-5
+
+
+def test_each_shard_records_how_its_logits_were_computed(dump):
+    device = resolve_device("auto")
+    manifest = json.loads((dump / "_manifest.json").read_text())
+    for entry in manifest["shards"]:
+        footer = json.loads(pq.ParquetFile(dump / entry["file"]).metadata.metadata[b"cpfd.shard"])
+        assert footer["computed"] == entry["computed"]
+        assert footer["computed"]["batch_size"] == 8 and footer["computed"]["device"] == device.type
+        assert footer["computed"]["precision"] == ("bf16 autocast" if device.type == "cuda" else "float32")
+
+
+def test_verify_says_when_the_dump_was_computed_elsewhere():
+    cpu = {"device": "cpu", "device_name": "x86_64", "precision": "float32", "batch_size": 256}
+    gpu = {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "precision": "bf16 autocast", "batch_size": 64}
+    assert verify_note([cpu], dict(cpu, batch_size=8)) is None  # the batch size alone changes nothing
+    assert verify_note([gpu], gpu) is None
+    note = verify_note([gpu], cpu)
+    assert note.startswith("the dump was computed on cuda (NVIDIA H100 80GB HBM3, bf16 autocast), this check on cpu")
+    assert note.endswith("differences of bf16 size (about 1e-2) are expected")
+    assert "bf16" not in verify_note([dict(cpu, device_name="aarch64")], cpu)
+    assert "older cpfd" in verify_note([{}, cpu], cpu)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_verify_on_cuda_recomputes_the_dumps_own_batches(corpus, teacher, tmp_path):
+    # Under bf16 autocast a row's logits depend on its batch; --verify reruns the dump's batches.
+    out = tmp_path / "dump"
+    result = ok("dump-teacher", teacher, corpus.path, "--out", out, "--batch-size", "8", "--device", "cuda",
+                "--verify", "20", "--quiet")
+    assert "verified 20 rows: max |logits diff| 0, max |loss diff| 0" in result.output
+    assert "note:" not in result.output
+    result = ok("dump-teacher", teacher, corpus.path, "--out", out, "--device", "cpu", "--verify", "20", "--quiet")
+    assert "note: the dump was computed on cuda" in result.output and "bf16 size" in result.output
 
 
 def test_verify_recomputes_the_teacher_and_finds_no_difference(corpus, teacher, dump):
