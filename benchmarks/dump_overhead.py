@@ -62,9 +62,9 @@ def main() -> None:
     import torch
 
     from pipeline.data import collate
-    from pipeline.dump_teacher import TeacherScorer, dump_teacher, file_sha256
+    from pipeline.dump_teacher import TeacherScorer, dump_teacher
     from storage.corpus import Corpus
-    from storage.dump import cross_entropy, dump_provenance, finalize_dump, plan_dump, write_dump_shard
+    from storage.dump import cross_entropy, dump_provenance, file_sha256, finalize_dump, plan_dump, write_dump_shard
 
     corpus_path = common.ensure_corpus(args.workdir, args.preset, args.train_samples, args.eval_samples)
     teacher = common.ensure_teacher(args.workdir, corpus_path, args.teacher_steps, args.threads, args.device)

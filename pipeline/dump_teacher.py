@@ -13,7 +13,6 @@ shard in progress: a rerun skips committed shards and ends with the same dump.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from pathlib import Path
@@ -29,20 +28,13 @@ from storage.corpus import Corpus
 from storage.dump import (
     cross_entropy,
     dump_provenance,
+    file_sha256,
     finalize_dump,
     open_dump,
     plan_dump,
     write_dump_shard,
 )
 from storage.errors import CpfdError
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def torchrun_share() -> tuple[int, int] | None:
@@ -80,10 +72,12 @@ class TeacherScorer:
         }
 
     @torch.inference_mode()
-    def logits(self, table) -> np.ndarray:
+    def logits(self, table, batch_size: int | None = None) -> np.ndarray:
+        """(n, C) float32 logits of the table's rows, in batches of `batch_size` (default: the scorer's)."""
         out = []
-        for start in range(0, table.num_rows, self.batch_size):
-            batch = collate(table.slice(start, self.batch_size), self.inputs, self.tokenizer,
+        batch_size = batch_size or self.batch_size
+        for start in range(0, table.num_rows, batch_size):
+            batch = collate(table.slice(start, batch_size), self.inputs, self.tokenizer,
                             self.model.config.max_length, self.widths)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with autocast(self.device):
@@ -164,17 +158,15 @@ def verify_dump(teacher_dir, corpus_path, dump_dir, *, rows: int, seed: int = 0,
         table = corpus.read_unit(unit, columns)
         stored_logits, stored_loss = dump.read(unit)
         if now["precision"] != "float32" and recorded.get("precision") == now["precision"] and recorded.get("batch_size"):
-            size = int(recorded["batch_size"])
-            batches = [(start, local[(local >= start) & (local < start + size)]) for start in np.unique(local // size) * size]
-            scorer.batch_size = size
+            size = int(recorded["batch_size"])  # rerun each dump batch holding a picked row, whole
+            batches = [(int(start), local[(local >= start) & (local < start + size)]) for start in np.unique(local // size) * size]
         else:
-            batches = [(None, local)]
-            scorer.batch_size = batch_size
+            size, batches = None, [(None, local)]
         for start, rows_in in batches:
             if start is None:
                 logits = scorer.logits(table.take(rows_in))
             else:
-                logits = scorer.logits(table.slice(int(start), scorer.batch_size))[rows_in - start]
+                logits = scorer.logits(table.slice(start, size), batch_size=size)[rows_in - start]
             loss = cross_entropy(logits, table.column("label").to_numpy()[rows_in]).astype(np.float32)  # as stored
             worst_logits = max(worst_logits, float(np.abs(logits - stored_logits[rows_in]).max()))
             worst_loss = max(worst_loss, float(np.abs(loss - stored_loss[rows_in]).max()))

@@ -7,8 +7,9 @@
 
 Every shard carries the dump's provenance (the manifest less its shard list) as JSON under the
 Parquet key-value metadata key b"cpfd.dump", so a shard can be matched to its teacher and corpus
-even before the manifest exists, and its digests under b"cpfd.shard": {rows, ids_sha256,
-labels_sha256}, hashed from the rows it holds the way corpus.json hashes a corpus shard.
+even before the manifest exists, and its own record under b"cpfd.shard": {rows, ids_sha256,
+labels_sha256} hashed from the rows it holds the way corpus.json hashes a corpus shard, and
+`computed` (device, precision, batch size of the teacher run that wrote it).
 
 Writing (the `dump-teacher` command runs the teacher; this module only stores what it computes):
 
@@ -211,14 +212,13 @@ def _shard_problem(md: pq.FileMetaData, num_classes: int, rows: int, groups: lis
     return None
 
 
-def _content_problem(md: pq.FileMetaData, corpus_digests: tuple[str, str | None]) -> str | None:
-    """What the shard's recorded digests say is wrong with its rows against the corpus shard, or None.
+def _content_problem(digests: dict | None, corpus_digests: tuple[str, str | None]) -> str | None:
+    """What a shard's DIGESTS_KEY record says is wrong with its rows against the corpus shard, or None.
 
-    A shard written before cpfd recorded digests has none: nothing to say here (the reader then
-    compares the columns themselves). A corpus written before cpfd recorded labels_sha256 gives
-    None for it: only the ids are compared.
+    A shard written before cpfd recorded digests has none (None): nothing to say here (the reader
+    then compares the columns themselves). A corpus written before cpfd recorded labels_sha256
+    gives None for it: only the ids are compared.
     """
-    digests = _footer_json(md, DIGESTS_KEY)
     if digests is None:
         return None
     ids_sha256, labels_sha256 = corpus_digests
@@ -349,7 +349,7 @@ def plan_dump(
             raise CpfdError(f"{file}: not a shard of corpus split {split}; delete it or pass --overwrite")
         if owned:
             problem = _shard_problem(md, corpus.num_classes, rows[index], groups[index]) or _content_problem(
-                md, digests[index]
+                _footer_json(md, DIGESTS_KEY), digests[index]
             )
             if problem:
                 raise CpfdError(f"{file}: {problem}; delete it or pass --overwrite")
@@ -529,12 +529,12 @@ def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, prov
         md, have = _footer(file)
         if have is None or _identity(have) != _identity(provenance):
             return False
-        problem = _shard_problem(md, corpus.num_classes, rows[i], groups[i]) or _content_problem(md, digests[i])
+        recorded = _footer_json(md, DIGESTS_KEY)
+        problem = _shard_problem(md, corpus.num_classes, rows[i], groups[i]) or _content_problem(recorded, digests[i])
         if problem:
             raise CpfdError(f"{file}: {problem}; delete it and rerun")
         entry = {"file": file.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows[i]}
-        recorded = _footer_json(md, DIGESTS_KEY) or {}
-        entry.update({k: recorded[k] for k in ("ids_sha256", "labels_sha256", "computed") if k in recorded})
+        entry.update({k: v for k, v in (recorded or {}).items() if k in ("ids_sha256", "labels_sha256", "computed")})
         shards.append(entry)
     for entry in shards:
         entry["sha256"] = file_sha256(out / entry["file"])
@@ -639,10 +639,10 @@ class TeacherDump:
             if provenance is None or _identity(provenance) != _identity(m):
                 what = "no cpfd dump shard" if provenance is None else f"a shard of {_difference(provenance, m)}"
                 raise CpfdError(f"{file}: {what}, not of the dump {DUMP_MANIFEST} describes")
-            problem = _shard_problem(md, self.num_classes, rows, groups) or _content_problem(md, corpus_digests[shard])
+            record = _footer_json(md, DIGESTS_KEY)
+            problem = _shard_problem(md, self.num_classes, rows, groups) or _content_problem(record, corpus_digests[shard])
             if problem:
                 raise CpfdError(f"{file}: {problem}")
-            record = _footer_json(md, DIGESTS_KEY)
             if record is not None and corpus_digests[shard][1] is not None:
                 self._rows_checked.add(shard)
             self._records.append(record or {})

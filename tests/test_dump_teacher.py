@@ -310,3 +310,25 @@ def test_torchrun_ranks_split_the_shards_with_no_flags(corpus, teacher, dump, tm
     assert (out / "_manifest.json").exists()
     together, alone = shard_tables(out), shard_tables(dump)
     assert all(together[name].equals(alone[name]) for name in alone)
+
+
+def test_verify_reruns_the_dumps_own_batches_when_both_sides_are_bf16(corpus, teacher, tmp_path, monkeypatch):
+    # The CUDA path's batch bookkeeping, on the CPU: both runs claim bf16 autocast, so --verify must
+    # recompute whole dump batches (8 rows from the start of each row group of at most 16).
+    real = TeacherScorer.computed_with
+    monkeypatch.setattr(TeacherScorer, "computed_with", lambda self: dict(real(self), precision="bf16 autocast"))
+    out = tmp_path / "dump"
+    ok("dump-teacher", teacher, corpus.path, "--out", out, "--batch-size", "8", "--quiet")
+    calls = []
+    real_logits = TeacherScorer.logits
+
+    def spy(self, table, batch_size=None):
+        calls.append((table.num_rows, batch_size))
+        return real_logits(self, table, batch_size)
+
+    monkeypatch.setattr(TeacherScorer, "logits", spy)
+    result = ok("dump-teacher", teacher, corpus.path, "--out", out, "--verify", "20", "--quiet")
+    assert "verified 20 rows: max |logits diff| 0, max |loss diff| 0" in result.output
+    assert "note:" not in result.output
+    # row groups of 16, 16, 8 rows (shards of 40) and 16, 4 (the shard of 20): dump batches of 8 or 4 rows
+    assert calls and {size for _, size in calls} == {8} and {rows for rows, _ in calls} <= {8, 4}, calls
