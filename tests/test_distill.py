@@ -19,28 +19,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import pipeline.distill
-from cli import cpfd
 from storage.corpus import Corpus
 from student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, quantiles_of, resolve_params
 from tests.factories import tiny_corpus
+from tests.invoke import ok, run
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ["--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
 FAST = ["--epochs", "1", *MODEL]
-
-
-def run(*args):
-    return CliRunner().invoke(cpfd, [str(a) for a in args])
-
-
-def ok(*args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def training_record(folder) -> dict:

@@ -16,36 +16,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cli import cpfd
 from pipeline.data import Inputs, collate
 from pipeline.dump_teacher import TeacherScorer, verify_note
 from pipeline.stages import load_model
 from pipeline.train import autocast, resolve_device
 from storage.atomic import temp_path_for
 from tests.factories import tiny_corpus
+from tests.invoke import ok, refused, run
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
-
-
-def run(*args):
-    return CliRunner().invoke(cpfd, [str(a) for a in args])
-
-
-def ok(*args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def refused(*args, message: str):
-    """A user mistake: exit status 1 and one `error: ...` line naming the problem."""
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
-    assert message in result.output, result.output
-    return result
 
 
 def sha256(path) -> str:

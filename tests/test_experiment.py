@@ -3,16 +3,11 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from cli import cpfd
 from tests.factories import tiny_corpus
+from tests.invoke import run
 
 SMALL = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
-
-
-def run(*args):
-    return CliRunner().invoke(cpfd, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -6,27 +6,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from cli import cpfd
 from pipeline.metrics import classification_metrics
 from storage.corpus import Corpus
 from tests.factories import tiny_corpus
+from tests.invoke import ok, run
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--quiet"]
-
-
-def run(*args):
-    result = CliRunner().invoke(cpfd, [str(a) for a in args])
-    return result
-
-
-def ok(*args):
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
