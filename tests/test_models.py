@@ -59,6 +59,12 @@ def make_batch(config, batch_size=2, seed=0):
     return batch
 
 
+def same_state(a, b) -> bool:
+    """Two models hold bit-identical weights (stored values, not recomputed ones)."""
+    x, y = a.state_dict(), b.state_dict()
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
 INPUTS = {
     "frames+text": dict(frames=2, text=True),
     "text only": dict(frames=0, text=True),
@@ -136,8 +142,9 @@ def test_student_save_load_round_trip_gives_identical_logits(inputs, tmp_path):
     loaded = XVLMForClassification.from_pretrained(tmp_path / "model").eval()
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors"]
     assert json.loads((tmp_path / "model" / "config.json").read_text())["architecture"] == "X-VLM"
-    with torch.no_grad():
-        assert torch.equal(model(batch).logits, loaded(batch).logits)
+    assert same_state(model, loaded)  # the weights come back bit for bit
+    with torch.no_grad():  # logits from two calls: equal within float32 rounding (docs/method.md)
+        assert torch.allclose(model(batch).logits, loaded(batch).logits, rtol=1e-5, atol=1e-6)
 
 
 def test_saving_twice_into_one_folder_overwrites_it(tmp_path):
@@ -189,8 +196,9 @@ def test_teacher_save_load_round_trip_gives_identical_logits(tmp_path):
     loaded = DFXVLMForClassification.from_pretrained(tmp_path).eval()
     assert loaded.config.privileged_features == ["p0", "p1", "p2"]
     assert json.loads((tmp_path / "config.json").read_text())["architecture"] == "DF-X-VLM"
-    with torch.no_grad():
-        assert torch.equal(model(batch).logits, loaded(batch).logits)
+    assert same_state(model, loaded)  # the weights come back bit for bit
+    with torch.no_grad():  # logits from two calls: equal within float32 rounding (docs/method.md)
+        assert torch.allclose(model(batch).logits, loaded(batch).logits, rtol=1e-5, atol=1e-6)
 
 
 def test_teacher_needs_privileged_features():
@@ -323,8 +331,10 @@ def test_build_from_pretrained_folders_and_copy_their_weights(pretrained_folders
     for path in (vit_path, bert_path):
         for file in path.iterdir():
             file.unlink()
+    loaded = XVLMForClassification.from_pretrained(tmp_path / "model").eval()
+    assert same_state(model, loaded)
     with torch.no_grad():
-        assert torch.equal(XVLMForClassification.from_pretrained(tmp_path / "model").eval()(batch).logits, logits)
+        assert torch.allclose(loaded(batch).logits, logits, rtol=1e-5, atol=1e-6)
 
 
 def test_pretrained_folders_that_do_not_fit_are_cpfd_errors(pretrained_folders, tmp_path):
