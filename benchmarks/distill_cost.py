@@ -65,11 +65,11 @@ def online_distill(corpus_path, teacher_dir, out, *, mapping: str, params: dict,
     import torch
     import torch.nn.functional as F
 
-    from pipeline.data import CorpusBatches, Inputs
-    from pipeline.stages import ModelOptions, build_model, dataset_for, load_model, prepare_tokenizer
-    from pipeline.train import resolve_device, set_seed, train
-    from storage.corpus import Corpus
-    from student.cpfd import alpha_from_loss, cpfd_loss
+    from cpfd.pipeline.data import CorpusBatches, Inputs
+    from cpfd.pipeline.stages import ModelOptions, build_model, dataset_for, load_model, prepare_tokenizer
+    from cpfd.pipeline.train import resolve_device, set_seed, train
+    from cpfd.storage.corpus import Corpus
+    from cpfd.student.cpfd import alpha_from_loss, cpfd_loss
 
     corpus = Corpus(corpus_path)
     teacher, teacher_tokenizer = load_model(teacher_dir)
@@ -112,8 +112,8 @@ def online_distill(corpus_path, teacher_dir, out, *, mapping: str, params: dict,
 
 def run_method(method: str, spec: dict, options, clock: list, before_loss=None) -> dict:
     """One epoch of `method` through the library's own entry point; returns the training record."""
-    from pipeline.distill import distill
-    from pipeline.stages import ModelOptions, train_model
+    from cpfd.pipeline.distill import distill
+    from cpfd.pipeline.stages import ModelOptions, train_model
 
     out = common.fresh_dir(Path(spec["out"]) / method)
     if method == "train-student":
@@ -128,7 +128,7 @@ def run_method(method: str, spec: dict, options, clock: list, before_loss=None) 
 
 
 def train_options(spec: dict):
-    from pipeline.train import TrainOptions
+    from cpfd.pipeline.train import TrainOptions
 
     return TrainOptions(epochs=1, max_steps=spec["max_steps"], batch_size=spec["batch_size"],
                         device=spec["device"], progress=False, seed=0)
@@ -136,8 +136,8 @@ def train_options(spec: dict):
 
 def measure_one(spec: dict) -> dict:
     """In a fresh process: one epoch of `spec["method"]` alone (memory, whole-stage time)."""
-    from pipeline.distill import distill  # noqa: F401  (the same imports for every method)
-    from storage.corpus import Corpus
+    from cpfd.pipeline.distill import distill  # noqa: F401  (the same imports for every method)
+    from cpfd.storage.corpus import Corpus
 
     rss_after_import = common.peak_rss_mb()
     options = train_options(spec)
@@ -200,8 +200,8 @@ class Turns:
 
 def measure_paired(spec: dict) -> dict:
     """In a fresh process: the three methods in three threads taking turns, one step each."""
-    import pipeline.distill as distill_module
-    import pipeline.stages as stages_module
+    import cpfd.pipeline.distill as distill_module
+    import cpfd.pipeline.stages as stages_module
 
     options = train_options(spec)
     turns = Turns(METHODS)
@@ -343,8 +343,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=common.DEFAULT_WORKDIR, help="cache of corpus, teacher, dump, outputs")
     args = parser.parse_args()
 
-    from pipeline.distill import resolve_mapping
-    from storage.corpus import Corpus
+    from cpfd.pipeline.distill import resolve_mapping
+    from cpfd.storage.corpus import Corpus
 
     corpus = common.ensure_corpus(args.workdir, args.preset, args.train_samples, args.eval_samples)
     teacher = common.ensure_teacher(args.workdir, corpus, args.teacher_steps, args.threads, args.device)

@@ -64,7 +64,7 @@ def build_predictions(path: Path, dump_dir: Path, seed: int = 1) -> None:
 
 
 def measure(what: str, dump_dir: str, predictions: str, repeats: int) -> dict:
-    from storage.analysis import inspect_dump, loss_quantiles
+    from cpfd.storage.analysis import inspect_dump, loss_quantiles
 
     calls = {
         "inspect": lambda: inspect_dump(dump_dir),

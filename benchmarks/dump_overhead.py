@@ -61,10 +61,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from pipeline.data import collate
-    from pipeline.dump_teacher import TeacherScorer, dump_teacher
-    from storage.corpus import Corpus
-    from storage.dump import cross_entropy, dump_provenance, file_sha256, finalize_dump, plan_dump, write_dump_shard
+    from cpfd.pipeline.data import collate
+    from cpfd.pipeline.dump_teacher import TeacherScorer, dump_teacher
+    from cpfd.storage.corpus import Corpus
+    from cpfd.storage.dump import cross_entropy, dump_provenance, file_sha256, finalize_dump, plan_dump, write_dump_shard
 
     corpus_path = common.ensure_corpus(args.workdir, args.preset, args.train_samples, args.eval_samples)
     teacher = common.ensure_teacher(args.workdir, corpus_path, args.teacher_steps, args.threads, args.device)

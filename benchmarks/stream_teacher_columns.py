@@ -44,14 +44,14 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from storage.corpus import (  # noqa: E402
+from cpfd.storage.corpus import (  # noqa: E402
     CORPUS_JSON,
     fingerprint_of,
     hash_ids,
     hash_labels,
     shard_name,
 )
-from storage.dump import (  # noqa: E402
+from cpfd.storage.dump import (  # noqa: E402
     DUMP_COMPRESSION,
     cross_entropy,
     dump_provenance,
@@ -59,7 +59,7 @@ from storage.dump import (  # noqa: E402
     plan_dump,
     write_dump_shard,
 )
-from storage.schema import CORPUS_SCHEMA, SCHEMA_VERSION  # noqa: E402
+from cpfd.storage.schema import CORPUS_SCHEMA, SCHEMA_VERSION  # noqa: E402
 
 ROW_GROUP_ROWS = 65_536
 ROWS_PER_SHARD = 262_144  # CorpusWriter's default
@@ -110,7 +110,7 @@ def build_corpus(path: Path, rows: int, seed: int = 0) -> None:
 
 def build_dump(out: Path, corpus_path: Path, codec: str = "mixed", seed: int = 0) -> None:
     """A dump of the corpus through storage.dump's writer, with random (label-correlated) logits."""
-    from storage.corpus import Corpus
+    from cpfd.storage.corpus import Corpus
 
     corpus = Corpus(corpus_path, verify="fast")
     teacher = {"dir": "bench-teacher", "weights_sha256": "0" * 64, "config": {}}
@@ -142,8 +142,8 @@ def peak_rss_mb() -> int:
 
 def measure(dump_dir: str, corpus_dir: str) -> dict:
     """Runs in a fresh subprocess: open, first pass, steady passes, extra() passes, verify; peak RSS."""
-    from storage.corpus import Corpus
-    from storage.dump import open_dump
+    from cpfd.storage.corpus import Corpus
+    from cpfd.storage.dump import open_dump
 
     rss_after_import = peak_rss_mb()
     corpus = Corpus(corpus_dir, verify="fast")

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run_synth(out: Path, rows: int, preset: str, seed: int, frames: int, image_size: int) -> dict:
     eval_rows = max(1, rows // 10)
     command = [
-        sys.executable, str(REPO / "cli.py"), "synth", str(out), "--preset", preset, "--seed", str(seed),
+        sys.executable, "-m", "cpfd.cli", "synth", str(out), "--preset", preset, "--seed", str(seed),
         "--train-samples", str(rows - eval_rows), "--eval-samples", str(eval_rows),
         "--frames-per-video", str(frames), "--image-size", str(image_size), "--quiet",
     ]

@@ -41,9 +41,9 @@ import common  # noqa: E402
 def measure(spec: dict) -> dict:
     """In a fresh process: one train_model epoch of `spec["role"]`."""
     common.set_threads(spec["threads"])
-    from pipeline.stages import ModelOptions, train_model
-    from pipeline.train import TrainOptions
-    from storage.corpus import Corpus
+    from cpfd.pipeline.stages import ModelOptions, train_model
+    from cpfd.pipeline.train import TrainOptions
+    from cpfd.storage.corpus import Corpus
 
     rss_after_import = common.peak_rss_mb()
     options = TrainOptions(epochs=1, max_steps=spec["max_steps"], batch_size=spec["batch_size"],

@@ -19,8 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from storage.atomic import commit, temp_path_for
-from storage.errors import CpfdError
+from cpfd.storage.atomic import commit, temp_path_for
+from cpfd.storage.errors import CpfdError
 
 CHECKPOINT = "checkpoint.safetensors"
 

@@ -29,9 +29,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.tokenization import encode_text
-from storage.corpus import Corpus, WorkUnit
-from storage.images import decode_frames
+from cpfd.pipeline.tokenization import encode_text
+from cpfd.storage.corpus import Corpus, WorkUnit
+from cpfd.storage.images import decode_frames
 
 
 @dataclass

@@ -20,19 +20,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.stages import (
+from cpfd.pipeline.stages import (
     ModelOptions,
     build_model,
     dataset_for,
     prepare_model_dir,
     prepare_tokenizer,
 )
-from pipeline.train import TrainOptions, set_seed, train
-from storage.atomic import commit, temp_path_for
-from storage.corpus import Corpus
-from storage.dump import open_dump
-from storage.errors import CpfdError
-from student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, cpfd_loss, quantiles_of, resolve_params
+from cpfd.pipeline.train import TrainOptions, set_seed, train
+from cpfd.storage.atomic import commit, temp_path_for
+from cpfd.storage.corpus import Corpus
+from cpfd.storage.dump import open_dump
+from cpfd.storage.errors import CpfdError
+from cpfd.student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, cpfd_loss, quantiles_of, resolve_params
 
 
 def cpfd_objective(mapping: str, params: dict, temperature: float):
@@ -105,7 +105,7 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
     set_seed(train_options.seed)
     model = build_model("student", corpus, tokenizer, model_options)
     if tokenizer is not None:
-        from pipeline.tokenization import save_tokenizer
+        from cpfd.pipeline.tokenization import save_tokenizer
 
         save_tokenizer(tokenizer, out / "tokenizer")
     if alpha_log is not None:

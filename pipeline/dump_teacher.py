@@ -8,7 +8,7 @@ shard in progress: a rerun skips committed shards and ends with the same dump.
 
     cpfd dump-teacher runs/teacher runs/corpus --out runs/dump                 # one process
     cpfd dump-teacher T C --out D --num-shards 8 --shard-index $SLURM_ARRAY_TASK_ID
-    torchrun --nproc-per-node 8 -m cli dump-teacher T C --out D                # one node, 8 GPUs
+    torchrun --nproc-per-node 8 -m cpfd.cli dump-teacher T C --out D                # one node, 8 GPUs
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.data import Inputs, collate
-from pipeline.stages import check_model_fits_corpus, is_teacher, load_model
-from pipeline.train import autocast, resolve_device
-from storage.corpus import Corpus
-from storage.dump import (
+from cpfd.pipeline.data import Inputs, collate
+from cpfd.pipeline.stages import check_model_fits_corpus, is_teacher, load_model
+from cpfd.pipeline.train import autocast, resolve_device
+from cpfd.storage.corpus import Corpus
+from cpfd.storage.dump import (
     cross_entropy,
     dump_provenance,
     file_sha256,
@@ -34,7 +34,7 @@ from storage.dump import (
     plan_dump,
     write_dump_shard,
 )
-from storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError
 
 # How far logits recomputed in another call (a rerun after a crash, another job-array worker,
 # `--verify`) may be from the stored ones, by the precision of the two computations. Not 0: CPU BLAS

@@ -35,14 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.distill import dump_losses
-from pipeline.stages import ModelOptions, evaluate_model, train_model
-from pipeline.train import TrainOptions
-from storage.atomic import atomic_write_json
-from storage.corpus import CORPUS_JSON, Corpus
-from storage.dump import DUMP_MANIFEST
-from storage.errors import CpfdError
-from student.cpfd import MAPPINGS, alpha_from_loss
+from cpfd.pipeline.distill import dump_losses
+from cpfd.pipeline.stages import ModelOptions, evaluate_model, train_model
+from cpfd.pipeline.train import TrainOptions
+from cpfd.storage.atomic import atomic_write_json
+from cpfd.storage.corpus import CORPUS_JSON, Corpus
+from cpfd.storage.dump import DUMP_MANIFEST
+from cpfd.storage.errors import CpfdError
+from cpfd.student.cpfd import MAPPINGS, alpha_from_loss
 
 CPFD_MAPPINGS = tuple(m for m in MAPPINGS if m != "constant")
 
@@ -141,7 +141,7 @@ class Experiment:
         path = self.out / "corpus"
         if (path / CORPUS_JSON).exists():
             return Corpus(path)
-        from pipeline.synth import write_synthetic_corpus
+        from cpfd.pipeline.synth import write_synthetic_corpus
 
         say(f"synthesizing corpus {path} (preset {self.options.preset})")
         write_synthetic_corpus(path, preset=self.options.preset, train_samples=self.options.train_samples,
@@ -161,7 +161,7 @@ class Experiment:
                    resume=resume, command=f"{self.command} (step {name})")
 
     def dump(self, seed_dir: Path, split: str) -> Path:
-        from pipeline.dump_teacher import dump_teacher
+        from cpfd.pipeline.dump_teacher import dump_teacher
 
         out = seed_dir / ("dump" if split == "train" else "dump-eval")
         self.announce(f"{seed_dir.name}: dump-teacher --split {split}")
@@ -171,7 +171,7 @@ class Experiment:
         return out
 
     def distill(self, seed_dir: Path, name: str, seed: int, mapping: str, params: dict, temperature: float) -> dict:
-        from pipeline.distill import distill
+        from cpfd.pipeline.distill import distill
 
         out = seed_dir / name
         self.announce(f"{seed_dir.name}: distill {name} ({mapping}, T={temperature:g})")
@@ -260,7 +260,7 @@ class Experiment:
         self.steps_total = o.seeds * per_seed
         results = {seed: self.run_seed(seed) for seed in range(o.seeds)}
 
-        from pipeline.report import write_report
+        from cpfd.pipeline.report import write_report
 
         say("writing the report")
         return write_report(self.out, corpus, o, results, self.model_options, self.train_options, self.command)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from storage.corpus import CORPUS_JSON, Corpus
-from storage.dump import DUMP_MANIFEST, describe_dump, format_dump_description
-from storage.errors import CpfdError
+from cpfd.storage.corpus import CORPUS_JSON, Corpus
+from cpfd.storage.dump import DUMP_MANIFEST, describe_dump, format_dump_description
+from cpfd.storage.errors import CpfdError
 
 
 def describe_model(path: Path) -> dict:
     """Architecture, inputs, size and training summary of a model folder (weights not loaded)."""
-    from student.xvlm import read_model_config
+    from cpfd.student.xvlm import read_model_config
 
     config = read_model_config(path)
     weights = path / "model.safetensors"

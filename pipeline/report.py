@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from storage.analysis import connect, inspect_dump
-from storage.atomic import atomic_write_bytes, atomic_write_json
-from storage.corpus import Corpus
+from cpfd.storage.analysis import connect, inspect_dump
+from cpfd.storage.atomic import atomic_write_bytes, atomic_write_json
+from cpfd.storage.corpus import Corpus
 
 METRICS = ("roc_auc", "pr_auc", "f1", "best_f1")
 METRIC_NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "f1": "F1@0.5", "best_f1": "best F1"}
@@ -82,7 +82,7 @@ def read_predictions(path: Path) -> dict:
 
 def serving_latency(model_dir: Path, corpus: Corpus, videos: int = 32, repeats: int = 3) -> dict:
     """Median milliseconds per video at batch size 1 and at batch size `videos`, on this machine."""
-    from pipeline.stages import dataset_for, load_model
+    from cpfd.pipeline.stages import dataset_for, load_model
 
     model, tokenizer = load_model(model_dir)
     model.eval()
@@ -157,7 +157,7 @@ def figure_alpha(runs: dict, loss_max: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from student.cpfd import alpha_from_loss
+    from cpfd.student.cpfd import alpha_from_loss
 
     losses = np.linspace(0, loss_max, 400)
     fig, ax = plt.subplots(figsize=(6, 3.8))

@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix
-from pipeline.metrics import classification_metrics, softmax
-from pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
-from pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, set_seed, train
-from pipeline.checkpoint import CHECKPOINT
-from storage.atomic import commit, temp_path_for
-from storage.corpus import Corpus, prepare_output_dir
-from storage.errors import CpfdError
+from cpfd.pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix
+from cpfd.pipeline.metrics import classification_metrics, softmax
+from cpfd.pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
+from cpfd.pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, set_seed, train
+from cpfd.pipeline.checkpoint import CHECKPOINT
+from cpfd.storage.atomic import commit, temp_path_for
+from cpfd.storage.corpus import Corpus, prepare_output_dir
+from cpfd.storage.errors import CpfdError
 
 TEACHER_ARCHITECTURE = "DF-X-VLM"
 STUDENT_ARCHITECTURE = "X-VLM"
@@ -84,7 +84,7 @@ def prepare_tokenizer(corpus: Corpus, options: ModelOptions):
 
 def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
     """A fresh X-VLM (role "student") or DF-X-VLM (role "teacher") sized for `corpus`."""
-    from student.xvlm import XVLMConfig, XVLMForClassification
+    from cpfd.student.xvlm import XVLMConfig, XVLMForClassification
 
     feature_mean, feature_std = feature_stats(corpus, "features", len(corpus.features)) if corpus.features else ([], [])
     common = dict(
@@ -109,7 +109,7 @@ def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
     if role == "student":
         model = XVLMForClassification(XVLMConfig.build(**common))
     else:
-        from teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
+        from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
 
         mean, std = feature_stats(corpus, "privileged", len(corpus.privileged_features))
         config = DFXVLMConfig.build(
@@ -123,16 +123,16 @@ def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
 def load_model(model_dir: Path, allow_teacher: bool = True):
     """(model, tokenizer or None) from a model folder; safetensors only."""
     model_dir = Path(model_dir)
-    from student.xvlm import read_model_config
+    from cpfd.student.xvlm import read_model_config
 
     architecture = read_model_config(model_dir).get("architecture")
     if architecture == STUDENT_ARCHITECTURE:
-        from student.xvlm import XVLMForClassification as cls
+        from cpfd.student.xvlm import XVLMForClassification as cls
     elif architecture == TEACHER_ARCHITECTURE:
         if not allow_teacher:
             raise CpfdError(f"{model_dir}: is a teacher (DF-X-VLM), which needs privileged features; "
                             "serve a student (X-VLM) instead")
-        from teacher.df_xvlm import DFXVLMForClassification as cls
+        from cpfd.teacher.df_xvlm import DFXVLMForClassification as cls
     else:
         raise CpfdError(f"{model_dir / 'config.json'}: unknown architecture {architecture!r}")
     model = cls.from_pretrained(model_dir)
@@ -266,8 +266,8 @@ def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, dev
     """
     from tqdm.auto import tqdm
 
-    from storage.manifest import iter_manifest, to_row
-    from storage.schema import CORPUS_SCHEMA
+    from cpfd.storage.manifest import iter_manifest, to_row
+    from cpfd.storage.schema import CORPUS_SCHEMA
 
     model, tokenizer = load_model(model_dir, allow_teacher=False)
     config = model.config

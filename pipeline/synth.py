@@ -13,7 +13,7 @@ sees the privileged features can beat any frames+text student, by an amount the 
 docs/synthetic.md tells the whole story, feature by feature, and gives the five presets.
 
     write_synthetic_corpus(out, preset="task3", seed=1)      # what `cpfd synth` calls
-    python -m pipeline.synth                                 # oracle ROC AUCs per preset (the doc's table)
+    python -m cpfd.pipeline.synth                                 # oracle ROC AUCs per preset (the doc's table)
 
 Rows are drawn in fixed chunks of CHUNK_ROWS, each from its own random stream keyed by (seed,
 preset, split, chunk index), and written one at a time through `CorpusWriter`: memory does not
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from storage.corpus import CorpusWriter
-from storage.errors import CpfdError
+from cpfd.storage.corpus import CorpusWriter
+from cpfd.storage.errors import CpfdError
 
 # Bump when the same seed and options would write different rows (so old corpora stay explainable).
 GENERATOR_VERSION = 1
@@ -732,7 +732,7 @@ def oracle_aucs(preset: str, n_train: int = 20_000, n_eval: int = 20_000, seed: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m pipeline.synth [n_train n_eval seed]`: the oracle table of docs/synthetic.md."""
+    """`python -m cpfd.pipeline.synth [n_train n_eval seed]`: the oracle table of docs/synthetic.md."""
     argv = sys.argv[1:] if argv is None else argv
     n_train, n_eval, seed = (int(a) for a in (argv + ["20000", "20000", "0"][len(argv):])[:3])
     names = ["dense", "rendered_cues", "visible_latents", "visible_latents+dense", "all_latents"]

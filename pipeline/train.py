@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pipeline.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from pipeline.data import CorpusBatches, make_loader
-from pipeline.metrics import classification_metrics
-from storage.atomic import atomic_write_json
-from storage.errors import CpfdError
+from cpfd.pipeline.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from cpfd.pipeline.data import CorpusBatches, make_loader
+from cpfd.pipeline.metrics import classification_metrics
+from cpfd.storage.atomic import atomic_write_json
+from cpfd.storage.errors import CpfdError
 
 LossFn = Callable[[object, dict], tuple[torch.Tensor, dict]]
 

@@ -1,5 +1,5 @@
 """Everything on disk: Arrow schemas, the corpus directory, teacher dumps, DuckDB. No model code."""
 
-from storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError
 
 __all__ = ["CpfdError"]

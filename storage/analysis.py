@@ -28,10 +28,10 @@ from typing import Sequence
 
 import duckdb
 
-from storage.corpus import CORPUS_JSON, Corpus
-from storage.dump import read_manifest, shard_files
-from storage.errors import CpfdError
-from storage.schema import SPLITS
+from cpfd.storage.corpus import CORPUS_JSON, Corpus
+from cpfd.storage.dump import read_manifest, shard_files
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import SPLITS
 
 QUANTILES = (0.01, 0.05, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
 HISTOGRAM_BINS = 20

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.atomic import atomic_write_json, commit, fsync_dir, remove_temp_files, temp_path_for
-from storage.errors import CpfdError
-from storage.schema import (
+from cpfd.storage.atomic import atomic_write_json, commit, fsync_dir, remove_temp_files, temp_path_for
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import (
     CORPUS_COLUMNS,
     CORPUS_DICTIONARY_COLUMNS,
     CORPUS_SCHEMA,

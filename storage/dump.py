@@ -57,10 +57,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.atomic import TMP_SUFFIX, commit, fsync_dir, remove_temp_files, temp_path_for
-from storage.corpus import Corpus, WorkUnit, hash_ids, hash_labels
-from storage.errors import CpfdError
-from storage.schema import DUMP_SCHEMA_VERSION, SPLITS, dump_schema
+from cpfd.storage.atomic import TMP_SUFFIX, commit, fsync_dir, remove_temp_files, temp_path_for
+from cpfd.storage.corpus import Corpus, WorkUnit, hash_ids, hash_labels
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import DUMP_SCHEMA_VERSION, SPLITS, dump_schema
 
 DUMP_MANIFEST = "_manifest.json"
 PROVENANCE_KEY = b"cpfd.dump"

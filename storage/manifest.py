@@ -34,9 +34,9 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
-from storage.corpus import CORPUS_JSON, CorpusWriter
-from storage.errors import CpfdError
-from storage.images import ImageError, load_frames
+from cpfd.storage.corpus import CORPUS_JSON, CorpusWriter
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.images import ImageError, load_frames
 
 FIELDS = ("id", "frames", "title", "ocr_text", "privileged", "features", "label", "split")
 

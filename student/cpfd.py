@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError
 
 
 class CpfdParamError(CpfdError, ValueError):

@@ -49,7 +49,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, ViTConfig
 
-from storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

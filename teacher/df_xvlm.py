@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from student.xvlm import (
+from cpfd.student.xvlm import (
     ClassificationHead,
     DenseFeatureBranch,
     XVLMConfig,

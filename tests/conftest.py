@@ -1,4 +1,4 @@
-"""Shared pytest set-up: the repo root on sys.path, so tests run from a checkout too."""
+"""Shared pytest set-up: the repo root on sys.path for `tests.*` helpers (cpfd itself is the installed package)."""
 
 import sys
 from pathlib import Path

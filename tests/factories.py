@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from safetensors.torch import load_file
 
-from storage.corpus import Corpus, CorpusWriter
+from cpfd.storage.corpus import Corpus, CorpusWriter
 
 
 def png(color, size: int = 16) -> bytes:

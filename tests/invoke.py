@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner, Result
 
-from cli import cpfd
+from cpfd.cli import cpfd
 
 
 def run(*args) -> Result:

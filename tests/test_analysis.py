@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.analysis import (
+from cpfd.storage.analysis import (
     QUANTILES,
     connect,
     format_inspect,
@@ -18,7 +18,7 @@ from storage.analysis import (
     loss_quantiles,
     run_query,
 )
-from storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError
 from tests.test_dump import run_dump, write_corpus
 
 

@@ -3,7 +3,7 @@
 import pytest
 from click.testing import CliRunner
 
-from cli import cpfd
+from cpfd.cli import cpfd
 
 DESIGN_COMMANDS = [
     "synth", "import", "train-teacher", "train-student", "dump-teacher", "distill", "evaluate", "predict",
@@ -47,3 +47,36 @@ def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
 def test_usage_errors_exit_2():
     result = CliRunner().invoke(cpfd, ["synth"])
     assert result.exit_code == 2
+
+
+def test_installing_adds_one_top_level_name(tmp_path):
+    """`pip install` puts `cpfd` into site-packages, and none of the repository's folder names."""
+    import subprocess
+    import sys
+    from importlib.metadata import distribution
+
+    assert distribution("cpfd").read_text("top_level.txt").split() == ["cpfd"]
+    probe = "import importlib.util as u; print([n for n in ('cli', 'pipeline', 'storage', 'student', 'teacher') if u.find_spec(n)])"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_built_wheel_holds_one_package(tmp_path):
+    """The same for a wheel (non-editable install): slow, it builds one (~10 s)."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "src"  # setuptools writes build/ beside the sources: build a copy
+    shutil.copytree(repo, source, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
+                    "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("cpfd-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"cpfd"}
+    assert {"cpfd/cli.py", "cpfd/pipeline/train.py", "cpfd/storage/corpus.py"} <= set(zipfile.ZipFile(wheel).namelist())

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from student import cpfd
-from student.cpfd import (
+from cpfd.student import cpfd
+from cpfd.student.cpfd import (
     MAPPING_DEFAULTS,
     MAPPING_PARAMS,
     MAPPINGS,
@@ -23,7 +23,7 @@ from student.cpfd import (
     resolve_params,
     validate_params,
 )
-from storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError
 
 EXAMPLE_PARAMS = {
     "constant": {"alpha": 0.3},

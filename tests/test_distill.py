@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-import pipeline.distill
-from storage.corpus import Corpus
-from student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, quantiles_of, resolve_params
+import cpfd.pipeline.distill as distill_module
+from cpfd.storage.corpus import Corpus
+from cpfd.student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, quantiles_of, resolve_params
 from tests.factories import WEIGHTS_TOLERANCE, max_weight_difference, tiny_corpus
 from tests.invoke import ok, run
 
@@ -106,12 +106,12 @@ def test_the_student_stage_never_imports_the_teacher(corpus, dump, tmp_path):
 import sys, torch
 torch.set_num_threads(1)
 from click.testing import CliRunner
-from cli import cpfd
+from cpfd.cli import cpfd
 args = {json.dumps(["distill", str(corpus.path), str(dump), "--out", str(tmp_path / "s"), "--mapping", "tanh",
                     *MODEL, "--max-steps", "2"])}
 result = CliRunner().invoke(cpfd, args)
 assert result.exit_code == 0, result.output
-teacher = sorted(m for m in sys.modules if m == "teacher" or m.startswith("teacher."))
+teacher = sorted(m for m in sys.modules if m == "cpfd.teacher" or m.startswith("cpfd.teacher."))
 assert not teacher, f"the student stage imported {{teacher}}"
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -147,13 +147,13 @@ def test_teacher_columns_arrive_aligned_with_the_corpus_rows(corpus, dump, tmp_p
     """Every batch's stored teacher_loss is the CE of its stored logits against the corpus labels:
     rows of the dump and of the corpus stay paired through shuffling, row groups and shards."""
     batches = []
-    real_loss = pipeline.distill.cpfd_loss
+    real_loss = distill_module.cpfd_loss
 
     def spy(student_logits, teacher_logits, labels, alpha, temperature):
         batches.append((teacher_logits.detach().cpu(), labels.cpu()))  # on the GPU under --device auto
         return real_loss(student_logits, teacher_logits, labels, alpha, temperature)
 
-    monkeypatch.setattr(pipeline.distill, "cpfd_loss", spy)
+    monkeypatch.setattr(distill_module, "cpfd_loss", spy)
     ok("distill", corpus.path, dump, "--out", tmp_path / "s", "--mapping", "constant", "--alpha", "0.5", *FAST)
     logits = torch.cat([b[0] for b in batches]).double()
     labels = torch.cat([b[1] for b in batches])

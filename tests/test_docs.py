@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import pytest
 
-from cli import cpfd
+from cpfd.cli import cpfd
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

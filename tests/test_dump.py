@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.atomic import temp_path_for
-from storage.corpus import Corpus, CorpusWriter, hash_ids, hash_labels
-from storage.dump import (
+from cpfd.storage.atomic import temp_path_for
+from cpfd.storage.corpus import Corpus, CorpusWriter, hash_ids, hash_labels
+from cpfd.storage.dump import (
     DIGESTS_KEY,
     DUMP_MANIFEST,
     PROVENANCE_KEY,
@@ -23,8 +23,8 @@ from storage.dump import (
     plan_dump,
     write_dump_shard,
 )
-from storage.errors import CpfdError
-from storage.schema import DUMP_SCHEMA_VERSION, dump_schema
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import DUMP_SCHEMA_VERSION, dump_schema
 
 CREATED_AT = "2024-10-21T00:00:00+00:00"  # fixed, so two runs write byte-identical files
 TEACHER_A = {"dir": "/models/teacher-a", "weights_sha256": "a" * 64, "config": {"hidden": 32}}
@@ -361,7 +361,7 @@ def test_extra_for_corpus_batches_is_picklable_and_aligned(corpus, reference):
 
 def test_corpus_batches_carry_the_teacher_columns(corpus, reference):
     torch = pytest.importorskip("torch")
-    from pipeline.data import CorpusBatches, Inputs, make_loader
+    from cpfd.pipeline.data import CorpusBatches, Inputs, make_loader
 
     dump = open_dump(reference, corpus)
     dataset = CorpusBatches(corpus.path, "train", Inputs(frames=False, text=False, features=True),

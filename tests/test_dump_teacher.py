@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.data import Inputs, collate
-from pipeline.dump_teacher import RECOMPUTE_TOLERANCE, TeacherScorer, recompute_tolerance, verify_note
-from pipeline.stages import load_model
-from pipeline.train import autocast, resolve_device
-from storage.atomic import temp_path_for
+from cpfd.pipeline.data import Inputs, collate
+from cpfd.pipeline.dump_teacher import RECOMPUTE_TOLERANCE, TeacherScorer, recompute_tolerance, verify_note
+from cpfd.pipeline.stages import load_model
+from cpfd.pipeline.train import autocast, resolve_device
+from cpfd.storage.atomic import temp_path_for
 from tests.factories import tiny_corpus
 from tests.invoke import ok, refused, run
 

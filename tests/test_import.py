@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import cpfd
-from storage.corpus import CORPUS_JSON, Corpus
-from storage.errors import CpfdError
-from storage.images import decode_frames, load_frames, select_frames
-from storage.manifest import hashed_split, parse_line
-from storage.schema import CORPUS_COLUMNS
+from cpfd.cli import cpfd
+from cpfd.storage.corpus import CORPUS_JSON, Corpus
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.images import decode_frames, load_frames, select_frames
+from cpfd.storage.manifest import hashed_split, parse_line
+from cpfd.storage.schema import CORPUS_COLUMNS
 
 # Distinct solid colours, far apart, so a decoded frame says which source file it came from
 # even after JPEG compression.

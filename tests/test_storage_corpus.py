@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.corpus import CORPUS_JSON, Corpus, CorpusWriter, hash_ids, hash_labels
-from storage.errors import CpfdError
-from storage.schema import CORPUS_SCHEMA, SCHEMA_VERSION
+from cpfd.storage.corpus import CORPUS_JSON, Corpus, CorpusWriter, hash_ids, hash_labels
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import CORPUS_SCHEMA, SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_kill_9_mid_write_leaves_no_corpus_and_a_rerun_finishes(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
-        from storage.corpus import CorpusWriter
+        from cpfd.storage.corpus import CorpusWriter
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_storage_corpus import make_row
         w = CorpusWriter({str(out)!r}, task="t", classes=["a", "b"], frames_per_video=2, image_size=8,

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import cpfd
-from pipeline.synth import (
+from cpfd.cli import cpfd
+from cpfd.pipeline.synth import (
     FEATURES,
     MIN_VIEWS_FOR_RATES,
     PRESETS,
@@ -22,9 +22,9 @@ from pipeline.synth import (
     label_bias,
     write_synthetic_corpus,
 )
-from storage.corpus import Corpus
-from storage.errors import CpfdError
-from storage.schema import CORPUS_COLUMNS
+from cpfd.storage.corpus import Corpus
+from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import CORPUS_COLUMNS
 
 ALL = list(CORPUS_COLUMNS)
 
@@ -138,7 +138,7 @@ def test_frames_decode_as_png_of_the_requested_size_and_count(tmp_path):
 
 
 def test_text_comes_from_the_vocabulary(tmp_path):
-    from pipeline.synth import VOCAB
+    from cpfd.pipeline.synth import VOCAB
 
     rows = rows_of(write(tmp_path / "c", train_samples=200), "train")
     assert all(3 <= len(r["title"].split()) <= 10 for r in rows)

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from pipeline.metrics import classification_metrics
-from storage.corpus import Corpus
+from cpfd.pipeline.metrics import classification_metrics
+from cpfd.storage.corpus import Corpus
 from tests.factories import WEIGHTS_TOLERANCE, max_weight_difference, tiny_corpus
 from tests.invoke import ok, run
 
@@ -169,7 +169,7 @@ def test_tabular_corpus_trains_both_models(tmp_path):
 def test_pretrained_backbones_from_local_folders(corpus, tmp_path):
     from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
-    from pipeline.tokenization import save_tokenizer, train_wordpiece_tokenizer
+    from cpfd.pipeline.tokenization import save_tokenizer, train_wordpiece_tokenizer
 
     vision = tmp_path / "vit"
     ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from cli import cpfd  # noqa: E402
+from cpfd.cli import cpfd  # noqa: E402
 
 ORDER = ["synth", "import", "info", "train-teacher", "train-student", "dump-teacher", "inspect", "query",
          "calibrate", "distill", "evaluate", "predict", "experiment"]
