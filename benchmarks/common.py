@@ -161,8 +161,9 @@ def ensure_corpus(workdir: Path, preset: str = "task1", train_samples: int | Non
 
 def ensure_teacher(workdir: Path, corpus: Path, steps: int, threads: int, device: str = "auto") -> Path:
     """A DF-X-VLM trained for `steps` optimizer steps on `corpus` (default model options), once."""
-    from cpfd.pipeline.stages import ModelOptions, train_model
-    from cpfd.pipeline.train import TrainOptions
+    from cpfd.pipeline.options import ModelOptions
+    from cpfd.pipeline.stages import train_model
+    from cpfd.pipeline.options import TrainOptions
     from cpfd.storage.corpus import Corpus
 
     fingerprint = Corpus(corpus, verify="fast").fingerprint

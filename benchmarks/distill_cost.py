@@ -66,8 +66,10 @@ def online_distill(corpus_path, teacher_dir, out, *, mapping: str, params: dict,
     import torch.nn.functional as F
 
     from cpfd.pipeline.data import CorpusBatches, Inputs
-    from cpfd.pipeline.stages import ModelOptions, build_model, dataset_for, load_model, prepare_tokenizer
-    from cpfd.pipeline.train import resolve_device, set_seed, train
+    from cpfd.pipeline.options import ModelOptions
+    from cpfd.pipeline.stages import build_model, dataset_for, load_model, prepare_tokenizer
+    from cpfd.pipeline.scoring import resolve_device
+    from cpfd.pipeline.train import set_seed, train
     from cpfd.storage.corpus import Corpus
     from cpfd.student.cpfd import alpha_from_loss, cpfd_loss
 
@@ -113,7 +115,8 @@ def online_distill(corpus_path, teacher_dir, out, *, mapping: str, params: dict,
 def run_method(method: str, spec: dict, options, clock: list, before_loss=None) -> dict:
     """One epoch of `method` through the library's own entry point; returns the training record."""
     from cpfd.pipeline.distill import distill
-    from cpfd.pipeline.stages import ModelOptions, train_model
+    from cpfd.pipeline.options import ModelOptions
+    from cpfd.pipeline.stages import train_model
 
     out = common.fresh_dir(Path(spec["out"]) / method)
     if method == "train-student":
@@ -128,7 +131,7 @@ def run_method(method: str, spec: dict, options, clock: list, before_loss=None) 
 
 
 def train_options(spec: dict):
-    from cpfd.pipeline.train import TrainOptions
+    from cpfd.pipeline.options import TrainOptions
 
     return TrainOptions(epochs=1, max_steps=spec["max_steps"], batch_size=spec["batch_size"],
                         device=spec["device"], progress=False, seed=0)

@@ -41,8 +41,9 @@ import common  # noqa: E402
 def measure(spec: dict) -> dict:
     """In a fresh process: one train_model epoch of `spec["role"]`."""
     common.set_threads(spec["threads"])
-    from cpfd.pipeline.stages import ModelOptions, train_model
-    from cpfd.pipeline.train import TrainOptions
+    from cpfd.pipeline.options import ModelOptions
+    from cpfd.pipeline.stages import train_model
+    from cpfd.pipeline.options import TrainOptions
     from cpfd.storage.corpus import Corpus
 
     rss_after_import = common.peak_rss_mb()

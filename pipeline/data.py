@@ -14,7 +14,7 @@ Batch keys (present when the stage asks for that input):
     privileged      float32 (B, Dp)          teacher only
     labels          int64 (B,)
 Extra columns from an aligned source (the teacher dump) are added by `extra`, see
-`storage.dump.AlignedReader`.
+`storage.dump.TeacherDump`.
 """
 
 from __future__ import annotations

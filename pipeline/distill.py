@@ -9,7 +9,8 @@ of the teacher dump, `logits` and `teacher_loss`, streamed next to the corpus ro
 
 `--mapping constant --alpha A` is vanilla PFD. Parameters not given are calibrated from the
 dump's loss quantiles (`student.cpfd.calibrate_params`; the same exact quantiles `cpfd calibrate`
-gets from DuckDB) and recorded in training.json with everything else.
+gets from DuckDB) and recorded in training.json with everything else. The set-up is the one of
+every training stage (`pipeline.stages.prepare_stage`); only the loss and the dump columns differ.
 """
 
 from __future__ import annotations
@@ -20,28 +21,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpfd.pipeline.stages import (
-    ModelOptions,
-    build_model,
-    dataset_for,
-    prepare_model_dir,
-    prepare_tokenizer,
-)
-from cpfd.pipeline.train import TrainOptions, set_seed, train
+from cpfd.pipeline.options import ModelOptions, TrainOptions
+from cpfd.pipeline.stages import prepare_stage
+from cpfd.pipeline.train import train
 from cpfd.storage.atomic import commit, temp_path_for
 from cpfd.storage.corpus import Corpus
-from cpfd.storage.dump import open_dump
+from cpfd.storage.dump import TeacherDump, open_dump, read_teacher_losses
 from cpfd.storage.errors import CpfdError
-from cpfd.student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, cpfd_loss, quantiles_of, resolve_params
+from cpfd.student.cpfd import (
+    MAPPING_DEFAULTS,
+    MAPPING_PARAMS,
+    alpha_from_loss,
+    alpha_function,
+    cpfd_loss,
+    quantiles_of,
+    resolve_params,
+)
 
 
 def cpfd_objective(mapping: str, params: dict, temperature: float):
-    """The per-batch loss for the training loop; shows the batch's mean alpha on the progress bar."""
+    """The per-batch loss for the training loop; shows the batch's mean alpha (a tensor: no sync)."""
+    alpha_of = alpha_function(mapping, **params)
 
     def loss_fn(output, batch: dict):
-        alpha = alpha_from_loss(batch["teacher_loss"], mapping, **params)  # (B,)
+        alpha = alpha_of(batch["teacher_loss"])  # (B,)
         loss = cpfd_loss(output.logits, batch["teacher_logits"], batch["labels"], alpha, temperature)
-        return loss, {"alpha": alpha.mean().item()}
+        return loss, {"alpha": alpha.mean()}
 
     return loss_fn
 
@@ -54,26 +59,35 @@ def resolve_mapping(dump_dir: Path, mapping: str, given: dict) -> tuple[dict, li
         raise CpfdError(f"--{unknown[0].replace('_', '-')} does not apply to --mapping {mapping}")
     missing = [k for k in MAPPING_PARAMS.get(mapping, ()) if given.get(k) is None]
     calibrated = [k for k in missing if k not in MAPPING_DEFAULTS.get(mapping, {})]
-    quantiles = quantiles_of(dump_losses(dump_dir)) if calibrated and mapping != "constant" else None
+    # numpy quantiles of every stored loss (4 bytes a row): a DuckDB connection would keep ~30 MB
+    # in the training process after it closes (docs/benchmarks.md)
+    quantiles = quantiles_of(read_teacher_losses(dump_dir)) if calibrated and mapping != "constant" else None
     return resolve_params(mapping, given, quantiles), calibrated
 
 
-def dump_losses(dump_dir: Path) -> np.ndarray:
-    """Every stored teacher loss (4 bytes a row), for the exact quantiles of the calibration rule.
+def calibrate_dump(dump_dir: Path, mapping: str | None = None) -> dict:
+    """`cpfd calibrate`: the loss quantiles (exact, from DuckDB) and every mapping's calibrated parameters."""
+    from cpfd.storage.analysis import loss_quantiles
+    from cpfd.student.cpfd import MAPPINGS, QUANTILES, calibrate_params
 
-    `cpfd calibrate` asks DuckDB for the same quantiles; here numpy does it, because a DuckDB
-    connection keeps ~30 MB in the training process after it closes (docs/benchmarks.md)."""
-    files = sorted(Path(dump_dir).glob("part-*.parquet"))
-    return np.concatenate([pq.read_table(f, columns=["teacher_loss"]).column(0).to_numpy() for f in files])
+    quantiles = loss_quantiles(dump_dir, QUANTILES)
+    return {"quantiles": quantiles, "params": {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}}
 
 
-def write_alpha_log(dump, mapping: str, params: dict, path: Path) -> int:
+def format_calibration(result: dict) -> str:
+    """What `cpfd calibrate` prints: the quantiles, then each mapping's options as `cpfd distill` takes them."""
+    lines = ["teacher-loss quantiles: " + ", ".join(f"q{round(q * 100):02d} {v:.4g}" for q, v in result["quantiles"].items())]
+    lines += [f"{m:<12}" + " ".join(f"--{k.replace('_', '-')} {v:.4g}" for k, v in params.items())
+              for m, params in result["params"].items()]
+    return "\n".join(lines)
+
+
+def write_alpha_log(dump: TeacherDump, mapping: str, params: dict, path: Path) -> int:
     """Parquet `sample_id, teacher_loss, alpha` for every training row (what one epoch sees)."""
     tables = []
-    for file in dump.files:
-        t = pq.read_table(file, columns=["sample_id", "teacher_loss"])
-        alpha = alpha_from_loss(t.column("teacher_loss").to_numpy(), mapping, **params).astype(np.float32)
-        tables.append(t.append_column("alpha", pa.array(alpha)))
+    for ids, loss in dump.iter_ids_and_losses():
+        alpha = alpha_from_loss(loss, mapping, **params).astype(np.float32)
+        tables.append(pa.table({"sample_id": ids, "teacher_loss": pa.array(loss), "alpha": pa.array(alpha)}))
     table = pa.concat_tables(tables)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +101,8 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
             alpha_log=None, model_options: ModelOptions, train_options: TrainOptions,
             overwrite: bool = False, resume: bool = False, command: str = "", announce=print) -> dict:
     """Train a student with the CPFD loss from `dump_dir`; returns the training record."""
-    if not temperature > 0:
-        raise CpfdError(f"--temperature must be positive, got {temperature}")
+    if not temperature > 0 or temperature == float("inf"):
+        raise CpfdError(f"--temperature must be a positive finite number, got {temperature}")
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus, split="train")
     dump.verify()  # ids, row counts, hashes, finite values: all before the first step
@@ -99,34 +113,16 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
                       for k, v in params.items())
     announce(f"mapping {mapping}: {shown}; temperature {temperature:g}")
 
-    out = Path(out)
-    prepare_model_dir(out, overwrite, resume)
-    tokenizer = prepare_tokenizer(corpus, model_options)
-    set_seed(train_options.seed)
-    model = build_model("student", corpus, tokenizer, model_options)
-    if tokenizer is not None:
-        from cpfd.pipeline.tokenization import save_tokenizer
-
-        save_tokenizer(tokenizer, out / "tokenizer")
+    record = {
+        "dump": {"path": str(dump_dir), "teacher_weights_sha256": dump.manifest["teacher"]["weights_sha256"],
+                 "teacher_dir": dump.manifest["teacher"]["dir"]},
+        "distillation": {"mapping": mapping, "params": params, "calibrated": calibrated, "temperature": temperature},
+    }
+    stage = prepare_stage(corpus, out, role="student", stage="distill", model_options=model_options,
+                          train_options=train_options, overwrite=overwrite, resume=resume, command=command,
+                          record=record, extra_open=dump.extra_for_corpus_batches())
     if alpha_log is not None:
         rows = write_alpha_log(dump, mapping, params, alpha_log)
         announce(f"wrote alpha for {rows} training rows to {alpha_log}")
-
-    train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size, shuffle=True,
-                            seed=train_options.seed, extra_open=dump.extra_for_corpus_batches())
-    eval_set = (dataset_for(model, corpus, "eval", tokenizer, train_options.batch_size)
-                if corpus.num_rows("eval") else None)
-    record = {
-        "stage": "distill",
-        "command": command,
-        "architecture": model.config.architecture,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
-        "dump": {"path": str(dump_dir), "teacher_weights_sha256": dump.manifest["teacher"]["weights_sha256"],
-                 "teacher_dir": dump.manifest["teacher"]["dir"]},
-        "distillation": {"mapping": mapping, "params": params, "calibrated": calibrated,
-                         "temperature": temperature},
-        "options": {"model": vars(model_options).copy()},
-    }
-    objective = cpfd_objective(mapping, params, temperature)
-    return train(model, train_set, eval_set, objective, out, train_options, record, resume=resume)
+    return train(stage.model, stage.train_set, stage.eval_set, cpfd_objective(mapping, params, temperature), out,
+                 train_options, stage.record, resume=resume)

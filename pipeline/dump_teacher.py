@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cpfd.pipeline.data import Inputs, collate
+from cpfd.pipeline.scoring import precision, resolve_device, score_batches
 from cpfd.pipeline.stages import check_model_fits_corpus, is_teacher, load_model
-from cpfd.pipeline.train import autocast, resolve_device
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.dump import (
     cross_entropy,
@@ -35,6 +35,7 @@ from cpfd.storage.dump import (
     write_dump_shard,
 )
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.model_folder import WEIGHTS
 
 # How far logits recomputed in another call (a rerun after a crash, another job-array worker,
 # `--verify`) may be from the stored ones, by the precision of the two computations. Not 0: CPU BLAS
@@ -52,8 +53,11 @@ def recompute_tolerance(*precisions: str | None) -> float:
 
 def torchrun_share() -> tuple[int, int] | None:
     """(num_shards, shard_index) from torchrun's environment, or None outside torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (world, int(os.environ.get("RANK", "0"))) if world > 1 else None
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    if not (world.isdigit() and rank.isdigit() and int(rank) < max(int(world), 1)):
+        raise CpfdError(f"WORLD_SIZE={world!r} and RANK={rank!r}: expected whole numbers with RANK < WORLD_SIZE "
+                        "(torchrun sets them)")
+    return (int(world), int(rank)) if int(world) > 1 else None
 
 
 class TeacherScorer:
@@ -65,10 +69,8 @@ class TeacherScorer:
             raise CpfdError(f"{teacher_dir}: is a {self.model.config.architecture}, dump-teacher needs a "
                             "teacher (DF-X-VLM, from `cpfd train-teacher`)")
         check_model_fits_corpus(self.model, teacher_dir, corpus)
-        self.device = resolve_device(device)
-        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
-            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        self.model.to(self.device).eval()
+        self.device = resolve_device(device)  # under torchrun: the GPU of LOCAL_RANK
+        self.model.to(self.device)
         self.inputs = Inputs.for_corpus(corpus, privileged=True)
         self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
         self.batch_size = batch_size
@@ -79,24 +81,17 @@ class TeacherScorer:
         return {
             "device": self.device.type,
             "device_name": torch.cuda.get_device_name(self.device) if cuda else platform.machine(),
-            "precision": "bf16 autocast" if cuda else "float32",  # pipeline.train.autocast
+            "precision": precision(self.device),
             "batch_size": self.batch_size,
             "torch": torch.__version__,
         }
 
-    @torch.inference_mode()
     def logits(self, table, batch_size: int | None = None) -> np.ndarray:
         """(n, C) float32 logits of the table's rows, in batches of `batch_size` (default: the scorer's)."""
-        out = []
         batch_size = batch_size or self.batch_size
-        for start in range(0, table.num_rows, batch_size):
-            batch = collate(table.slice(start, batch_size), self.inputs, self.tokenizer,
-                            self.model.config.max_length, self.widths)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with autocast(self.device):
-                out.append(self.model(batch).logits.float().cpu().numpy())
-        num_classes = self.model.config.num_classes
-        return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+        batches = (collate(table.slice(start, batch_size), self.inputs, self.tokenizer, self.model.config.max_length,
+                           self.widths) for start in range(0, table.num_rows, batch_size))
+        return score_batches(self.model, batches, self.device)[1]
 
 
 def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_size: int = 256,
@@ -112,7 +107,7 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
     if not 0 <= shard_index < num_shards:
         raise CpfdError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
     scorer = TeacherScorer(teacher_dir, corpus, device, batch_size)
-    weights = teacher_dir / "model.safetensors"
+    weights = teacher_dir / WEIGHTS
     teacher = {"dir": str(teacher_dir), "weights_sha256": file_sha256(weights), "config": scorer.model.config.to_dict()}
     provenance = dump_provenance(corpus, split, teacher)
     todo = plan_dump(out, corpus, split, teacher, overwrite, num_shards, shard_index)
@@ -135,6 +130,19 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
     finished = finalize_dump(out, corpus, split, provenance)
     return {"out": str(out), "split": split, "shards_written": len(todo), "rows_written": sum(u.rows for u in units),
             "finished": finished, "num_shards": num_shards, "shard_index": shard_index}
+
+
+def format_dump_summary(result: dict) -> str:
+    """What `cpfd dump-teacher` prints: rows and shards this worker wrote, and whether the dump is complete."""
+    state = "complete" if result["finished"] else "waiting for the other shard workers"
+    return f"dumped {result['rows_written']} rows in {result['shards_written']} shard(s) to {result['out']} ({state})"
+
+
+def format_verification(check: dict) -> str:
+    """What `dump-teacher --verify` prints: the largest differences, the tolerance, and a note if any."""
+    line = (f"verified {check['rows']} rows: max |logits diff| {check['max_abs_diff_logits']:.3g}, "
+            f"max |loss diff| {check['max_abs_diff_loss']:.3g} (within {check['tolerance']:g})")
+    return line + (f"\nnote: {check['note']}" if check["note"] else "")
 
 
 def verify_dump(teacher_dir, corpus_path, dump_dir, *, rows: int, seed: int = 0, device: str = "auto",

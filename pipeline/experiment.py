@@ -35,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cpfd.pipeline.distill import dump_losses
-from cpfd.pipeline.stages import ModelOptions, evaluate_model, train_model
-from cpfd.pipeline.train import TrainOptions
+from cpfd.storage.dump import read_teacher_losses
+from cpfd.pipeline.options import ModelOptions, TrainOptions
+from cpfd.pipeline.stages import evaluate_model, train_model
 from cpfd.storage.atomic import atomic_write_json
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.dump import DUMP_MANIFEST
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.model_folder import CHECKPOINT, read_training_record, training_finished
 from cpfd.student.cpfd import MAPPINGS, alpha_from_loss
 
 CPFD_MAPPINGS = tuple(m for m in MAPPINGS if m != "constant")
@@ -97,14 +98,9 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def finished(model_dir: Path) -> bool:
-    path = model_dir / "training.json"
-    return path.exists() and json.loads(path.read_text()).get("finished", False)
-
-
 def mean_alpha(dump_dir: Path, mapping: str, params: dict) -> float:
     """The average alpha a mapping gives over the training rows: what matched PFD uses."""
-    return float(np.mean(alpha_from_loss(dump_losses(dump_dir), mapping, **params)))
+    return float(np.mean(alpha_from_loss(read_teacher_losses(dump_dir), mapping, **params)))
 
 
 class Experiment:
@@ -152,9 +148,9 @@ class Experiment:
     def train(self, seed_dir: Path, name: str, role: str, seed: int) -> None:
         out = seed_dir / name
         self.announce(f"{seed_dir.name}: train {name}")
-        if finished(out):
+        if training_finished(out):
             return
-        resume = (out / "checkpoint.safetensors").exists()
+        resume = (out / CHECKPOINT).exists()
         options = TrainOptions(**{**asdict(self.train_options), "seed": seed})
         self.timed(f"{seed_dir.name}/{name}", train_model, self.corpus_path, out, role=role,
                    model_options=self.model_options, train_options=options, overwrite=not resume,
@@ -175,14 +171,14 @@ class Experiment:
 
         out = seed_dir / name
         self.announce(f"{seed_dir.name}: distill {name} ({mapping}, T={temperature:g})")
-        if not finished(out):
-            resume = (out / "checkpoint.safetensors").exists()
+        if not training_finished(out):
+            resume = (out / CHECKPOINT).exists()
             options = TrainOptions(**{**asdict(self.train_options), "seed": seed})
             self.timed(f"{seed_dir.name}/{name}", distill, self.corpus_path, seed_dir / "dump", out,
                        mapping=mapping, params=params, temperature=temperature, model_options=self.model_options,
                        train_options=options, overwrite=not resume, resume=resume,
                        command=f"{self.command} (step {name})", announce=say)
-        return json.loads((out / "training.json").read_text())["distillation"]
+        return read_training_record(out)["distillation"]
 
     def evaluate(self, seed_dir: Path, name: str) -> dict:
         out = seed_dir / name

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.dump import DUMP_MANIFEST, describe_dump, format_dump_description
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.model_folder import CONFIG, TOKENIZER, WEIGHTS, read_model_config, read_training_record
 
 
 def describe_model(path: Path) -> dict:
     """Architecture, inputs, size and training summary of a model folder (weights not loaded)."""
-    from cpfd.student.xvlm import read_model_config
-
     config = read_model_config(path)
-    weights = path / "model.safetensors"
+    weights = path / WEIGHTS
     params = None
     if weights.exists():
         from safetensors import safe_open
@@ -26,8 +24,8 @@ def describe_model(path: Path) -> dict:
         except Exception as e:  # a damaged file: say so, loading it would fail the same way
             raise CpfdError(f"{weights}: not a readable safetensors file ({e})") from None
     training = {}
-    if (path / "training.json").exists():
-        record = json.loads((path / "training.json").read_text())
+    record = read_training_record(path)
+    if record is not None:
         best = record.get("best_epoch")
         training = {
             "stage": record.get("stage"),
@@ -45,14 +43,18 @@ def describe_model(path: Path) -> dict:
         "frames_per_video": config.get("frames_per_video"),
         "image_size": config.get("image_size"),
         "has_text": config.get("has_text"),
-        "vision_backbone": config.get("vision_config", {}).get("model_type"),
-        "text_backbone": config.get("text_config", {}).get("model_type"),
+        "vision_backbone": _dict(config.get("vision_config")).get("model_type"),
+        "text_backbone": _dict(config.get("text_config")).get("model_type"),
         "features": config.get("feature_names", []),
         "privileged_features": config.get("privileged_features", []),
         "parameters": params,
-        "tokenizer": (path / "tokenizer").is_dir(),
+        "tokenizer": (path / TOKENIZER).is_dir(),
         "training": training,
     }
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _numel(shape) -> int:
@@ -71,7 +73,7 @@ def describe(path: str | Path) -> dict:
         return Corpus(path).summary()
     if (path / DUMP_MANIFEST).exists():
         return describe_dump(path)
-    if (path / "config.json").exists():
+    if (path / CONFIG).exists():
         return describe_model(path)
     raise CpfdError(f"{path}: not a cpfd corpus, dump or model folder (no corpus.json, _manifest.json or config.json)")
 
@@ -112,5 +114,6 @@ def format_description(d: dict) -> str:
         lines.append(f"  {t['epochs']} epoch(s), best epoch {t['best_epoch']}" + (f": {best}" if best else ""))
         if t.get("distillation"):
             dist = t["distillation"]
-            lines.append(f"  distillation: {dist['mapping']} {dist['params']}, T = {dist['temperature']}")
+            params = ", ".join(f"{k}={v:.4g}" for k, v in dist["params"].items())
+            lines.append(f"  distillation: {dist['mapping']} ({params}), T = {dist['temperature']:g}")
     return "\n".join(lines)

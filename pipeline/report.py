@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from cpfd.storage.analysis import connect, inspect_dump
 from cpfd.storage.atomic import atomic_write_bytes, atomic_write_json
@@ -80,29 +79,30 @@ def read_predictions(path: Path) -> dict:
     return {"label": t.column("label").to_numpy(), "prob": t.column("prob").to_numpy()}
 
 
-def serving_latency(model_dir: Path, corpus: Corpus, videos: int = 32, repeats: int = 3) -> dict:
-    """Median milliseconds per video at batch size 1 and at batch size `videos`, on this machine."""
+def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos: int = 32, repeats: int = 3) -> dict:
+    """Median milliseconds per video at batch size 1 and at batch size `videos`, on this machine,
+    through the scoring path every command uses (`pipeline.scoring.score_batches`)."""
+    from cpfd.pipeline.scoring import resolve_device, score_batches
     from cpfd.pipeline.stages import dataset_for, load_model
 
     model, tokenizer = load_model(model_dir)
-    model.eval()
-    batches = dataset_for(model, corpus, "eval", tokenizer, batch_size=videos)
-    batch = next(iter(batches))
+    device = resolve_device(device)
+    model.to(device)
+    batch = next(iter(dataset_for(model, corpus, "eval", tokenizer, batch_size=videos)))
     n = len(batch["labels"])
     one = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(n)]
-    with torch.inference_mode():
-        model(one[0])  # warm-up
-        single, batched = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for b in one:
-                model(b)
-            single.append((time.perf_counter() - start) / n * 1000)
-            start = time.perf_counter()
-            model(batch)
-            batched.append((time.perf_counter() - start) / n * 1000)
+    score_batches(model, one[:1], device)  # warm-up
+    single, batched = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in one:
+            score_batches(model, [b], device)
+        single.append((time.perf_counter() - start) / n * 1000)
+        start = time.perf_counter()
+        score_batches(model, [batch], device)
+        batched.append((time.perf_counter() - start) / n * 1000)
     return {"ms_per_video_batch1": statistics.median(single), "ms_per_video_batched": statistics.median(batched),
-            "parameters": sum(p.numel() for p in model.parameters()), "videos": n}
+            "parameters": sum(p.numel() for p in model.parameters()), "videos": n, "device": str(device)}
 
 
 def teacher_loss_by_outcome(dump_dir: Path, predictions: Path) -> dict:
@@ -264,6 +264,13 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
     atomic_write_bytes(out / "report.md", render_markdown(report, models, table3_models, best, gaps, primary, provenance,
                                                          corpus, options).encode())
     return report
+
+
+def format_experiment_summary(report: dict, out: Path) -> str:
+    """What `cpfd experiment` prints at the end: Table 3's means, and where the report is."""
+    lines = [f"{label:<28} ROC {row['roc_auc']['mean']:.4f}  PR {row['pr_auc']['mean']:.4f}  F1 {row['f1']['mean']:.4f}"
+             for label, row in report["tables"]["table3"]["models"].items()]
+    return "\n".join(lines + [f"wrote {Path(out) / 'report.md'}"])
 
 
 def render_markdown(report, models, table3_models, best, gaps, primary, provenance, corpus, options) -> str:

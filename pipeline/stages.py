@@ -1,9 +1,11 @@
-"""The model stages of the CLI: `train-teacher`, `train-student`, `evaluate`, `predict`.
+"""The model stages of the CLI: `train-teacher`, `train-student` (and, through `prepare_stage`,
+`distill`), `evaluate`, `predict`.
 
-Each function opens and checks its inputs, builds or loads a model, and hands the work to the
-shared pieces: `pipeline.data` (batches), `pipeline.train` (the loop), `pipeline.metrics`.
-The teacher class is imported only inside the functions that need it, so the student stages
-never import `teacher`.
+`prepare_stage` is the one set-up of a training stage: the model folder, the tokenizer, the seed,
+the model, the datasets and the training record; the stages then differ only in the loss they hand
+to `pipeline.train.train` and the extra dump columns their dataset reads. Scoring goes through
+`pipeline.scoring.score_batches`. The teacher class is imported only inside the functions that
+need it, so the student stages never import `teacher`.
 """
 
 from __future__ import annotations
@@ -16,32 +18,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from cpfd.pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix
+from cpfd.pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix, make_loader
 from cpfd.pipeline.metrics import classification_metrics, softmax
+from cpfd.pipeline.scoring import inference, resolve_device, score_batches
 from cpfd.pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
-from cpfd.pipeline.train import TrainOptions, cross_entropy_loss, predict_logits, resolve_device, set_seed, train
-from cpfd.pipeline.checkpoint import CHECKPOINT
+from cpfd.pipeline.options import ModelOptions, TrainOptions
+from cpfd.pipeline.train import cross_entropy_loss, set_seed, train
 from cpfd.storage.atomic import commit, temp_path_for
-from cpfd.storage.corpus import Corpus, prepare_output_dir
+from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.model_folder import TOKENIZER, prepare_model_dir, read_model_config
 
 TEACHER_ARCHITECTURE = "DF-X-VLM"
 STUDENT_ARCHITECTURE = "X-VLM"
-
-
-@dataclass
-class ModelOptions:
-    """Backbones and sizes of a new model (a pretrained folder overrides the matching sizes)."""
-
-    vision_model: str | None = None  # local Hugging Face vision model folder (e.g. a ViT)
-    text_model: str | None = None  # local Hugging Face text model folder (e.g. all-MiniLM-L6-v2)
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    fusion_layers: int = 1
-    patch_size: int = 8
-    vocab_size: int = 2000  # for the WordPiece tokenizer trained when no text model is given
-    max_length: int = 32  # tokens of title + OCR text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,25 +95,55 @@ def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
         patch_size=options.patch_size,
         max_length=options.max_length,
     )
-    if role == "student":
-        model = XVLMForClassification(XVLMConfig.build(**common))
-    else:
-        from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
+    try:
+        if role == "student":
+            model = XVLMForClassification(XVLMConfig.build(**common))
+        else:
+            from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
 
-        mean, std = feature_stats(corpus, "privileged", len(corpus.privileged_features))
-        config = DFXVLMConfig.build(
-            **common, privileged_features=corpus.privileged_features, privileged_mean=mean, privileged_std=std
-        )
-        model = DFXVLMForClassification(config)
+            mean, std = feature_stats(corpus, "privileged", len(corpus.privileged_features))
+            config = DFXVLMConfig.build(
+                **common, privileged_features=corpus.privileged_features, privileged_mean=mean, privileged_std=std
+            )
+            model = DFXVLMForClassification(config)
+    except (ValueError, TypeError, RuntimeError, MemoryError) as error:
+        pretrained = " or ".join(f"{o} {p}" for o, p in (("--vision-model", options.vision_model),
+                                                        ("--text-model", options.text_model)) if p)
+        raise CpfdError(f"cannot build the model from these options{' (' + pretrained + ')' if pretrained else ''}: "
+                        f"{' '.join(str(error).split())[:300]}") from None
     model.load_pretrained_backbones(vision_model_path=options.vision_model, text_model_path=options.text_model)
+    check_forward(model, corpus, options)
     return model
+
+
+def check_forward(model, corpus: Corpus, options: ModelOptions) -> None:
+    """One forward pass on a dummy video of the corpus's shapes, in eval mode (no dropout, so no
+    random draw that would move the seed's trajectory): a backbone that cannot run on these inputs
+    fails here with one line, not after the data has started to load."""
+    config = model.config
+    batch = {"labels": torch.zeros(1, dtype=torch.long)}
+    if config.frames_per_video:
+        batch["frames"] = torch.zeros(1, config.frames_per_video, config.image_size, config.image_size, 3, dtype=torch.uint8)
+    if config.has_text:
+        batch["input_ids"] = torch.zeros(1, config.max_length, dtype=torch.long)
+        batch["attention_mask"] = torch.ones(1, config.max_length, dtype=torch.long)
+    if config.feature_names:
+        batch["features"] = torch.zeros(1, len(config.feature_names))
+    if getattr(config, "privileged_features", None):
+        batch["privileged"] = torch.zeros(1, len(config.privileged_features))
+    try:
+        with inference(model):
+            model(batch)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        pretrained = " or ".join(f"{o} {p}" for o, p in (("--vision-model", options.vision_model),
+                                                        ("--text-model", options.text_model)) if p)
+        raise CpfdError(f"the model does not run on {corpus.path}'s inputs"
+                        f"{' (' + pretrained + ')' if pretrained else ''}: {' '.join(str(error).split())[:300]}") from None
 
 
 def load_model(model_dir: Path, allow_teacher: bool = True):
     """(model, tokenizer or None) from a model folder; safetensors only."""
     model_dir = Path(model_dir)
-    from cpfd.student.xvlm import read_model_config
-
     architecture = read_model_config(model_dir).get("architecture")
     if architecture == STUDENT_ARCHITECTURE:
         from cpfd.student.xvlm import XVLMForClassification as cls
@@ -136,7 +155,7 @@ def load_model(model_dir: Path, allow_teacher: bool = True):
     else:
         raise CpfdError(f"{model_dir / 'config.json'}: unknown architecture {architecture!r}")
     model = cls.from_pretrained(model_dir)
-    tokenizer = load_tokenizer(model_dir / "tokenizer") if (model_dir / "tokenizer").is_dir() else None
+    tokenizer = load_tokenizer(model_dir / TOKENIZER) if (model_dir / TOKENIZER).is_dir() else None
     if model.config.has_text and tokenizer is None:
         raise CpfdError(f"{model_dir}: the model reads text but the folder has no tokenizer/")
     return model, tokenizer
@@ -175,14 +194,51 @@ def dataset_for(model, corpus: Corpus, split: str, tokenizer, batch_size: int, *
 # Stages
 # ---------------------------------------------------------------------------------------------
 
-def prepare_model_dir(out: Path, overwrite: bool, resume: bool) -> None:
-    """A new model folder, or (with `resume`) the folder of an interrupted run."""
-    if resume:
-        if not (out / CHECKPOINT).exists():
-            raise CpfdError(f"{out}: no {CHECKPOINT} to resume from (run without --resume)")
-        return
-    prepare_output_dir(out, overwrite, "config.json", "model")
-    (out / CHECKPOINT).unlink(missing_ok=True)
+@dataclass
+class Stage:
+    """What a training stage trains with, built by `prepare_stage`."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    train_set: CorpusBatches
+    eval_set: CorpusBatches | None
+    record: dict  # training.json's start: stage, command, architecture, corpus, options (+ the stage's own)
+
+
+def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_options: ModelOptions,
+                  train_options: TrainOptions, overwrite: bool, resume: bool, command: str,
+                  record: dict | None = None, extra_open=None) -> Stage:
+    """The one set-up of every training stage: checks, model folder, tokenizer, seed, model, datasets, record.
+
+    `role` is "teacher" (DF-X-VLM) or "student" (X-VLM); `stage` names it in training.json
+    (train-teacher, train-student, distill); `record` adds the stage's own entries (the dump and
+    the distillation for distill); `extra_open` adds aligned columns to the training batches.
+    """
+    model_options.check(corpus.image_size if corpus.has_frames else None)
+    train_options.check()
+    if corpus.num_rows("train") == 0:
+        raise CpfdError(f"{corpus.path}: the train split is empty")
+    out = Path(out)
+    prepare_model_dir(out, overwrite, resume)
+    tokenizer = prepare_tokenizer(corpus, model_options)
+    set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
+    model = build_model(role, corpus, tokenizer, model_options)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, out / TOKENIZER)
+    train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size, shuffle=True,
+                            seed=train_options.seed, extra_open=extra_open)
+    eval_set = (dataset_for(model, corpus, "eval", tokenizer, train_options.batch_size)
+                if corpus.num_rows("eval") else None)
+    record = {
+        "stage": stage,
+        "command": command,
+        "architecture": model.config.architecture,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
+        **(record or {}),
+        "options": {"model": asdict(model_options)},
+    }
+    return Stage(model, tokenizer, train_set, eval_set, record)
 
 
 def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, train_options: TrainOptions,
@@ -192,28 +248,10 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
     if role == "teacher" and not corpus.privileged_features:
         raise CpfdError(f"{corpus_path}: the corpus has no privileged features; a teacher needs them "
                         "(train a student with `cpfd train-student`)")
-    if corpus.num_rows("train") == 0:
-        raise CpfdError(f"{corpus_path}: the train split is empty")
-    out = Path(out)
-    prepare_model_dir(out, overwrite, resume)
-    tokenizer = prepare_tokenizer(corpus, model_options)
-    set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(role, corpus, tokenizer, model_options)
-    if tokenizer is not None:
-        save_tokenizer(tokenizer, out / "tokenizer")
-    train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size,
-                            shuffle=True, seed=train_options.seed)
-    eval_set = (dataset_for(model, corpus, "eval", tokenizer, train_options.batch_size)
-                if corpus.num_rows("eval") else None)
-    record = {
-        "stage": f"train-{role}",
-        "command": command,
-        "architecture": model.config.architecture,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
-        "options": {"model": asdict(model_options)},
-    }
-    return train(model, train_set, eval_set, cross_entropy_loss, out, train_options, record, resume=resume)
+    stage = prepare_stage(corpus, out, role=role, stage=f"train-{role}", model_options=model_options,
+                          train_options=train_options, overwrite=overwrite, resume=resume, command=command)
+    return train(stage.model, stage.train_set, stage.eval_set, cross_entropy_loss, out, train_options, stage.record,
+                 resume=resume)
 
 
 def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> None:
@@ -246,13 +284,34 @@ def evaluate_model(model_dir, corpus_path, *, split: str = "eval", out=None, bat
     device = resolve_device(device)
     model.to(device)
     dataset = dataset_for(model, corpus, split, tokenizer, batch_size)
-    labels, logits = predict_logits(model, dataset, device, progress=progress, desc=f"evaluate {split}")
+    labels, logits = score_batches(model, make_loader(dataset), device, progress=progress, desc=f"evaluate {split}",
+                                   total=len(dataset))
     metrics = classification_metrics(labels, logits)
     if out is not None:
         ids = corpus.read_column(split, "sample_id").to_pylist()  # dataset order is corpus order here
         write_predictions(out, ids, labels, logits)
     return {"model": str(model_dir), "architecture": model.config.architecture, "corpus": str(corpus_path),
             "split": split, **metrics}
+
+
+def format_evaluation(metrics: dict, out=None) -> str:
+    """What `cpfd evaluate` prints: the model, the split and one metric a line."""
+    lines = [f"{metrics['architecture']} {metrics['model']} on {metrics['corpus']} ({metrics['split']}, {metrics['rows']} rows)"]
+    lines += [f"  {key:<15}{metrics[key]:.4f}" for key in ("roc_auc", "pr_auc", "f1", "best_f1", "best_threshold", "accuracy")
+              if key in metrics]
+    if out is not None:
+        lines.append(f"wrote {out}")
+    return "\n".join(lines)
+
+
+def prediction_lines(result: dict):
+    """`cpfd predict`'s JSON lines: id, predicted class and class probabilities (6 decimals)."""
+    import json
+
+    probs = softmax(result["logits"].astype(np.float64))
+    for sample_id, p in zip(result["sample_id"], probs):
+        yield json.dumps({"id": sample_id, "pred": result["classes"][int(p.argmax())],
+                          "probs": {c: round(float(v), 6) for c, v in zip(result["classes"], p)}})
 
 
 def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, device: str = "auto",
@@ -264,41 +323,39 @@ def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, dev
     Returns {"sample_id": [...], "logits": (N, C), "classes": [...]} and writes the
     predictions file (without labels) when `out` is given.
     """
-    from tqdm.auto import tqdm
-
     from cpfd.storage.manifest import iter_manifest, to_row
     from cpfd.storage.schema import CORPUS_SCHEMA
 
     model, tokenizer = load_model(model_dir, allow_teacher=False)
     config = model.config
     device = resolve_device(device)
-    model.to(device).eval()
+    model.to(device)
     inputs = Inputs(frames=config.frames_per_video > 0, text=bool(config.has_text),
                     features=bool(config.feature_names), privileged=False)
     widths = {"features": len(config.feature_names), "privileged": 0}
+    ids: list[str] = []
 
-    def score(rows: list[dict]) -> np.ndarray:
-        table = pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA)
-        batch = collate(table, inputs, tokenizer, config.max_length, widths)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.inference_mode():
-            return model(batch).logits.float().cpu().numpy()
+    def batches():
+        rows = []
+        for record in iter_manifest(manifest, require_label=False):
+            if inputs.frames and not record["frames"]:
+                raise CpfdError(f"{manifest}:{record['line']}: the model reads frames but this line has none")
+            rows.append(to_row(record, manifest, label=-1, frames_per_video=config.frames_per_video,
+                               image_size=config.image_size, privileged_features=[], features=config.feature_names))
+            ids.append(record["id"])
+            if len(rows) == batch_size:
+                yield collate(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), inputs, tokenizer, config.max_length, widths)
+                rows = []
+        if rows:
+            yield collate(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), inputs, tokenizer, config.max_length, widths)
 
-    ids, logits, rows = [], [], []
-    for record in tqdm(iter_manifest(manifest, require_label=False), desc="predict", disable=not progress, leave=False):
-        if inputs.frames and not record["frames"]:
-            raise CpfdError(f"{manifest}:{record['line']}: the model reads frames but this line has none")
-        rows.append(to_row(record, manifest, label=-1, frames_per_video=config.frames_per_video,
-                           image_size=config.image_size, privileged_features=[], features=config.feature_names))
-        ids.append(record["id"])
-        if len(rows) == batch_size:
-            logits.append(score(rows))
-            rows = []
-    if rows:
-        logits.append(score(rows))
+    _, logits = score_batches(model, batches(), device, progress=progress, desc="predict")
     if not ids:
         raise CpfdError(f"{manifest}: the manifest has no lines to score")
-    logits = np.concatenate(logits)
+    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if len(bad):  # never print NaN into JSON, never write it as a score
+        raise CpfdError(f"{model_dir}: the model gives NaN or infinite scores ({len(bad)} of {len(ids)} videos, "
+                        f"e.g. {ids[bad[0]]!r}): its weights are not usable")
     if out is not None:
         write_predictions(out, ids, None, logits)
     return {"sample_id": ids, "logits": logits, "classes": list(config.classes)}

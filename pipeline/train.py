@@ -1,14 +1,22 @@
 """The one training loop every stage shares: teacher, baseline student, and distillation.
 
 Stages differ only in the model, the columns their dataset reads, and `loss_fn(output, batch)`,
-which returns the scalar loss and a flat dict of numbers to show (distillation adds `alpha`).
-Read `train()` top to bottom: AdamW, linear warm-up then linear decay, gradient clipping,
-evaluation on the eval split after each epoch, the best epoch's weights kept in `out_dir`, a tqdm
-bar with loss and samples/s, and `training.json` rewritten (atomically) after every epoch.
+which returns the scalar loss and a flat dict of tensors to show (distillation adds `alpha`).
+`train()` reads top to bottom like a recipe: set-up (device, optimizer, schedule, resume), then
+per epoch the steps (forward, backward, clip, step), the epoch's numbers, the evaluation, the kept
+epoch, `training.json` and the checkpoint.
+
+- AdamW (no weight decay on biases and norms), linear warm-up then linear decay to 0, gradient
+  clipping at norm `max_grad_norm`.
+- Running sums of the loss (and of what the stage shows) stay on the device; the host reads them
+  every `PROGRESS_EVERY` steps for the progress bar, at checkpoints and at the epoch's end. A NaN
+  or infinite loss stops the run there with one line naming the first step it appeared at.
+- After each epoch, the eval split is scored (`pipeline.scoring.score_batches`) and the epoch with
+  the best `select_metric` is saved to the model folder (ties go to the later epoch).
 
 Launch: one process (`cpfd train-student ...`) on the CPU or one GPU. With `--device auto` a GPU
-is used when present, under bf16 autocast. Same seed, same data, same machine -> same weights on
-the CPU.
+is used when present, under bf16 autocast. Same seed, same data, same machine: the same weights
+within float rounding (docs/method.md, "What repeats exactly").
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,30 +35,30 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cpfd.pipeline.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from cpfd.pipeline.checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
 from cpfd.pipeline.data import CorpusBatches, make_loader
 from cpfd.pipeline.metrics import classification_metrics
-from cpfd.storage.atomic import atomic_write_json
+from cpfd.pipeline.options import TrainOptions
+from cpfd.pipeline.scoring import autocast, resolve_device, score_batches, to_device
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.model_folder import CHECKPOINT, write_training_record
 
 LossFn = Callable[[object, dict], tuple[torch.Tensor, dict]]
 
+# Steps between two reads of the running sums by the host (the progress bar's numbers).
+PROGRESS_EVERY = 20
+
 
 @dataclass
-class TrainOptions:
-    epochs: int = 5
-    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1  # share of all steps spent warming up linearly from 0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    select_metric: str = "roc_auc"  # eval metric that picks the kept epoch
-    checkpoint_every: int = 0  # steps between resumable checkpoints (0: at epoch ends only)
-    progress: bool = True
+class Progress:
+    """Where a run stands; every checkpoint holds it, so `--resume` continues from it."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epochs finished
+    batches: int = 0  # batches done in the current epoch
+    seen: int = 0  # samples done in the current epoch
+    sums: dict = field(default_factory=dict)  # per-sample sums of the shown numbers in the current epoch
+    best_score: float = -math.inf
 
 
 # A resumed run continues the interrupted one: options that change its trajectory must agree.
@@ -69,25 +77,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CpfdError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
-        raise CpfdError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full float32 on the CPU (exact, repeatable)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-
 def warmup_then_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -97,21 +86,70 @@ def warmup_then_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[i
     return factor
 
 
-@torch.no_grad()
-def predict_logits(model, dataset: CorpusBatches, device: torch.device, num_workers: int = 0,
-                   progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
-    """Labels (N,) and logits (N, C) of a model over a dataset, in dataset order."""
-    model.eval()
-    labels, logits = [], []
-    for batch in tqdm(make_loader(dataset, num_workers), total=len(dataset), desc=desc, disable=not progress, leave=False):
-        batch = to_device(batch, device)
-        with autocast(device):
-            out = model(batch)
-        labels.append(batch["labels"].cpu().numpy())
-        logits.append(out.logits.float().cpu().numpy())
-    if not labels:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(labels), np.concatenate(logits)
+def adamw(model: torch.nn.Module, options: TrainOptions) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases and norm weights (ndim < 2) are not decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=options.lr)
+
+
+def check_resume(state: dict, options: TrainOptions, record: dict, checkpoint: Path) -> None:
+    """A resume must continue the same run: the same trajectory options and the same data and loss."""
+    saved = state.get("options") or {}
+    changed = [k for k in RESUME_MUST_MATCH if saved.get(k) != getattr(options, k)]
+    if changed:
+        raise CpfdError(f"{checkpoint}: --resume needs the options of the interrupted run; "
+                        + ", ".join(f"{k} was {saved.get(k)!r}, now {getattr(options, k)!r}" for k in changed))
+    before = state.get("record") or {}
+    moved = [k for k in RESUME_RECORD_KEYS if json.dumps(before.get(k), sort_keys=True, default=str)
+             != json.dumps(record.get(k), sort_keys=True, default=str)]
+    if moved:
+        raise CpfdError(f"{checkpoint}: --resume needs the inputs of the interrupted run; "
+                        + "; ".join(f"{k} was {before.get(k)}, now {record.get(k)}" for k in moved))
+    before_model, model = (before.get("options") or {}).get("model"), (record.get("options") or {}).get("model")
+    if before_model != model:
+        changed = sorted(k for k in set(before_model or {}) | set(model or {})
+                         if (before_model or {}).get(k) != (model or {}).get(k))
+        raise CpfdError(f"{checkpoint}: --resume needs the model options of the interrupted run; "
+                        + ", ".join(f"{k} was {(before_model or {}).get(k)!r}, now {(model or {}).get(k)!r}"
+                                    for k in changed))
+
+
+class RunningSums:
+    """Per-sample sums of the loss and the shown numbers, kept on the device (no host sync per step).
+
+    `read()` brings them to the host; it raises CpfdError if a loss since the last read was NaN or
+    infinite, naming the first step where it was.
+    """
+
+    def __init__(self, start: dict, step: int, device: torch.device):
+        self.device = device
+        self.sums = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in start.items()}
+        self.step = torch.tensor(step, device=device)
+        self.first_bad_step = torch.tensor(-1, device=device)
+
+    def add(self, loss: torch.Tensor, shown: dict, n: int) -> None:
+        self.step += 1
+        loss = loss.detach()
+        self.first_bad_step = torch.where((self.first_bad_step < 0) & ~torch.isfinite(loss),
+                                          self.step, self.first_bad_step)
+        for name, value in {"loss": loss, **shown}.items():
+            value = torch.as_tensor(value, device=self.device).detach().to(torch.float64) * n
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def read(self) -> dict:
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            raise CpfdError(f"training diverged: the loss is NaN or infinite at step {bad} "
+                            "(lower --lr, or check the inputs for extreme values)")
+        return {k: float(v) for k, v in self.sums.items()}
+
+
+def evaluate(model: torch.nn.Module, dataset: CorpusBatches, device: torch.device, num_workers: int = 0) -> dict:
+    """Metrics of the model on a dataset (its eval split), through the one scoring path."""
+    labels, logits = score_batches(model, make_loader(dataset, num_workers), device)
+    return classification_metrics(labels, logits)
 
 
 def train(
@@ -127,63 +165,50 @@ def train(
     """Train `model`, keep the best epoch's weights in `out_dir`, return the training record.
 
     `record` (command, corpus, resolved options...) is written to `out_dir/training.json`
-    together with one metrics dict per epoch. A checkpoint (model, optimizer, schedule, step,
-    RNG, position in the data) is written every `options.checkpoint_every` steps and at every
-    epoch end; `resume=True` continues from it and ends with the weights an uninterrupted run
-    would have reached.
+    together with one metrics dict per epoch. A checkpoint (model, optimizer, schedule, progress,
+    RNG) is written every `options.checkpoint_every` steps and at every epoch end; `resume=True`
+    continues from it and ends with the weights an uninterrupted run would have reached.
     """
+    # ---- set-up -----------------------------------------------------------------------------
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_seed(options.seed)
     device = resolve_device(options.device)
     model.to(device)
-
     steps_per_epoch = len(train_set)
     total_steps = options.max_steps or options.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else 0
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)  # no weight decay on biases and norms
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=options.lr,
-    )
+    optimizer = adamw(model, options)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_then_linear_decay(int(options.warmup_ratio * total_steps), total_steps)
-    )
-
+        optimizer, warmup_then_linear_decay(int(options.warmup_ratio * total_steps), total_steps))
     record = {**record, "options": {**record.get("options", {}), **asdict(options)}, "device": str(device), "epochs": []}
-    position = {"step": 0, "epoch": 0, "batches": 0, "sums": {"loss": 0.0}, "seen": 0, "best_score": -math.inf}
+    progress = Progress()
     checkpoint = out_dir / CHECKPOINT
     if resume:
-        state = load_checkpoint(checkpoint, model, optimizer, schedule)
-        changed = [k for k in RESUME_MUST_MATCH if state["options"].get(k) != getattr(options, k)]
-        if changed:
-            raise CpfdError(f"{checkpoint}: --resume needs the options of the interrupted run; "
-                            + ", ".join(f"{k} was {state['options'].get(k)!r}, now {getattr(options, k)!r}" for k in changed))
-        moved = [k for k in RESUME_RECORD_KEYS if json.dumps(state["record"].get(k), sort_keys=True, default=str)
-                 != json.dumps(record.get(k), sort_keys=True, default=str)]
-        if moved:
-            raise CpfdError(f"{checkpoint}: --resume needs the inputs of the interrupted run; "
-                            + "; ".join(f"{k} was {state['record'].get(k)}, now {record.get(k)}" for k in moved))
-        position, record = state["position"], state["record"]
+        state = read_checkpoint(checkpoint)
+        check_resume(state, options, record, checkpoint)  # before anything is restored
+        try:
+            progress = Progress(**state["progress"])
+        except TypeError:
+            raise CpfdError(f"{checkpoint}: not a checkpoint of this cpfd version; rerun without --resume") from None
+        restore_checkpoint(checkpoint, state, model, optimizer, schedule)
+        record = state["record"]
 
-    def save(position: dict) -> None:
+    def save_progress() -> None:
         save_checkpoint(checkpoint, model, optimizer, schedule,
-                        {"position": position, "record": record, "options": asdict(options)})
+                        {"progress": asdict(progress), "record": record, "options": asdict(options)})
 
-    step = position["step"]
-    for epoch in range(position["epoch"], epochs):
-        resumed = epoch == position["epoch"] and position["batches"] > 0
-        batches = position["batches"] if resumed else 0
-        sums, seen = (dict(position["sums"]), position["seen"]) if resumed else ({"loss": 0.0}, 0)
-        train_set.set_epoch(epoch, skip_batches=batches)
+    for epoch in range(progress.epoch, epochs):
+        if progress.batches == 0:
+            progress.seen, progress.sums = 0, {}
+        train_set.set_epoch(epoch, skip_batches=progress.batches)
+        sums = RunningSums(progress.sums, progress.step, device)
         model.train()
-        bar = tqdm(make_loader(train_set, options.num_workers), total=steps_per_epoch, initial=batches,
+        bar = tqdm(make_loader(train_set, options.num_workers), total=steps_per_epoch, initial=progress.batches,
                    disable=not options.progress, desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
         seen_here, start = 0, time.perf_counter()
         for batch in bar:
+            # ---- one step: forward, the stage's loss, backward, clip, update ------------------
             batch = to_device(batch, device)
             with autocast(device):
                 output = model(batch)
@@ -193,43 +218,51 @@ def train(
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            batches += 1
 
+            # ---- bookkeeping: sums stay on the device, the host reads them now and then -------
             n = len(batch["labels"])
-            seen += n
+            sums.add(loss, shown, n)
+            progress.step, progress.batches, progress.seen = progress.step + 1, progress.batches + 1, progress.seen + n
             seen_here += n
-            sums["loss"] += loss.item() * n
-            for k, v in shown.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", **{k: f"{v / seen:.3f}" for k, v in sums.items() if k != "loss"},
-                            samples_s=f"{seen_here / (time.perf_counter() - start):.0f}")
-            if options.checkpoint_every and step % options.checkpoint_every == 0 and step < total_steps:
-                save({**position, "step": step, "epoch": epoch, "batches": batches, "sums": sums, "seen": seen})
-            if step >= total_steps:
+            if options.progress and progress.step % PROGRESS_EVERY == 0:
+                means = {k: v / progress.seen for k, v in sums.read().items()}
+                bar.set_postfix(**{k: f"{v:.4f}" for k, v in means.items()},
+                                samples_s=f"{seen_here / (time.perf_counter() - start):.0f}")
+            if options.checkpoint_every and progress.step % options.checkpoint_every == 0 and progress.step < total_steps:
+                progress.sums = sums.read()
+                save_progress()
+            if progress.step >= total_steps:
                 break
         bar.close()
 
-        metrics = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0],
+        # ---- the epoch's numbers, the evaluation, the kept epoch ----------------------------
+        progress.sums = sums.read()
+        metrics = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0],
                    "samples_per_s": seen_here / max(time.perf_counter() - start, 1e-9),
-                   **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+                   **{f"train_{k}": v / max(progress.seen, 1) for k, v in progress.sums.items()}}
         if eval_set is not None:
-            labels, logits = predict_logits(model, eval_set, device, options.num_workers)
-            metrics.update({f"eval_{k}": v for k, v in classification_metrics(labels, logits).items()})
-            model.train()
+            metrics.update({f"eval_{k}": v for k, v in evaluate(model, eval_set, device, options.num_workers).items()})
         score = metrics.get(f"eval_{options.select_metric}", -metrics["train_loss"])
         score = -math.inf if score != score else score  # NaN never wins
-        if score > position["best_score"] or "best_epoch" not in record:
-            position["best_score"] = score
+        if score >= progress.best_score or "best_epoch" not in record:  # ties go to the later epoch
+            progress.best_score = score
             model.save_pretrained(out_dir)
             record["best_epoch"] = epoch + 1
         record["epochs"].append(metrics)
-        atomic_write_json(out_dir / "training.json", record)
-        position = {**position, "step": step, "epoch": epoch + 1, "batches": 0, "sums": {"loss": 0.0}, "seen": 0}
-        save(position)
+        write_training_record(out_dir, record)
+        progress.epoch, progress.batches = epoch + 1, 0
+        save_progress()
         if options.progress:
             shown = ", ".join(f"{k[5:]} {metrics[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in metrics)
-            tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; eval {shown}" if shown else ""), file=sys.stderr)
+            tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; eval {shown}" if shown else ""),
+                       file=sys.stderr)
     record["finished"] = True  # what `cpfd experiment` checks before reusing a model folder
-    atomic_write_json(out_dir / "training.json", record)
+    write_training_record(out_dir, record)
     return record
+
+
+def format_training_summary(record: dict, out: Path) -> str:
+    """The line a training command prints when it is done: the folder and its kept epoch's metrics."""
+    best = record["epochs"][record["best_epoch"] - 1]
+    shown = ", ".join(f"{k[5:]} {best[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in best)
+    return f"wrote {out} (best epoch {record['best_epoch']}" + (f": {shown})" if shown else ")")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -486,10 +485,3 @@ class Corpus:
             "fingerprint": self.fingerprint,
             "created_by": self.meta.get("created_by"),
         }
-
-
-def remove_corpus(path: str | Path) -> None:
-    """Delete a corpus directory (manifest first, so a crash never leaves a false corpus)."""
-    path = Path(path)
-    (path / CORPUS_JSON).unlink(missing_ok=True)
-    shutil.rmtree(path, ignore_errors=True)

@@ -29,15 +29,16 @@ i belongs to worker `i % num_shards`; whichever worker finds every shard committ
 split, classes and schema agree: paths and `created_at` (when that run started; pass a fixed one
 for byte-identical reruns) do not count.
 
-Reading (`open_dump(dump_dir, corpus)` -> `TeacherDump`, also called `AlignedReader`): checks the
+Reading (`open_dump(dump_dir, corpus)` -> `TeacherDump`, the aligned reader): checks the
 manifest against the corpus (fingerprint, split, classes, shard names, rows, row groups) and each
 shard's footer (provenance, schema, rows, row groups, and its ids and labels digests against the
 corpus shard's in corpus.json: the fingerprint covers ids, not labels, so a relabelled corpus is
 caught here), then gives for a corpus `WorkUnit` the teacher logits and losses of exactly its
-rows, reading only those two columns; every row group read is checked for NaN/inf. Opening
-reads footers only, so each DataLoader worker can afford it every epoch. `verify()` is the full
-pass (file sha256 against the manifest, the id and label columns against the corpus's, every
-value): `cpfd distill` runs it once before training. Where a digest is missing (a dump or
+rows, reading only those two columns. Opening reads footers only, so each DataLoader worker can
+afford it every epoch. `verify()` is the full pass (file sha256 against the manifest, the id and
+label columns against the corpus's, every value finite): `cpfd distill` runs it once before
+training, and streaming does not check the values again. `read_teacher_losses(dump_dir)` reads
+every stored loss of a finished dump without a corpus (calibration, matched PFD). Where a digest is missing (a dump or
 corpus written before cpfd recorded them) the shard's columns are compared on its first read
 instead. Any mismatch is a one-line `CpfdError` naming the file and the problem; nothing is
 ever skipped.
@@ -582,6 +583,22 @@ def shard_files(dump_dir: str | Path, manifest: dict | None = None) -> list[Path
     return [Path(dump_dir) / s["file"] for s in manifest["shards"]]
 
 
+def _read_columns(file: Path, columns: list[str]) -> pa.Table:
+    try:
+        return pq.read_table(file, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise CpfdError(f"{file}: cannot read {', '.join(columns)} ({e})") from None
+
+
+def read_teacher_losses(dump_dir: str | Path) -> np.ndarray:
+    """Every stored teacher loss of a finished dump (4 bytes a row), in corpus order, as float32."""
+    files = shard_files(dump_dir)
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise CpfdError(f"{missing[0]}: shard listed in {DUMP_MANIFEST} is missing")
+    return np.concatenate([_read_columns(f, ["teacher_loss"]).column(0).to_numpy() for f in files])
+
+
 class TeacherDump:
     """A teacher dump checked against its corpus: logits and losses per corpus WorkUnit.
 
@@ -684,14 +701,20 @@ class TeacherDump:
 
     def verify(self) -> None:
         """A full pass: every shard's sha256 against the manifest, its ids and labels against the
-        corpus columns, and finite values. Reads the whole dump and the corpus ids once."""
+        corpus columns, and finite values. Reads the whole dump and the corpus ids once; after it,
+        streaming (`read`) does not check the values again."""
         for shard, entry in enumerate(self.manifest["shards"]):
             file = self.files[shard]
             if file_sha256(file) != entry.get("sha256"):
                 raise CpfdError(f"{file}: sha256 differs from {DUMP_MANIFEST} (the file changed after the dump)")
             self.check_ids(shard)
-        for _ in self.iter_teacher_columns():
-            pass
+        for unit in self.corpus.work_units(self.split):
+            logits, loss = self.read(unit)
+            file = self.files[unit.shard]
+            if not np.isfinite(logits).all():
+                raise CpfdError(f"{file}: logits hold NaN or inf in row group {unit.row_group}")
+            if not np.isfinite(loss).all():
+                raise CpfdError(f"{file}: teacher_loss holds NaN or inf in row group {unit.row_group}")
 
     # ---- streaming ----------------------------------------------------------------------
     def _file(self, shard: int) -> pq.ParquetFile:
@@ -719,10 +742,6 @@ class TeacherDump:
             raise CpfdError(f"{file}: row group {unit.row_group} holds {table.num_rows} rows, the corpus has {unit.rows}")
         logits = _float32_view(table.column(0), file).reshape(-1, self.num_classes)
         loss = _float32_view(table.column(1), file)
-        if not np.isfinite(logits).all():
-            raise CpfdError(f"{file}: logits hold NaN or inf in row group {unit.row_group}")
-        if not np.isfinite(loss).all():
-            raise CpfdError(f"{file}: teacher_loss holds NaN or inf in row group {unit.row_group}")
         return logits, loss
 
     def extra(self, unit: WorkUnit) -> dict:
@@ -735,6 +754,12 @@ class TeacherDump:
         for unit in self.corpus.work_units(self.split) if units is None else units:
             yield self.read(unit)
 
+    def iter_ids_and_losses(self) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        """(sample_id, teacher_loss) per shard, in corpus order: what an alpha log needs."""
+        for file in self.files:
+            table = _read_columns(file, ["sample_id", "teacher_loss"])
+            yield table.column(0).combine_chunks(), table.column(1).to_numpy()
+
     def extra_for_corpus_batches(self) -> "DumpExtra":
         """A picklable `extra_open` for `pipeline.data.CorpusBatches`; each worker reopens the files."""
         return DumpExtra(str(self.path), str(self.corpus.path), self.split)
@@ -742,9 +767,6 @@ class TeacherDump:
     @property
     def num_rows(self) -> int:
         return sum(int(s["rows"]) for s in self.manifest["shards"])
-
-
-AlignedReader = TeacherDump
 
 
 class DumpExtra:

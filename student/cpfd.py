@@ -5,8 +5,8 @@ Three groups of small pure functions, used by `cpfd distill`, `cpfd calibrate` a
 - alpha mappings: `alpha_from_loss(teacher_loss, mapping, **params)` turns per-sample teacher losses
   `L_i = -log softmax(teacher_logits_i)[label_i]` into distillation weights `a_i` in [0, 1]. Every
   mapping is non-increasing in the loss: trust the teacher less where its own loss is high.
-  `MAPPINGS`, `MAPPING_PARAMS`, `MAPPING_DEFAULTS` and `validate_params` describe and check the
-  parameters (the CLI builds its options from them).
+  `MAPPINGS`, `MAPPING_PARAMS`, `MAPPING_DEFAULTS` (from `student.mappings`, torch-free, which the
+  CLI builds its options from) and `validate_params` describe and check the parameters.
 - the loss: `cpfd_loss(student_logits, teacher_logits, labels, alpha, temperature)` is
   `mean_i[(1 - a_i) * CE_i + a_i * T^2 * KL(softmax(t_i / T) || softmax(s_i / T))]`; with a constant
   alpha it is vanilla PFD, i.e. Hinton KD with `batchmean` KL. `cpfd_loss_terms` gives the per-sample
@@ -35,6 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from cpfd.storage.errors import CpfdError
+from cpfd.student.mappings import (  # noqa: F401 (re-exported)
+    MAPPING_DEFAULTS,
+    MAPPING_PARAMS,
+    MAPPINGS,
+    PARAM_HELP,
+    RULE_CONSTANTS,
+)
 
 
 class CpfdParamError(CpfdError, ValueError):
@@ -42,23 +49,7 @@ class CpfdParamError(CpfdError, ValueError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Parameters
-
-MAPPINGS = ("constant", "threshold", "neg-sigmoid", "tanh", "exp-decay")
-
-# All parameter names of each mapping, required ones first; the CLI option is `--` + name with dashes.
-MAPPING_PARAMS: dict[str, tuple[str, ...]] = {
-    "constant": ("alpha",),
-    "threshold": ("tau", "alpha_high", "alpha_low"),
-    "neg-sigmoid": ("beta", "center"),
-    "tanh": ("beta", "center"),
-    "exp-decay": ("alpha_min", "alpha_max", "loss_min", "loss_max"),
-}
-
-# Optional parameters and their defaults (paper Table 2: threshold 0.9 / 0.1); the rest are required.
-MAPPING_DEFAULTS: dict[str, dict[str, float]] = {
-    "threshold": {"alpha_high": 0.9, "alpha_low": 0.1},
-}
+# Parameters (their names, defaults and descriptions: `student.mappings`, re-exported here)
 
 
 def _fmt(value: float) -> str:
@@ -226,6 +217,24 @@ def alpha_from_loss(teacher_loss, mapping: str, **params):
     return _MAPPING_FNS[mapping](L, **p).clamp(0.0, 1.0).numpy().astype(out_dtype, copy=False)
 
 
+def alpha_function(mapping: str, **params):
+    """`alpha_from_loss` with the parameters validated once, for the training step: a function from a
+    float tensor of teacher losses (B,) to alpha (B,) in [0, 1], same dtype and device.
+
+    It does not check the losses for NaN (that would cost a device sync per step): a dump's
+    `verify()` proves them finite before training starts.
+    """
+    p = validate_params(mapping, params)
+    fn = _MAPPING_FNS[mapping]
+
+    def alpha(teacher_loss: torch.Tensor) -> torch.Tensor:
+        L = teacher_loss.detach()
+        L = L if L.dtype == torch.float64 else L.float()
+        return fn(L, **p).clamp(0.0, 1.0)
+
+    return alpha
+
+
 def _check_finite_losses(L: torch.Tensor) -> None:
     bad = int((~torch.isfinite(L)).sum())  # one device sync per batch: cheap next to a forward pass
     if bad:
@@ -383,10 +392,10 @@ def calibrate_params(losses_or_quantiles, mapping: str) -> dict[str, float]:
     """
     _check_mapping(mapping)
     if mapping == "constant":
-        return {"alpha": 0.5}
+        return {"alpha": RULE_CONSTANTS["alpha"]}
     if mapping == "exp-decay":
         q = _quantile_table(losses_or_quantiles)
-        return {"alpha_min": 0.1, "alpha_max": 0.9, "loss_min": q[0.05],
+        return {"alpha_min": RULE_CONSTANTS["alpha_min"], "alpha_max": RULE_CONSTANTS["alpha_max"], "loss_min": q[0.05],
                 "loss_max": max(q[0.95], q[0.05] + CALIBRATION_EPS)}
     q = _quantile_table(losses_or_quantiles)
     if mapping == "threshold":

@@ -37,38 +37,34 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, ViTConfig
 
 from cpfd.storage.errors import CpfdError
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from cpfd.storage.model_folder import describe_differences, load_model_folder, one_line, save_model_folder
+from cpfd.student.sizes import FUSION_LAYERS, HIDDEN_SIZE, MAX_LENGTH, NUM_HEADS, NUM_LAYERS, PATCH_SIZE, VOCAB_SIZE
 
 
 # ----------------------------------------------------------------------------------------------
 # Config
 
 
-def vit_config_dict(image_size: int = 32, hidden: int = 64, layers: int = 2, heads: int = 4,
-                    patch_size: int = 8) -> dict[str, Any]:
+def vit_config_dict(image_size: int = 32, hidden: int = HIDDEN_SIZE, layers: int = NUM_LAYERS,
+                    heads: int = NUM_HEADS, patch_size: int = PATCH_SIZE) -> dict[str, Any]:
     """A full Hugging Face ViT config dict (with `model_type`) for a freshly initialized backbone."""
     return ViTConfig(image_size=image_size, patch_size=patch_size, hidden_size=hidden,
                      num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=4 * hidden).to_dict()
 
 
-def bert_config_dict(vocab_size: int = 2000, hidden: int = 64, layers: int = 2, heads: int = 4,
-                     max_length: int = 32) -> dict[str, Any]:
+def bert_config_dict(vocab_size: int = VOCAB_SIZE, hidden: int = HIDDEN_SIZE, layers: int = NUM_LAYERS,
+                     heads: int = NUM_HEADS, max_length: int = MAX_LENGTH) -> dict[str, Any]:
     """A full Hugging Face BERT config dict (with `model_type`) for a freshly initialized backbone."""
     return BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                       num_attention_heads=heads, intermediate_size=4 * hidden,
@@ -83,7 +79,7 @@ def pretrained_config_dict(path: str | os.PathLike, kind: str) -> dict[str, Any]
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as error:
         raise CpfdError(f"{path}: not a local Hugging Face model folder for the {kind} encoder "
-                        f"({_one_line(error)})") from None
+                        f"({one_line(error)})") from None
     if not hasattr(config, "hidden_size"):
         raise CpfdError(f"{path}: config.json of model_type '{config.model_type}' has no hidden_size; "
                         f"expected a single {kind} encoder (e.g. a ViT or BERT folder)")
@@ -101,14 +97,14 @@ class XVLMConfig:
     image_size: int = 32  # frames arrive as (image_size, image_size); the pipeline resizes
     has_text: bool = True
     # Tokens of "[CLS] title [SEP] ocr [SEP]": training and serving both pad / truncate to it.
-    max_length: int = 32
+    max_length: int = MAX_LENGTH
     # Full Hugging Face config dicts (with `model_type`): a saved folder rebuilds the backbones with
     # AutoConfig.for_model + AutoModel.from_config, without the pretrained folder it started from.
     vision_config: dict[str, Any] = field(default_factory=vit_config_dict)
     text_config: dict[str, Any] = field(default_factory=bert_config_dict)
-    fusion_hidden: int = 64
-    fusion_layers: int = 1
-    fusion_heads: int = 4
+    fusion_hidden: int = HIDDEN_SIZE
+    fusion_layers: int = FUSION_LAYERS
+    fusion_heads: int = NUM_HEADS
     # Non-privileged dense features (available when serving), with the training-split statistics
     # used to normalize them inside the model.
     feature_names: list[str] = field(default_factory=list)
@@ -147,10 +143,14 @@ class XVLMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> XVLMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """The config a config.json holds: unknown fields and values of the wrong type are refused."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ValueError(f"unknown config fields {unknown}")
+        for name, value in data.items():
+            if not _has_type(value, fields[name].type):
+                raise ValueError(f"field '{name}' must be {fields[name].type}, got {value!r:.60}")
         return cls(**data)
 
     @classmethod
@@ -158,9 +158,9 @@ class XVLMConfig:
               vocab_size: int | None, feature_names: list[str], feature_mean: list[float],
               feature_std: list[float], vision_model_path: str | os.PathLike | None = None,
               text_model_path: str | os.PathLike | None = None, classes: list[str] | None = None,
-              hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, patch_size: int = 8,
-              max_length: int = 32, fusion_layers: int = 1, feature_hidden: int = 32,
-              head_hidden: int = 64, dropout: float = 0.1) -> XVLMConfig:
+              hidden_size: int = HIDDEN_SIZE, num_layers: int = NUM_LAYERS, num_heads: int = NUM_HEADS,
+              patch_size: int = PATCH_SIZE, max_length: int = MAX_LENGTH, fusion_layers: int = FUSION_LAYERS,
+              feature_hidden: int = 32, head_hidden: int = 64, dropout: float = 0.1) -> XVLMConfig:
         """A config for a corpus: backbones of the given sizes, or the configs of local pretrained folders.
 
         `hidden_size`, `num_layers`, `num_heads` size the fresh ViT and BERT; the fusion layers use
@@ -192,6 +192,24 @@ class XVLMConfig:
                    fusion_layers=fusion_layers, fusion_heads=num_heads, feature_names=list(feature_names),
                    feature_mean=[float(m) for m in feature_mean], feature_std=[float(s) for s in feature_std],
                    feature_hidden=feature_hidden, head_hidden=head_hidden, dropout=dropout)
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """`value` fits a config field's annotation (a string: this module uses postponed annotations)."""
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation.startswith("dict"):
+        return isinstance(value, dict)
+    if annotation.startswith("list["):
+        item = annotation[5:-1]
+        return isinstance(value, list) and all(_has_type(v, item) for v in value)
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,14 +414,14 @@ def copy_backbone_weights(path: str | os.PathLike, backbone: nn.Module) -> None:
     try:
         pretrained = AutoModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as error:
-        raise CpfdError(f"{path}: cannot load the pretrained backbone ({_one_line(error)})") from None
+        raise CpfdError(f"{path}: cannot load the pretrained backbone ({one_line(error)})") from None
     source, target = pretrained.state_dict(), backbone.state_dict()
     missing = [key for key in target if key not in source]
     wrong = [f"{key} is {list(source[key].shape)} in the folder, {list(target[key].shape)} in the model"
              for key in target if key in source and source[key].shape != target[key].shape]
     if missing or wrong:
         raise CpfdError(f"{path}: weights do not fit the configured backbone: "
-                        + _describe_differences(missing, [], wrong))
+                        + describe_differences(missing, [], wrong))
     backbone.load_state_dict({key: source[key] for key in target})
 
 
@@ -436,96 +454,3 @@ class XVLMForClassification(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu") -> XVLMForClassification:
         return load_model_folder(cls, directory, device)
-
-
-# ----------------------------------------------------------------------------------------------
-# Model folders: config.json + model.safetensors (safetensors only, never pickle)
-
-
-def save_model_folder(directory: str | os.PathLike, config: dict[str, Any],
-                      state_dict: dict[str, torch.Tensor]) -> None:
-    """Write weights, then config.json last and atomically: the folder counts as written only then."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    # Overwriting a folder: drop the old config first, so a crash never pairs it with new weights.
-    (directory / CONFIG_NAME).unlink(missing_ok=True)
-    tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
-    weights_tmp = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
-    save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
-    _commit(weights_tmp, directory / WEIGHTS_NAME)
-    config_tmp = directory / f".{CONFIG_NAME}.tmp-{os.getpid()}"
-    config_tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    _commit(config_tmp, directory / CONFIG_NAME)
-
-
-def _commit(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """config.json of a model folder as a dict; a CpfdError naming the file if it is absent or broken."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CpfdError(f"{directory}: model folder not found")
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise CpfdError(f"{path}: missing (the model folder was never completely written)")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CpfdError(f"{path}: not a readable JSON config ({_one_line(error)})") from None
-    if not isinstance(config, dict):
-        raise CpfdError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
-
-
-def load_model_folder(model_class: type[nn.Module], directory: str | os.PathLike, device: str = "cpu"):
-    """Build `model_class` from config.json and fill it from model.safetensors, checking both."""
-    directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    data = read_model_config(directory)
-    expected = model_class.config_class.architecture
-    if data.get("architecture") != expected:
-        raise CpfdError(f"{config_path}: architecture is {data.get('architecture')!r}, expected {expected!r} "
-                        f"(a teacher folder is DF-X-VLM, a student folder X-VLM)")
-    try:
-        model = model_class(model_class.config_class.from_dict(data))
-    except (TypeError, ValueError, KeyError) as error:
-        raise CpfdError(f"{config_path}: cannot build the model ({_one_line(error)})") from None
-    if not weights_path.is_file():
-        raise CpfdError(f"{weights_path}: missing")
-    try:
-        weights = load_file(str(weights_path), device=device)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CpfdError(f"{weights_path}: not a readable safetensors file ({_one_line(error)})") from None
-    _check_weights(weights_path, weights, model.state_dict())
-    model.load_state_dict(weights)
-    return model.to(device)
-
-
-def _check_weights(path: Path, weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [f"{key} is {list(weights[key].shape)} in the file, {list(expected[key].shape)} in config.json"
-             for key in sorted(set(weights) & set(expected)) if weights[key].shape != expected[key].shape]
-    if missing or unexpected or wrong:
-        raise CpfdError(f"{path}: weights do not match config.json: "
-                        + _describe_differences(missing, unexpected, wrong))
-
-
-def _describe_differences(missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
-    parts = [f"{len(names)} {what} (e.g. {names[0]})"
-             for names, what in ((missing, "tensors missing"), (unexpected, "unexpected tensors"),
-                                 (wrong, "of another shape")) if names]
-    return "; ".join(parts)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

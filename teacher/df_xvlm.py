@@ -31,9 +31,8 @@ from cpfd.student.xvlm import (
     XVLMConfig,
     XVLMEncoder,
     XVLMOutput,
-    load_model_folder,
-    save_model_folder,
 )
+from cpfd.storage.model_folder import load_model_folder, save_model_folder
 
 
 @dataclass

@@ -1,5 +1,13 @@
-"""Tiny corpora built inside tests (a few hundred rows whose label is visible in every input), and
-the comparison of model weights that tests share."""
+"""What tests build: tiny corpora, fake teacher dumps, and the comparison of model weights.
+
+- `tiny_corpus`: a few hundred rows whose label is visible in every input (frames, text, features),
+  for tests that train models;
+- `layout_corpus`: a tabular corpus with a fixed shard / row-group layout (shards of 7 rows in
+  row groups of 3) and computable labels, for storage and dump tests; `make_row` is one row of
+  every column, for the corpus writer's own tests;
+- `run_dump`: the dump-teacher loop of one worker with a fake teacher (seeded random logits), for
+  the dump's writer, reader and DuckDB tests.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from cpfd.storage.corpus import Corpus, CorpusWriter
+from cpfd.storage.dump import dump_provenance, finalize_dump, plan_dump, write_dump_shard
 
 
 def png(color, size: int = 16) -> bytes:
@@ -56,3 +65,74 @@ def max_weight_difference(a, b) -> float:
     a, b = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
     assert a.keys() == b.keys()
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def make_row(i: int, n_priv: int = 2) -> dict:
+    """Row i of a corpus, every column set (frames are opaque bytes: the writer never decodes them)."""
+    return {
+        "sample_id": f"v{i:05d}",
+        "label": i % 2,
+        "title": f"title {i}",
+        "ocr_text": "" if i % 3 else f"ocr {i}",
+        "frames": [bytes([i % 256, 1, 2]), bytes([3, 4])],
+        "privileged": [float(i), float("nan")][:n_priv],
+        "features": [0.5 * i],
+    }
+
+
+def layout_corpus(out, n_train=23, n_eval=8, prefix="v", classes=("neg", "pos"), relabel=()) -> Corpus:
+    """A tabular corpus: train shards of 7, 7, 7, 2 rows in row groups of 3, 3, 1 (and 2).
+
+    Rows listed in `relabel` get the next class: the same ids (and fingerprint), other labels."""
+    with CorpusWriter(
+        out, task="t", classes=list(classes), frames_per_video=0, image_size=0, has_text=False,
+        privileged_features=["reports"], features=["duration"], rows_per_shard=7, row_group_rows=3,
+    ) as w:
+        for i in range(n_train + n_eval):
+            row = {
+                "sample_id": f"{prefix}{i:04d}", "label": (i * 7 + (i in relabel)) % len(classes),
+                "title": "", "ocr_text": "",
+                "frames": [], "privileged": [float(i)], "features": [0.5 * i],
+            }
+            w.add("train" if i < n_train else "eval", row)
+    return Corpus(out)
+
+
+# ---- fake teacher dumps ------------------------------------------------------------------------
+
+CREATED_AT = "2024-10-21T00:00:00+00:00"  # fixed, so two runs write byte-identical files
+TEACHER_A = {"dir": "/models/teacher-a", "weights_sha256": "a" * 64, "config": {"hidden": 32}}
+TEACHER_B = {"dir": "/models/teacher-b", "weights_sha256": "b" * 64, "config": {"hidden": 32}}
+
+
+def cross_entropy(logits, labels):
+    x = logits.astype(np.float64)
+    log_softmax = x - x.max(1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+    return -log_softmax[np.arange(len(x)), labels]
+
+
+def teacher_outputs(corpus, split, shard, seed=0):
+    """What a teacher would hand the writer: one tuple per row group of the corpus shard."""
+    for unit in corpus.work_units(split):
+        if unit.shard != shard:
+            continue
+        rows = corpus.read_unit(unit, ["sample_id", "label"])
+        labels = rows.column("label").to_numpy()
+        rng = np.random.default_rng([seed, shard, unit.row_group])
+        logits = (3 * rng.normal(size=(unit.rows, corpus.num_classes))).astype(np.float32)
+        yield rows.column("sample_id").to_pylist(), labels, logits, cross_entropy(logits, labels).astype(np.float32)
+
+
+def run_dump(out, corpus, split="train", teacher=TEACHER_A, overwrite=False, num_shards=1, shard_index=0,
+             stop_after=None, seed=0):
+    """The dump-teacher loop of one worker; `stop_after` k shards simulates a crash."""
+    provenance = dump_provenance(corpus, split, teacher, created_at=CREATED_AT)
+    todo = plan_dump(out, corpus, split, teacher, overwrite, num_shards=num_shards, shard_index=shard_index)
+    for k, shard in enumerate(todo):
+        if stop_after is not None and k == stop_after:
+            return None
+        write_dump_shard(out, corpus, split, shard, teacher_outputs(corpus, split, shard, seed), provenance)
+    if stop_after is not None and stop_after >= len(todo):
+        return None
+    return finalize_dump(out, corpus, split, provenance)

@@ -1,10 +1,19 @@
-"""Running `cpfd` commands in-process from tests, as a user would type them."""
+"""Running `cpfd` commands in-process from tests, as a user would type them, and checking refusals.
+
+`FAST` are the training flags every test that trains uses (one epoch of a tiny model); `MODEL` the
+same without the epochs. `refused` checks a command's refusal, `raises_one_line` a library call's.
+"""
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner, Result
 
 from cpfd.cli import cpfd
+from cpfd.storage.errors import CpfdError
+
+MODEL = ["--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
+FAST = ["--epochs", "1", *MODEL]
 
 
 def run(*args) -> Result:
@@ -26,3 +35,11 @@ def refused(*args, message: str) -> Result:
     assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
     assert message in result.output, result.output
     return result
+
+
+def raises_one_line(call, message: str, error=CpfdError) -> Exception:
+    """A library call refusing: `error` (CpfdError by default) with a one-line message matching `message`."""
+    with pytest.raises(error, match=message) as info:
+        call()
+    assert "\n" not in str(info.value), str(info.value)
+    return info.value

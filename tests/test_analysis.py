@@ -19,7 +19,7 @@ from cpfd.storage.analysis import (
     run_query,
 )
 from cpfd.storage.errors import CpfdError
-from tests.test_dump import run_dump, write_corpus
+from tests.factories import layout_corpus, run_dump
 
 
 def dump_arrays(dump_dir):
@@ -36,7 +36,7 @@ def dump_arrays(dump_dir):
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory):
     root = tmp_path_factory.mktemp("binary")
-    corpus = write_corpus(root / "corpus", n_train=61, n_eval=9)
+    corpus = layout_corpus(root / "corpus", n_train=61, n_eval=9)
     run_dump(root / "dump", corpus)
     return corpus, root / "dump", dump_arrays(root / "dump")
 
@@ -77,7 +77,7 @@ def test_teacher_view_matches_numpy(binary):
 
 
 def test_multiclass_pred_and_prob(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", n_train=20, n_eval=2, classes=("a", "b", "c"))
+    corpus = layout_corpus(tmp_path / "corpus", n_train=20, n_eval=2, classes=("a", "b", "c"))
     run_dump(tmp_path / "dump", corpus)
     a = dump_arrays(tmp_path / "dump")
     _, rows = run_query(tmp_path / "dump", "SELECT teacher_pred, teacher_prob FROM teacher ORDER BY sample_id")
@@ -105,7 +105,7 @@ def test_corpus_view_has_both_splits_and_no_frames(binary):
 
 def test_another_corpus_is_refused_for_the_corpus_view(tmp_path, binary):
     _, dump, _ = binary
-    other = write_corpus(tmp_path / "other", prefix="w")
+    other = layout_corpus(tmp_path / "other", prefix="w")
     with pytest.raises(CpfdError, match="not the dump's corpus"):
         connect(dump, other.path)
 

@@ -29,14 +29,6 @@ def test_every_command_has_help(name):
             assert param.help, f"{name} --{param.name} has no help"
 
 
-def test_commands_not_built_yet_say_so(tmp_path):
-    not_built = [n for n, c in cpfd.commands.items() if "Not built yet" in (c.help or "")]
-    for name in not_built:
-        result = CliRunner().invoke(cpfd, [name, str(tmp_path)])
-        assert result.exit_code == 1
-        assert result.output.startswith("error: ") and "not built yet" in result.output
-
-
 def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
     result = CliRunner().invoke(cpfd, ["info", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and result.output == f"error: {tmp_path / 'nothing'}: no such file or directory\n"

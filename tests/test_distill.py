@@ -19,17 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 import cpfd.pipeline.distill as distill_module
 from cpfd.storage.corpus import Corpus
 from cpfd.student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, quantiles_of, resolve_params
 from tests.factories import WEIGHTS_TOLERANCE, max_weight_difference, tiny_corpus
-from tests.invoke import ok, run
+from tests.invoke import FAST, MODEL, ok, run
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = ["--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
-FAST = ["--epochs", "1", *MODEL]
 
 
 def training_record(folder) -> dict:
@@ -241,7 +238,7 @@ REFUSALS = {
                                  "--alpha-low", "0.9"], "alpha_high must be >= alpha_low"),
     "a negative beta": (["{corpus}", "{dump}", "--mapping", "tanh", "--beta", "-1"], "beta must be >= 0"),
     "temperature 0": (["{corpus}", "{dump}", "--mapping", "constant", "--temperature", "0"],
-                      "--temperature must be positive"),
+                      "--temperature must be a positive finite number"),
 }
 
 

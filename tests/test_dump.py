@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpfd.storage.atomic import temp_path_for
-from cpfd.storage.corpus import Corpus, CorpusWriter, hash_ids, hash_labels
+from cpfd.storage.corpus import hash_ids, hash_labels
 from cpfd.storage.dump import (
     DIGESTS_KEY,
     DUMP_MANIFEST,
@@ -25,62 +25,8 @@ from cpfd.storage.dump import (
 )
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.schema import DUMP_SCHEMA_VERSION, dump_schema
-
-CREATED_AT = "2024-10-21T00:00:00+00:00"  # fixed, so two runs write byte-identical files
-TEACHER_A = {"dir": "/models/teacher-a", "weights_sha256": "a" * 64, "config": {"hidden": 32}}
-TEACHER_B = {"dir": "/models/teacher-b", "weights_sha256": "b" * 64, "config": {"hidden": 32}}
-
-
-def write_corpus(out, n_train=23, n_eval=8, prefix="v", classes=("neg", "pos"), relabel=()) -> Corpus:
-    """A tabular corpus: train shards of 7, 7, 7, 2 rows in row groups of 3, 3, 1 (and 2).
-
-    Rows listed in `relabel` get the next class: the same ids (and fingerprint), other labels."""
-    with CorpusWriter(
-        out, task="t", classes=list(classes), frames_per_video=0, image_size=0, has_text=False,
-        privileged_features=["reports"], features=["duration"], rows_per_shard=7, row_group_rows=3,
-    ) as w:
-        for i in range(n_train + n_eval):
-            row = {
-                "sample_id": f"{prefix}{i:04d}", "label": (i * 7 + (i in relabel)) % len(classes),
-                "title": "", "ocr_text": "",
-                "frames": [], "privileged": [float(i)], "features": [0.5 * i],
-            }
-            w.add("train" if i < n_train else "eval", row)
-    return Corpus(out)
-
-
-def cross_entropy(logits, labels):
-    x = logits.astype(np.float64)
-    log_softmax = x - x.max(1, keepdims=True)
-    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
-    return -log_softmax[np.arange(len(x)), labels]
-
-
-def teacher_outputs(corpus, split, shard, seed=0):
-    """What a teacher would hand the writer: one tuple per row group of the corpus shard."""
-    for unit in corpus.work_units(split):
-        if unit.shard != shard:
-            continue
-        rows = corpus.read_unit(unit, ["sample_id", "label"])
-        labels = rows.column("label").to_numpy()
-        rng = np.random.default_rng([seed, shard, unit.row_group])
-        logits = (3 * rng.normal(size=(unit.rows, corpus.num_classes))).astype(np.float32)
-        yield rows.column("sample_id").to_pylist(), labels, logits, cross_entropy(logits, labels).astype(np.float32)
-
-
-def run_dump(out, corpus, split="train", teacher=TEACHER_A, overwrite=False, num_shards=1, shard_index=0,
-             stop_after=None, seed=0):
-    """The dump-teacher loop of one worker; `stop_after` k shards simulates a crash."""
-    provenance = dump_provenance(corpus, split, teacher, created_at=CREATED_AT)
-    todo = plan_dump(out, corpus, split, teacher, overwrite, num_shards=num_shards, shard_index=shard_index)
-    for k, shard in enumerate(todo):
-        if stop_after is not None and k == stop_after:
-            return None
-        write_dump_shard(out, corpus, split, shard, teacher_outputs(corpus, split, shard, seed), provenance)
-    if stop_after is not None and stop_after >= len(todo):
-        return None
-    return finalize_dump(out, corpus, split, provenance)
-
+from tests.factories import CREATED_AT, TEACHER_A, TEACHER_B, cross_entropy, layout_corpus, run_dump, teacher_outputs
+from tests.invoke import raises_one_line
 
 def snapshot(folder: Path) -> dict:
     return {p.name: file_sha256(p) for p in sorted(folder.iterdir())}
@@ -88,7 +34,7 @@ def snapshot(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("c") / "corpus")
+    return layout_corpus(tmp_path_factory.mktemp("c") / "corpus")
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +215,7 @@ def test_another_teachers_dump_is_refused_unless_overwrite(tmp_path, corpus, ref
 
 
 def test_another_corpus_or_split_is_refused_unless_overwrite(tmp_path, corpus, reference):
-    other = write_corpus(tmp_path / "other", prefix="w")
+    other = layout_corpus(tmp_path / "other", prefix="w")
     with pytest.raises(CpfdError, match="finished dump of another corpus"):
         plan_dump(reference, other, "train", TEACHER_A)
     with pytest.raises(CpfdError, match="finished dump of another split \\(train, this one eval\\)"):
@@ -389,57 +335,51 @@ def dump_copy(tmp_path, corpus, reference):
     return out
 
 
-def refused(call, message):
-    with pytest.raises(CpfdError, match=message) as info:
-        call()
-    assert "\n" not in str(info.value)
-
-
 def test_dump_of_another_corpus_is_refused(tmp_path, reference):
-    other = write_corpus(tmp_path / "other", prefix="w")
-    refused(lambda: open_dump(reference, other), "dump of another corpus \\(fingerprint")
+    other = layout_corpus(tmp_path / "other", prefix="w")
+    raises_one_line(lambda: open_dump(reference, other), "dump of another corpus \\(fingerprint")
 
 
 def test_dump_of_another_split_is_refused(corpus, reference):
-    refused(lambda: open_dump(reference, corpus, split="eval"), "dump of the train split, the eval split was asked for")
+    raises_one_line(lambda: open_dump(reference, corpus, split="eval"), "dump of the train split, the eval split was asked for")
     dump = open_dump(reference, corpus)
-    refused(lambda: dump.read(corpus.work_units("eval")[0]), "asked for a row group of eval")
+    raises_one_line(lambda: dump.read(corpus.work_units("eval")[0]), "asked for a row group of eval")
 
 
 def test_missing_manifest_means_unfinished(dump_copy, corpus):
     (dump_copy / DUMP_MANIFEST).unlink()
-    refused(lambda: open_dump(dump_copy, corpus), "no _manifest.json \\(not a teacher dump, or an unfinished one")
+    raises_one_line(lambda: open_dump(dump_copy, corpus), "no _manifest.json \\(not a teacher dump, or an unfinished one")
 
 
 def test_missing_shard_is_refused(dump_copy, corpus):
     (dump_copy / "part-00001.parquet").unlink()
-    refused(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: shard listed in _manifest.json is missing")
+    raises_one_line(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: shard listed in _manifest.json is missing")
 
 
 def test_truncated_shard_is_refused(dump_copy, corpus):
     rewrite_shard(dump_copy / "part-00002.parquet", lambda t: t.slice(0, 5))
-    refused(lambda: open_dump(dump_copy, corpus), "part-00002.parquet: holds 5 rows, the corpus shard has 7")
+    raises_one_line(lambda: open_dump(dump_copy, corpus), "part-00002.parquet: holds 5 rows, the corpus shard has 7")
     data = (dump_copy / "part-00001.parquet").read_bytes()
     (dump_copy / "part-00001.parquet").write_bytes(data[: len(data) // 2])
-    refused(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: not a readable Parquet file")
+    raises_one_line(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: not a readable Parquet file")
 
 
 def test_an_id_that_differs_is_refused_at_open(dump_copy, corpus):
     # Other rows than the corpus shard's, with the digests a writer would record for them.
     rewrite_shard(dump_copy / "part-00001.parquet", lambda t: set_value(t, "sample_id", 4, "intruder"), digests="recompute")
-    refused(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: its sample_ids differ from the corpus shard's \\(ids sha256")
+    raises_one_line(lambda: open_dump(dump_copy, corpus), "part-00001.parquet: its sample_ids differ from the corpus shard's \\(ids sha256")
 
 
 def test_a_relabelled_corpus_is_refused_at_open_and_by_dump_teacher(tmp_path, corpus, reference, dump_copy):
     # Same ids, so the same fingerprint: only the label digests tell the dump is stale.
-    relabelled = write_corpus(tmp_path / "relabelled", relabel={9})
+    relabelled = layout_corpus(tmp_path / "relabelled", relabel={9})
     assert relabelled.fingerprint == corpus.fingerprint
     stale = "part-00001.parquet: its labels differ from the corpus shard's .* relabelled after the teacher ran"
-    refused(lambda: open_dump(reference, relabelled), stale)
+    raises_one_line(lambda: open_dump(reference, relabelled), stale)
     # dump-teacher does not call the stale dump finished, nor keep its stale shards when resuming
-    refused(lambda: run_dump(dump_copy, relabelled), "holds a finished dump whose labels differ from corpus train/part-00001.parquet")
+    raises_one_line(lambda: run_dump(dump_copy, relabelled), "holds a finished dump whose labels differ from corpus train/part-00001.parquet")
     (dump_copy / DUMP_MANIFEST).unlink()
-    refused(lambda: run_dump(dump_copy, relabelled), stale + "; delete it or pass --overwrite")
+    raises_one_line(lambda: run_dump(dump_copy, relabelled), stale + "; delete it or pass --overwrite")
     assert run_dump(dump_copy, relabelled, overwrite=True) is True
     open_dump(dump_copy, relabelled).verify()
 
@@ -448,7 +388,7 @@ def test_a_shard_of_another_dump_is_refused_at_open(tmp_path, corpus, dump_copy)
     other = tmp_path / "other"
     assert run_dump(other, corpus, teacher=TEACHER_B) is True
     (dump_copy / "part-00002.parquet").write_bytes((other / "part-00002.parquet").read_bytes())
-    refused(lambda: open_dump(dump_copy, corpus), "part-00002.parquet: a shard of another teacher .* not of the dump _manifest.json describes")
+    raises_one_line(lambda: open_dump(dump_copy, corpus), "part-00002.parquet: a shard of another teacher .* not of the dump _manifest.json describes")
 
 
 def test_a_shard_edited_behind_cpfds_back_is_found_by_verify(dump_copy, corpus):
@@ -456,12 +396,12 @@ def test_a_shard_edited_behind_cpfds_back_is_found_by_verify(dump_copy, corpus):
     file = dump_copy / "part-00001.parquet"
     rewrite_shard(file, lambda t: set_value(t, "sample_id", 4, "intruder"), digests="keep")
     open_dump(dump_copy, corpus)
-    refused(lambda: open_dump(dump_copy, corpus).verify(), "part-00001.parquet: sha256 differs from _manifest.json")
+    raises_one_line(lambda: open_dump(dump_copy, corpus).verify(), "part-00001.parquet: sha256 differs from _manifest.json")
     # With the manifest's sha256 edited to match, the columns themselves give it away.
     manifest = json.loads((dump_copy / DUMP_MANIFEST).read_text())
     manifest["shards"][1]["sha256"] = file_sha256(file)
     (dump_copy / DUMP_MANIFEST).write_text(json.dumps(manifest))
-    refused(
+    raises_one_line(
         lambda: open_dump(dump_copy, corpus).verify(),
         "part-00001.parquet: sample_id of row 4 is 'intruder', corpus train/part-00001.parquet has 'v0011'",
     )
@@ -474,8 +414,8 @@ def test_without_digests_ids_and_labels_are_compared_on_first_touch(dump_copy, c
     dump = open_dump(dump_copy, corpus)  # opening reads footers only
     units = corpus.work_units("train")
     dump.read(units[6])  # shard 2 is fine
-    refused(lambda: dump.read(units[3]), "part-00001.parquet: sample_id of row 4 is 'intruder', corpus train/part-00001.parquet has 'v0011'")
-    refused(lambda: dump.read(units[0]), "part-00000.parquet: label of row 2 is")
+    raises_one_line(lambda: dump.read(units[3]), "part-00001.parquet: sample_id of row 4 is 'intruder', corpus train/part-00001.parquet has 'v0011'")
+    raises_one_line(lambda: dump.read(units[0]), "part-00000.parquet: label of row 2 is")
 
 
 def test_shards_record_the_digests_of_their_corpus_shard(corpus, reference):
@@ -493,14 +433,26 @@ def test_shards_record_the_digests_of_their_corpus_shard(corpus, reference):
         assert (footer["ids_sha256"], footer["labels_sha256"]) == (ids_sha256, labels_sha256)
 
 
-def test_nan_logits_and_inf_loss_are_refused(dump_copy, corpus):
-    rewrite_shard(dump_copy / "part-00000.parquet", lambda t: set_value(t, "logits", 4, float("nan")))
-    rewrite_shard(dump_copy / "part-00002.parquet", lambda t: set_value(t, "teacher_loss", 0, float("inf")))
+def with_manifest_sha256(dump_dir: Path) -> None:
+    """Record the shards' current sha256 in the manifest: an edit that also updated the manifest."""
+    manifest = json.loads((dump_dir / DUMP_MANIFEST).read_text())
+    for entry in manifest["shards"]:
+        entry["sha256"] = file_sha256(dump_dir / entry["file"])
+    (dump_dir / DUMP_MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("column, shard, message", [
+    ("logits", "part-00000.parquet", "part-00000.parquet: logits hold NaN or inf in row group 1"),
+    ("teacher_loss", "part-00002.parquet", "part-00002.parquet: teacher_loss holds NaN or inf in row group 0"),
+])
+def test_nan_logits_and_inf_loss_are_refused_by_verify(dump_copy, corpus, column, shard, message):
+    # verify() proves every value finite once (distill runs it before training); streaming then
+    # reads the values without checking them again
+    row = 4 if column == "logits" else 0
+    rewrite_shard(dump_copy / shard, lambda t: set_value(t, column, row, float("nan" if column == "logits" else "inf")))
+    with_manifest_sha256(dump_copy)
     dump = open_dump(dump_copy, corpus)
-    units = corpus.work_units("train")
-    dump.read(units[0])  # row group 0 of shard 0 holds finite values
-    refused(lambda: dump.read(units[1]), "part-00000.parquet: logits hold NaN or inf in row group 1")
-    refused(lambda: dump.read(units[6]), "part-00002.parquet: teacher_loss holds NaN or inf in row group 0")
+    raises_one_line(dump.verify, message)
 
 
 def test_describe_dump(corpus, reference):

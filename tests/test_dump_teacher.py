@@ -23,9 +23,8 @@ from cpfd.pipeline.stages import load_model
 from cpfd.pipeline.train import autocast, resolve_device
 from cpfd.storage.atomic import temp_path_for
 from tests.factories import tiny_corpus
-from tests.invoke import ok, refused, run
+from tests.invoke import FAST, ok, refused, run
 
-FAST = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
 
 
 def sha256(path) -> str:

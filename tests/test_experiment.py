@@ -5,16 +5,15 @@ import json
 import pytest
 
 from tests.factories import tiny_corpus
-from tests.invoke import run
+from tests.invoke import FAST, run
 
-SMALL = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "run"
     result = run("experiment", "--out", out, "--preset", "task4", "--train-samples", "96", "--eval-samples", "64",
-                 "--mappings", "threshold,exp-decay", "--temperatures", "1,2", *SMALL)
+                 "--mappings", "threshold,exp-decay", "--temperatures", "1,2", *FAST)
     assert result.exit_code == 0, result.output
     return out
 
@@ -62,7 +61,7 @@ def test_rerun_reuses_finished_steps(experiment):
     record = experiment / "seed-0" / "teacher" / "training.json"
     before = record.stat().st_mtime_ns
     result = run("experiment", "--out", experiment, "--preset", "task4", "--train-samples", "96", "--eval-samples", "64",
-                 "--mappings", "threshold,exp-decay", "--temperatures", "1,2", *SMALL)
+                 "--mappings", "threshold,exp-decay", "--temperatures", "1,2", *FAST)
     assert result.exit_code == 0, result.output
     assert record.stat().st_mtime_ns == before
 
@@ -71,7 +70,7 @@ def test_a_users_tabular_corpus(tmp_path):
     corpus = tiny_corpus(tmp_path / "tabular", frames=False, text=False, n_train=80, n_eval=48)
     out = tmp_path / "run"
     result = run("experiment", "--out", out, "--corpus", corpus.path, "--mappings", "neg-sigmoid",
-                 "--primary-mapping", "neg-sigmoid", "--no-matched-pfd", *SMALL)
+                 "--primary-mapping", "neg-sigmoid", "--no-matched-pfd", *FAST)
     assert result.exit_code == 0, result.output
     assert "## Table 3" in (out / "report.md").read_text()
     assert not (out / "corpus").exists()  # the user's corpus is used where it is
@@ -83,12 +82,12 @@ def test_bad_options_are_one_line_errors(tmp_path):
     result = run("experiment", "--out", tmp_path / "x", "--temperatures", "1,abc")
     assert result.exit_code == 2
     plain = tiny_corpus(tmp_path / "plain", privileged=False)
-    result = run("experiment", "--out", tmp_path / "y", "--corpus", plain.path, *SMALL)
+    result = run("experiment", "--out", tmp_path / "y", "--corpus", plain.path, *FAST)
     assert result.exit_code == 1 and "no privileged features" in result.output
 
 
 def test_rerun_with_other_settings_is_refused(experiment):
     result = run("experiment", "--out", experiment, "--preset", "task4", "--train-samples", "96", "--eval-samples", "64",
-                 "--mappings", "threshold,exp-decay", *SMALL, "--epochs", "2")
+                 "--mappings", "threshold,exp-decay", *FAST, "--epochs", "2")
     assert result.exit_code == 1 and "holds an experiment run with other settings" in result.output
     assert "train_options" in result.output

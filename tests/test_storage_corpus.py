@@ -16,20 +16,9 @@ import pytest
 from cpfd.storage.corpus import CORPUS_JSON, Corpus, CorpusWriter, hash_ids, hash_labels
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.schema import CORPUS_SCHEMA, SCHEMA_VERSION
+from tests.factories import make_row
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_row(i: int, n_priv: int = 2) -> dict:
-    return {
-        "sample_id": f"v{i:05d}",
-        "label": i % 2,
-        "title": f"title {i}",
-        "ocr_text": "" if i % 3 else f"ocr {i}",
-        "frames": [bytes([i % 256, 1, 2]), bytes([3, 4])],
-        "privileged": [float(i), float("nan")][:n_priv],
-        "features": [0.5 * i],
-    }
 
 
 def write_corpus(out, n_train=25, n_eval=7, **kw):
@@ -110,8 +99,7 @@ def test_kill_9_mid_write_leaves_no_corpus_and_a_rerun_finishes(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
         from cpfd.storage.corpus import CorpusWriter
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_storage_corpus import make_row
+        from tests.factories import make_row
         w = CorpusWriter({str(out)!r}, task="t", classes=["a", "b"], frames_per_video=2, image_size=8,
                          has_text=True, privileged_features=["p", "q"], features=["d"],
                          rows_per_shard=6, row_group_rows=2)

@@ -7,15 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 from cpfd.pipeline.metrics import classification_metrics
 from cpfd.storage.corpus import Corpus
 from tests.factories import WEIGHTS_TOLERANCE, max_weight_difference, tiny_corpus
-from tests.invoke import ok, run
-
-FAST = ["--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--quiet"]
-
+from tests.invoke import FAST, ok, refused, run
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -217,3 +213,79 @@ def test_resume_refuses_changed_options_and_missing_checkpoints(corpus, student,
     assert result.exit_code == 1 and "no checkpoint.safetensors to resume from" in result.output
     result = run("train-student", corpus.path, "--out", student, *FAST, "--epochs", "2", "--lr", "0.1", "--resume")
     assert result.exit_code == 1 and "lr was" in result.output
+
+
+def export_manifest(corpus, split: str, folder):
+    """The split's rows as a serving manifest: frames written out as PNG (lossless), text, features."""
+    import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for table in corpus.iter_batches(split, ["sample_id", "title", "ocr_text", "frames", "features"]):
+        for row in table.to_pylist():
+            frames = []
+            for k, data in enumerate(row["frames"]):
+                name = f"{row['sample_id']}-{k}.png"
+                Image.open(io.BytesIO(data)).save(folder / name)
+                frames.append(name)
+            lines.append(json.dumps({"id": row["sample_id"], "frames": frames, "title": row["title"],
+                                     "ocr_text": row["ocr_text"],
+                                     "features": dict(zip(corpus.features, row["features"]))}))
+    (folder / "serve.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "serve.jsonl"
+
+
+def logits_of(path) -> np.ndarray:
+    return np.array(pq.read_table(path, columns=["logits"]).column(0).to_pylist(), dtype=np.float64)
+
+
+def test_evaluate_predict_and_the_dump_score_alike(corpus, student, teacher, tmp_path):
+    # One scoring path: the same rows and model give the same logits through every command
+    # (within float32 rounding: the batches differ, docs/method.md "What repeats exactly").
+    ok("evaluate", student, corpus.path, "--out", tmp_path / "eval.parquet", "--batch-size", "7", "--quiet")
+    manifest = export_manifest(corpus, "eval", tmp_path / "serve")
+    ok("predict", student, manifest, "--out", tmp_path / "pred.parquet", "--batch-size", "5", "--quiet")
+    assert np.abs(logits_of(tmp_path / "eval.parquet") - logits_of(tmp_path / "pred.parquet")).max() < 1e-4
+
+    ok("evaluate", teacher, corpus.path, "--split", "train", "--out", tmp_path / "teacher.parquet", "--quiet")
+    ok("dump-teacher", teacher, corpus.path, "--out", tmp_path / "dump", "--batch-size", "11", "--quiet")
+    dumped = np.concatenate([logits_of(f) for f in sorted((tmp_path / "dump").glob("part-*.parquet"))])
+    assert np.abs(logits_of(tmp_path / "teacher.parquet") - dumped).max() < 1e-4
+
+
+def test_scoring_gives_back_the_mode_it_found(student, corpus):
+    from cpfd.pipeline.data import make_loader
+    from cpfd.pipeline.scoring import resolve_device, score_batches
+    from cpfd.pipeline.stages import dataset_for, load_model
+
+    model, tokenizer = load_model(student)
+    batches = list(make_loader(dataset_for(model, corpus, "eval", tokenizer, 16)))
+    for mode in (True, False):
+        model.train(mode)
+        labels, logits = score_batches(model, batches, resolve_device("cpu"))
+        assert model.training is mode and logits.shape == (48, 2) and torch.is_grad_enabled()  # both given back
+        again = score_batches(model, batches, resolve_device("cpu"))[1]
+        assert np.abs(logits - again).max() < 1e-5  # eval mode inside: dropout never applies
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--hidden-size", "50", "--num-heads", "4"], "--hidden-size 50 is not divisible by --num-heads 4"),
+    (["--patch-size", "32"], "--patch-size 32 is larger than the corpus's frames (16 px)"),
+    (["--hidden-size", "100000"], "--hidden-size 100000 is above the largest cpfd builds"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--warmup-ratio", "nan"], "--warmup-ratio must be a finite number"),
+])
+def test_options_that_cannot_work_together_are_one_line_errors(corpus, tmp_path, options, message):
+    refused("train-student", corpus.path, "--out", tmp_path / "s", *FAST, *options, message=message)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_vision_backbone_that_cannot_take_the_frames_is_a_one_line_error(corpus, tmp_path):
+    from transformers import YolosConfig, YolosModel
+
+    folder = tmp_path / "yolos"  # made for 32 x 48 images; YOLOS cannot interpolate to 16 px frames
+    YolosModel(YolosConfig(image_size=[32, 48], patch_size=8, hidden_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=64, num_detection_tokens=2)).save_pretrained(folder)
+    refused("train-student", corpus.path, "--out", tmp_path / "s", *FAST, "--vision-model", folder,
+            message="--vision-model")
