@@ -11,12 +11,16 @@ pipeline turns stored frames back into pixels with `decode_frames`.
 
 Images are read with Pillow: EXIF orientation applied, converted to RGB, resized (aspect ratio
 not kept: the model's input is square) and re-encoded as PNG, so every stored frame has one
-size, one mode and one codec whatever the source was.
+size, one mode and one codec whatever the source was. A source frame may have at most
+MAX_FRAME_PIXELS pixels; `check_image` reads only the header to check that (pass 1 of
+`cpfd import` runs it on every frame it will decode), and `load_image` checks again before
+decoding. No Pillow warning reaches the user: a frame either decodes or raises ImageError.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +31,11 @@ from cpfd.storage.errors import CpfdError
 
 # What Pillow raises for files it cannot identify or decode (truncated, corrupt, not an image).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+# The largest source frame, in pixels (width x height), checked from the header before decoding.
+# 8K UHD (7680 x 4320, 33.2 Mpx) fits; one RGB decode stays under 120 MB. Pillow's own check
+# (warn at 89 Mpx, refuse at 179 Mpx) never gets a say: ours is lower, and its warning is silenced.
+MAX_FRAME_PIXELS = 40_000_000
 
 
 class ImageError(CpfdError):
@@ -57,28 +66,62 @@ def select_frames(n_available: int, frames_per_video: int) -> list[int]:
     return [(i * span + steps // 2) // steps for i in range(frames_per_video)]
 
 
-def load_image(path: str | Path, image_size: int) -> Image.Image:
-    """One image file as an RGB `image_size` x `image_size` Pillow image.
+def _too_large(width: int, height: int) -> str:
+    return f"is {width} x {height} = {width * height:,} pixels; the limit for a frame is {MAX_FRAME_PIXELS:,}"
 
-    Raises ImageError (a CpfdError) naming the file if it is missing or not a decodable image.
-    """
-    path = Path(path)
+
+def _read(path: Path, image_size: int | None):
+    """The header's (width, height) if `image_size` is None, else the decoded RGB image.
+
+    Every failure becomes ImageError naming the file; every warning is dropped (Pillow's
+    DecompressionBombWarning, "possibly corrupt EXIF data", palette transparency: the image
+    either passes the checks here or is refused)."""
     try:
-        with Image.open(path) as img:
-            # JPEG only: let the decoder downscale by 1/2..1/8 while staying >= the target size,
-            # several times faster on full-size video frames than decoding every pixel.
-            img.draft("RGB", (image_size, image_size))
-            img.load()  # decode now: Image.open only reads the header
-            img = ImageOps.exif_transpose(img)
-            img = img.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:  # reads the header only
+                width, height = img.size
+                if width * height > MAX_FRAME_PIXELS:
+                    raise ImageError(path, _too_large(width, height))
+                if image_size is None:
+                    return width, height
+                # JPEG only: let the decoder downscale by 1/2..1/8 while staying >= the target size,
+                # several times faster on full-size video frames than decoding every pixel.
+                img.draft("RGB", (image_size, image_size))
+                img.load()  # decode now
+                img = ImageOps.exif_transpose(img)
+                return img.convert("RGB")
     except FileNotFoundError:
         raise ImageError(path, "does not exist") from None
     except IsADirectoryError:
         raise ImageError(path, "is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(path, "is not a readable image (not a format Pillow knows)") from None
+    except Image.DecompressionBombError:
+        # Over twice Pillow's limit, refused inside Image.open before we see the size.
+        raise ImageError(path, f"has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the limit for a frame "
+                               f"is {MAX_FRAME_PIXELS:,}") from None
     except _DECODE_ERRORS as e:
         raise ImageError(path, f"is not a readable image ({e})") from None
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """Read only the header of an image file; return its (width, height).
+
+    Raises ImageError (a CpfdError) naming the file if it is missing, not an image Pillow
+    knows, or larger than MAX_FRAME_PIXELS. A file that passes may still fail to decode
+    (damaged data after the header): only `load_image` finds that.
+    """
+    return _read(Path(path), None)
+
+
+def load_image(path: str | Path, image_size: int) -> Image.Image:
+    """One image file as an RGB `image_size` x `image_size` Pillow image.
+
+    Raises ImageError (a CpfdError) naming the file if it is missing, not a decodable image,
+    or larger than MAX_FRAME_PIXELS (checked from the header, before decoding).
+    """
+    img = _read(Path(path), image_size)
     if img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return img

@@ -16,8 +16,11 @@ the two-pass import:
     pass 2  stream the lines again, load and resize frames, write rows with CorpusWriter
 
 Every mistake in the input raises CpfdError(f"{manifest}:{line}: <problem>"): one line a user
-can act on. Because pass 2 runs inside `with CorpusWriter(...)`, an error there (an image that
-does not decode) leaves no corpus.json behind.
+can act on. Pass 1 refuses every value pass 2 could fail to store: strings UTF-8 cannot encode
+(JSON lone surrogates such as "\ud83d"), numbers that do not fit their column, and anything over
+the size limits below (docs/formats.md, "Limits"); it also opens the header of every frame pass 2
+will decode. Because pass 2 runs inside `with CorpusWriter(...)`, an error there (an image whose
+data is damaged past its header) leaves no corpus.json behind.
 """
 
 from __future__ import annotations
@@ -36,14 +39,29 @@ from tqdm import tqdm
 
 from cpfd.storage.corpus import CORPUS_JSON, CorpusWriter
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.images import ImageError, load_frames
+from cpfd.storage.images import ImageError, check_image, load_frames, select_frames
 
 FIELDS = ("id", "frames", "title", "ocr_text", "privileged", "features", "label", "split")
 
 # The kinds of input a line can carry; every line of one manifest carries the same kinds.
 KINDS = ("frames", "text", "features", "privileged")
 
-_FLOAT32_MAX = 3.4028234663852886e38
+# A float64 rounds to a finite float32 below this (float32's max plus half a unit in the last
+# place, 2**128 - 2**103); from here up Arrow silently stores inf.
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
+# Limits (docs/formats.md, "Limits"). Each stops one line or one option from making pass 2 or
+# training allocate gigabytes; all are far above what a real manifest holds. Sizes are UTF-8 bytes.
+MAX_LINE_BYTES = 16 * 2**20  # one manifest line, without its newline
+MAX_NAME_BYTES = 1024  # id, a string label, a feature name, a class name, the task name
+MAX_TEXT_BYTES = 2**20  # title, ocr_text
+MAX_PATH_BYTES = 4096  # one frame path (Linux's PATH_MAX)
+MAX_FRAMES = 10_000  # frame paths listed on one line (5.5 minutes of video at 30 fps)
+MAX_CLASSES = 10_000  # classes of a corpus, so class indices 0..9999 (they are stored as int32)
+MAX_FEATURES = 10_000  # distinct names in `privileged`, and separately in `features`
+MAX_FRAMES_PER_VIDEO = 256  # --frames-per-video (the CLI's range too)
+MAX_IMAGE_SIZE = 1024  # --image-size (the CLI's range too): a 1024 x 1024 RGB frame is 3 MB decoded
+_MAX_INT_DIGITS = 40  # float32's largest value has 39 digits: no field takes a longer integer
 
 
 def line_error(manifest: str | Path, line_no: int, problem: str) -> CpfdError:
@@ -60,7 +78,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     obj = {}
     for key, value in pairs:
         if key in obj:
-            raise ValueError(f"key {key!r} appears twice in one object")
+            raise ValueError(f"key {_name(key)} appears twice in one object")
         obj[key] = value
     return obj
 
@@ -69,93 +87,177 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON; write null for a missing value")
 
 
+class _TooLarge(ValueError):
+    """An integer no field can hold, refused while parsing (before Python spends time converting it)."""
+
+
+def _parse_int(digits: str) -> int:
+    n = len(digits.lstrip("-"))
+    if n > _MAX_INT_DIGITS:
+        raise _TooLarge(f"integer {digits[:20]}... has {n:,} digits, too large for any field")
+    return int(digits)
+
+
+def _show(value, limit: int = 60) -> str:
+    """`value` for an error message: one line of ASCII, about `limit` characters at most.
+
+    JSON-encoded (lone surrogates and newlines escaped); a long string is cut, and a list or
+    object is not spelt out (it may be a megabyte, or nested 900 levels deep)."""
+    if isinstance(value, list):
+        return f"a list of {len(value):,} item(s)" if value else "[]"
+    if isinstance(value, dict):
+        return f"an object of {len(value):,} key(s)" if value else "{}"
+    if isinstance(value, str) and len(value) > limit:
+        return json.dumps(value[:limit])[:-1] + f'..." ({len(value):,} characters)'
+    return json.dumps(value)
+
+
+def _name(text: str, limit: int = 60) -> str:
+    """A name (id, key, label) for an error message: repr, cut after `limit` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
+def _check_string(text: str, what: str, limit: int, err) -> None:
+    """`text` must be storable: UTF-8 encodable (a JSON escape such as "\\ud83d" gives a lone
+    surrogate, which Arrow and every file format refuse) and at most `limit` bytes of UTF-8."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise err(
+            f"{what} is not valid Unicode: lone surrogate \\u{ord(text[e.start]):04x} at character {e.start + 1} "
+            f"(a surrogate must be half of a pair)"
+        ) from None
+    if size > limit:
+        raise err(f"{what} is {size:,} bytes of UTF-8; the limit is {limit:,}")
+
+
 def _number_map(value, name: str, err) -> dict[str, float | None] | None:
     """`privileged` / `features`: an object of name -> finite number or null, or null."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise err(f"{name} must be an object of name -> number, got {type(value).__name__}")
+    if len(value) > MAX_FEATURES:
+        raise err(f"{name} has {len(value):,} names; the limit is {MAX_FEATURES:,}")
     out = {}
     for key, v in value.items():
         if key == "":
             raise err(f"{name} has an empty feature name")
+        _check_string(key, f"{name} name {_name(key)}", MAX_NAME_BYTES, err)
         if v is None:
             out[key] = None
             continue
         # bool is an int subclass in Python, but `true` is not a number in a manifest.
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise err(f"{name} {key!r} is not a number: {json.dumps(v)}")
+            raise err(f"{name} {key!r} is not a number: {_show(v)}")
         try:
             x = float(v)
         except OverflowError:
             x = math.inf
-        if not math.isfinite(x) or abs(x) > _FLOAT32_MAX:
-            raise err(f"{name} {key!r} = {v} does not fit in float32")
+        if not abs(x) < _FLOAT32_OVERFLOW:  # also catches inf and nan
+            raise err(f"{name} {key!r} = {_show(v)} does not fit in float32")
         out[key] = x
     return out
 
 
 def _text(value, name: str, err) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise err(f"{name} must be a string, got {type(value).__name__}")
+    _check_string(value, name, MAX_TEXT_BYTES, err)
+    return value
+
+
+def _frames(value, err) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise err("frames must be a non-empty list of image paths (leave it out for no frames)")
+    if len(value) > MAX_FRAMES:
+        raise err(f"frames lists {len(value):,} files; the limit is {MAX_FRAMES:,} per video")
+    for f in value:
+        if not isinstance(f, str) or not f:
+            raise err(f"frames must hold paths (non-empty strings), got {_show(f)}")
+        _check_string(f, f"frame path {_name(f)}", MAX_PATH_BYTES, err)
+        if "\0" in f:
+            raise err(f"frame path {_name(f)} holds a NUL character, which no file name can")
+    return value
+
+
+def _label(value, require_label: bool, err) -> int | str | None:
+    if value is None:
+        if require_label:
+            raise err("missing label")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise err(f"label must be a class index or a class name, got {_show(value)}")
+    if isinstance(value, int):
+        if value < 0:
+            raise err(f"label {value} out of range (class indices start at 0)")
+        if value >= MAX_CLASSES:
+            raise err(f"label {value} out of range: a corpus holds at most {MAX_CLASSES:,} classes "
+                      f"(0..{MAX_CLASSES - 1})")
         return value
-    raise err(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise err("label is an empty string")
+    _check_string(value, f"label {_name(value)}", MAX_NAME_BYTES, err)
+    return value
 
 
-def parse_line(text: str, line_no: int, manifest_path: str | Path, *, require_label: bool = True) -> dict:
+def parse_line(text: str | bytes, line_no: int, manifest_path: str | Path, *, require_label: bool = True) -> dict:
     """Validate one non-blank manifest line; return it as a record.
 
+    `text` is the line as str, or as bytes read from the file (UTF-8; a BOM is allowed on line 1).
     The record has every key of FIELDS plus `line` and `kinds`; absent fields are None.
     `frames` is the list of paths as written (see `frame_paths`), `privileged` / `features`
     map name -> float or None (missing), `kinds` is the frozenset of KINDS the line carries.
+    Every value of an accepted record can be stored in a corpus (see `to_row`).
     Raises CpfdError(f"{manifest_path}:{line_no}: ...") on the first problem found.
     """
 
     def err(problem: str) -> CpfdError:
         return line_error(manifest_path, line_no, problem)
 
+    if len(text) > MAX_LINE_BYTES:  # characters <= bytes: a str this long is too long in UTF-8 too
+        raise err(f"line is longer than {MAX_LINE_BYTES:,} bytes (the limit for one line)")
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise err(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant,
+                         parse_int=_parse_int)
     except json.JSONDecodeError as e:
         raise err(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except _TooLarge as e:
+        raise err(str(e)) from None
     except ValueError as e:
         raise err(f"not valid JSON ({e})") from None
+    except RecursionError:  # Python's JSON reader stops at about 1000 levels
+        raise err("lists or objects nested too deeply to read (a manifest line nests 2 levels)") from None
     if not isinstance(obj, dict):
         raise err(f"expected a JSON object, got {type(obj).__name__}")
 
     for key in obj:
         if key not in FIELDS:
-            close = difflib.get_close_matches(key, FIELDS, n=1)
+            close = difflib.get_close_matches(key, FIELDS, n=1) if len(key) < 100 else []
             hint = f" (did you mean {close[0]!r}?)" if close else f"; expected some of {', '.join(FIELDS)}"
-            raise err(f"unknown field {key!r}{hint}")
+            raise err(f"unknown field {_name(key)}{hint}")
 
     sample_id = obj.get("id")
     if sample_id is None:
         raise err("missing id")
     if not isinstance(sample_id, str) or not sample_id:
-        raise err(f"id must be a non-empty string, got {json.dumps(sample_id)}")
+        raise err(f"id must be a non-empty string, got {_show(sample_id)}")
+    _check_string(sample_id, "id", MAX_NAME_BYTES, err)
 
-    label = obj.get("label")
-    if label is None:
-        if require_label:
-            raise err("missing label")
-    elif isinstance(label, bool) or not isinstance(label, (int, str)):
-        raise err(f"label must be a class index or a class name, got {json.dumps(label)}")
-    elif isinstance(label, int) and label < 0:
-        raise err(f"label {label} out of range (class indices start at 0)")
-    elif isinstance(label, str) and not label:
-        raise err("label is an empty string")
+    label = _label(obj.get("label"), require_label, err)
 
     split = obj.get("split")
     if split is not None and split not in ("train", "eval"):
-        raise err(f"split must be \"train\" or \"eval\", got {json.dumps(split)}")
+        raise err(f"split must be \"train\" or \"eval\", got {_show(split)}")
 
-    frames = obj.get("frames")
-    if "frames" in obj:
-        if not isinstance(frames, list) or not frames:
-            raise err("frames must be a non-empty list of image paths (leave it out for no frames)")
-        for f in frames:
-            if not isinstance(f, str) or not f:
-                raise err(f"frames must hold paths (non-empty strings), got {json.dumps(f)}")
+    frames = _frames(obj["frames"], err) if "frames" in obj else None
 
     kinds = {k for k in ("frames", "privileged", "features") if k in obj}
     if "title" in obj or "ocr_text" in obj:
@@ -176,26 +278,35 @@ def parse_line(text: str, line_no: int, manifest_path: str | Path, *, require_la
 
 def iter_manifest(manifest: str | Path, *, require_label: bool = True) -> Iterator[dict]:
     """Stream the records of a manifest, one line at a time; blank lines are skipped
-    (they still count in line numbers)."""
+    (they still count in line numbers). A line longer than MAX_LINE_BYTES is refused
+    without reading the rest of it."""
     manifest = Path(manifest)
     if not manifest.exists():
         raise CpfdError(f"{manifest}: no such manifest file")
     if manifest.is_dir():
         raise CpfdError(f"{manifest}: is a directory, not a manifest file")
     with open(manifest, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
+        line_no = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            line_no += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise line_error(manifest, line_no,
+                                 f"line is longer than {MAX_LINE_BYTES:,} bytes (the limit for one line)")
             if not raw.strip():
                 continue
-            try:
-                text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise line_error(manifest, line_no, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-            yield parse_line(text, line_no, manifest, require_label=require_label)
+            yield parse_line(raw.rstrip(b"\r\n"), line_no, manifest, require_label=require_label)
 
 
 def count_lines(manifest: str | Path) -> int:
     with open(manifest, "rb") as f:
         return sum(1 for _ in f)
+
+
+def _is_file(p: Path, as_written: str, manifest_path, line_no: int) -> bool:
+    try:
+        return p.is_file()
+    except OSError as e:  # not "no such file": a name too long, a folder we may not read
+        raise line_error(manifest_path, line_no, f"frame file {as_written!r} cannot be read ({e.strerror})") from None
 
 
 def frame_paths(record: dict, manifest_path: str | Path, *, check: bool = True) -> list[Path]:
@@ -208,9 +319,10 @@ def frame_paths(record: dict, manifest_path: str | Path, *, check: bool = True) 
     for f in record["frames"] or []:
         p = Path(f)
         p = p if p.is_absolute() else base / p
-        if check and not p.is_file():
+        if check and not _is_file(p, f, manifest_path, record["line"]):
             what = "is not a file" if p.exists() else "does not exist"
-            raise line_error(manifest_path, record["line"], f"frame file {f!r} {what} ({p})")
+            shown = str(p) if str(p).isprintable() else repr(str(p))  # a newline in a path: still one line
+            raise line_error(manifest_path, record["line"], f"frame file {f!r} {what} ({shown})")
         paths.append(p)
     return paths
 
@@ -262,16 +374,28 @@ class ManifestScan:
 
 def _check_classes(classes: Sequence[str]) -> list[str]:
     classes = [str(c) for c in classes]
-    if any(not c for c in classes):
-        raise CpfdError(f"--classes: empty class name in {','.join(classes)!r}")
+    if len(classes) > MAX_CLASSES:
+        raise CpfdError(f"--classes: {len(classes):,} classes; a corpus holds at most {MAX_CLASSES:,}")
+
+    def err(problem: str) -> CpfdError:
+        return CpfdError(f"--classes: {problem}")
+
     seen = set()
     for c in classes:
+        if not c:
+            raise err(f"empty class name in {_name(','.join(classes))}")
+        _check_string(c, f"class name {_name(c)}", MAX_NAME_BYTES, err)
         if c in seen:
-            raise CpfdError(f"--classes: class {c!r} is named twice")
+            raise err(f"class {_name(c)} is named twice")
         seen.add(c)
     if len(classes) < 2:
-        raise CpfdError(f"--classes: a corpus needs at least 2 classes, got {classes}")
+        raise err(f"a corpus needs at least 2 classes, got {classes}")
     return classes
+
+
+def _some_names(names: Sequence[str], n: int = 10) -> str:
+    shown = ", ".join(c if c.isprintable() and len(c) <= 30 else _name(c, 30) for c in names[:n])
+    return shown if len(names) <= n else f"{shown}, ... ({len(names):,} in all)"
 
 
 def scan_manifest(
@@ -280,16 +404,21 @@ def scan_manifest(
     classes: Sequence[str] | None = None,
     require_label: bool = True,
     check_frames: bool = True,
+    frames_per_video: int | None = None,
     progress: bool = False,
 ) -> ManifestScan:
     """Pass 1: validate every line and the file as a whole, streaming; writes nothing.
 
     Class names: `classes` if given (labels must be among them, or index them); else the
-    sorted set of string labels; else, for int labels, "0".."max" (at least 2 classes).
+    sorted set of string labels (at most MAX_CLASSES); else, for int labels, "0".."max" (at
+    least 2 classes). With `check_frames`, every listed frame file must exist; with
+    `frames_per_video` too, the header of each frame `select_frames` keeps is read: it must be
+    an image Pillow knows, of at most MAX_FRAME_PIXELS (what `to_row` will decode).
     """
     manifest = Path(manifest)
     if classes is not None:
         classes = _check_classes(classes)
+    class_set = set(classes or ())  # up to MAX_CLASSES names, looked up once per line
     scan = ManifestScan()
     seen_ids: dict[str, int] = {}
     priv_names: set[str] = set()
@@ -304,7 +433,7 @@ def scan_manifest(
             return line_error(manifest, line, problem)
 
         if rec["id"] in seen_ids:
-            raise err(f"duplicate id {rec['id']!r} (first on line {seen_ids[rec['id']]})")
+            raise err(f"duplicate id {_name(rec['id'])} (first on line {seen_ids[rec['id']]})")
         seen_ids[rec["id"]] = line
 
         if scan.samples == 0:
@@ -330,14 +459,26 @@ def scan_manifest(
                     raise err(f"label {label} out of range for {len(classes)} classes (0..{len(classes) - 1})")
                 scan.max_label = max(scan.max_label, label)
             else:
-                if classes is not None and label not in classes:
-                    raise err(f"unknown label {label!r}; --classes names {', '.join(classes)}")
+                if classes is not None and label not in class_set:
+                    raise err(f"unknown label {_name(label)}; --classes names {_some_names(classes)}")
+                if label not in scan.label_names and len(scan.label_names) >= MAX_CLASSES:
+                    raise err(f"label {_name(label)} is a class name beyond the first {MAX_CLASSES:,}; "
+                              f"a corpus holds at most {MAX_CLASSES:,} classes")
                 scan.label_names.add(label)
 
-        priv_names.update(rec["privileged"] or ())
-        feat_names.update(rec["features"] or ())
+        for kind, names in (("privileged", priv_names), ("features", feat_names)):
+            names.update(rec[kind] or ())
+            if len(names) > MAX_FEATURES:
+                raise err(f"{kind} brings the feature names of the manifest to {len(names):,}; "
+                          f"the limit is {MAX_FEATURES:,}")
         if check_frames:
-            frame_paths(rec, manifest)
+            paths = frame_paths(rec, manifest)
+            if frames_per_video and paths:
+                for i in sorted(set(select_frames(len(paths), frames_per_video))):
+                    try:
+                        check_image(paths[i])
+                    except ImageError as e:
+                        raise err(f"frame file {rec['frames'][i]!r} {e.reason}") from None
         scan.samples += 1
 
     if scan.samples == 0:
@@ -357,7 +498,7 @@ def scan_manifest(
         scan.classes = sorted(scan.label_names)
         if len(scan.classes) < 2:
             raise CpfdError(
-                f"{manifest}: every label is {scan.classes[0]!r}; a corpus needs at least 2 classes "
+                f"{manifest}: every label is {_name(scan.classes[0])}; a corpus needs at least 2 classes "
                 f"(name them with --classes)"
             )
     elif scan.label_kind is int:
@@ -418,23 +559,27 @@ def import_manifest(
     """`cpfd import`: manifest -> corpus directory. Returns lines_read (blank lines included),
     rows_written, train_rows, eval_rows, classes and the corpus fingerprint.
 
-    Nothing is written until the whole manifest has been validated; an existing corpus in
-    `out` is refused before reading (unless `overwrite`) and survives a manifest that fails.
+    Nothing is written until the whole manifest has been validated (pass 1 also reads the
+    header of every frame pass 2 decodes); an existing corpus in `out` is refused before reading
+    (unless `overwrite`) and survives a manifest that fails pass 1.
     """
     manifest, out = Path(manifest), Path(out)
     if not 0.0 <= eval_fraction <= 1.0:
         raise CpfdError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
-    if frames_per_video < 1:
-        raise CpfdError(f"frames_per_video must be at least 1, got {frames_per_video}")
-    if image_size < 1:
-        raise CpfdError(f"image_size must be at least 1, got {image_size}")
+    if not 1 <= frames_per_video <= MAX_FRAMES_PER_VIDEO:
+        raise CpfdError(f"frames_per_video must be in [1, {MAX_FRAMES_PER_VIDEO}], got {frames_per_video}")
+    if not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise CpfdError(f"image_size must be in [1, {MAX_IMAGE_SIZE}], got {image_size}")
+    task = task or manifest.stem
+    _check_string(task, f"task name {_name(task)}", MAX_NAME_BYTES,
+                  lambda problem: CpfdError(f"{problem} (name the task with --task)"))
     # Refuse early, touching nothing; CorpusWriter checks again (and un-finishes OUT) in pass 2.
     if out.exists() and not out.is_dir():
         raise CpfdError(f"{out} exists and is not a directory")
     if (out / CORPUS_JSON).exists() and not overwrite:
         raise CpfdError(f"{out} already holds a corpus ({CORPUS_JSON}); pass --overwrite to replace it")
 
-    scan = scan_manifest(manifest, classes=classes, progress=progress)
+    scan = scan_manifest(manifest, classes=classes, frames_per_video=frames_per_video, progress=progress)
     fpv = frames_per_video if scan.has_frames else 0
     command = ["cpfd", "import", str(manifest), str(out), "--eval-fraction", str(eval_fraction),
                "--frames-per-video", str(frames_per_video), "--image-size", str(image_size)]
@@ -445,7 +590,7 @@ def import_manifest(
     try:
         meta, rows = _write_corpus(
             manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
-            task=task or manifest.stem, rows_per_shard=rows_per_shard, overwrite=overwrite,
+            task=task, rows_per_shard=rows_per_shard, overwrite=overwrite,
             created_by=shlex.join(command), progress=progress,
         )
     except BaseException:

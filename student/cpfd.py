@@ -149,12 +149,17 @@ def _threshold(L: torch.Tensor, tau: float, alpha_high: float, alpha_low: float)
 
 
 def _neg_sigmoid(L: torch.Tensor, beta: float, center: float) -> torch.Tensor:
-    """a = 1 / (1 + exp(beta * (L - center))); 0.5 at the center. torch.sigmoid never overflows."""
+    """a = 1 / (1 + exp(beta * (L - center))); 0.5 at the center. torch.sigmoid never overflows.
+    beta 0 is 0.5 everywhere, also where L - center overflows to inf (0 * inf would be nan)."""
+    if beta == 0:
+        return torch.full_like(L, 0.5)
     return torch.sigmoid(-beta * (L - center))
 
 
 def _tanh(L: torch.Tensor, beta: float, center: float) -> torch.Tensor:
     """a = 0.5 * (tanh(-beta * (L - center)) + 1); 0.5 at the center. Equals neg-sigmoid with 2*beta."""
+    if beta == 0:  # as in _neg_sigmoid
+        return torch.full_like(L, 0.5)
     return 0.5 * (torch.tanh(-beta * (L - center)) + 1.0)
 
 
@@ -164,9 +169,11 @@ def _exp_decay(L: torch.Tensor, alpha_min: float, alpha_max: float, loss_min: fl
 
     Written as alpha_max * (alpha_min / alpha_max) ** t with t = (L - loss_min) / (loss_max - loss_min)
     clamped to [0, 1] (the same thing, since the curve is monotone), so exp never overflows for losses
-    far below loss_min; the ends are pinned to exactly alpha_max and alpha_min.
+    far below loss_min; the ends are pinned to exactly alpha_max and alpha_min. When loss_max - loss_min
+    overflows float64 (e.g. -1e308 and 1e308), t is computed from halved values (inf / inf would be nan).
     """
-    t = ((L - loss_min) / (loss_max - loss_min)).clamp(0.0, 1.0)
+    h = 0.5 if math.isinf(loss_max - loss_min) else 1.0
+    t = ((L * h - loss_min * h) / (loss_max * h - loss_min * h)).clamp(0.0, 1.0)
     a = alpha_max * torch.exp(math.log(alpha_min / alpha_max) * t)  # exactly alpha_max at t = 0
     # alpha_max * (alpha_min / alpha_max) rounds to a hair above alpha_min: pin the far end
     return torch.where(t >= 1.0, torch.full_like(a, alpha_min), a.clamp(alpha_min, alpha_max))
@@ -193,8 +200,11 @@ def alpha_from_loss(teacher_loss, mapping: str, **params):
                    clamped to [alpha_min, alpha_max]            (L <= loss_min -> alpha_max, L >= loss_max -> alpha_min)
 
     teacher_loss: any shape, e.g. (B,). A torch tensor gives a tensor on the same device, with its
-    dtype if floating (computed in at least float32), else float32. Anything else (numpy array, list,
-    float) gives a numpy array, float64 unless the input was a numpy float array of another precision.
+    dtype if floating, else float32. Computed in float64 whatever the input: the parameters are
+    float64 and may not fit float32 (a center of 1e39 or a loss range of 1e-40 would give nan);
+    threshold compares a non-float64 loss (tensor or numpy array) with tau rounded to float32. Anything else (numpy array,
+    list, float) gives a numpy array, float64 unless the input was a numpy float array of another
+    precision.
     The result carries no gradient.
     params: the mapping's parameters, see `MAPPING_PARAMS` / `validate_params`.
     Raises `CpfdParamError` (a ValueError) for bad parameters and for NaN or infinite losses.
@@ -202,13 +212,18 @@ def alpha_from_loss(teacher_loss, mapping: str, **params):
     p = validate_params(mapping, params)
     if isinstance(teacher_loss, torch.Tensor):
         out_dtype = teacher_loss.dtype if teacher_loss.is_floating_point() else torch.get_default_dtype()
-        work_dtype = torch.float64 if teacher_loss.dtype == torch.float64 else torch.float32
-        L = teacher_loss.detach().to(work_dtype)
+        if mapping == "threshold" and teacher_loss.dtype != torch.float64:
+            # compare with tau rounded to float32, as a float32 loss always was: a stored loss of
+            # float32(tau) gets alpha_low, like the float64 loss tau itself
+            p["tau"] = torch.tensor(p["tau"], dtype=torch.float32).item()
+        L = teacher_loss.detach().to(torch.float64)  # (B,) values: float64 costs nothing next to a forward pass
         _check_finite_losses(L)
         return _MAPPING_FNS[mapping](L, **p).clamp(0.0, 1.0).to(out_dtype)
 
     array = np.asarray(teacher_loss)
     out_dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.dtype(np.float64)
+    if mapping == "threshold" and np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize < 8:
+        p["tau"] = float(np.float32(p["tau"]))  # as for a float32 tensor: the dump's losses give one alpha either way
     try:
         L = torch.from_numpy(np.array(array, dtype=np.float64))  # a copy: the caller's array stays put
     except (TypeError, ValueError):
@@ -219,18 +234,19 @@ def alpha_from_loss(teacher_loss, mapping: str, **params):
 
 def alpha_function(mapping: str, **params):
     """`alpha_from_loss` with the parameters validated once, for the training step: a function from a
-    float tensor of teacher losses (B,) to alpha (B,) in [0, 1], same dtype and device.
+    float tensor of teacher losses (B,) to alpha (B,) in [0, 1], float32, on the losses' device
+    (computed in float64, like `alpha_from_loss`, so extreme parameters never give NaN).
 
     It does not check the losses for NaN (that would cost a device sync per step): a dump's
     `verify()` proves them finite before training starts.
     """
     p = validate_params(mapping, params)
     fn = _MAPPING_FNS[mapping]
+    p32 = dict(p, tau=torch.tensor(p["tau"], dtype=torch.float32).item()) if mapping == "threshold" else p
 
     def alpha(teacher_loss: torch.Tensor) -> torch.Tensor:
-        L = teacher_loss.detach()
-        L = L if L.dtype == torch.float64 else L.float()
-        return fn(L, **p).clamp(0.0, 1.0)
+        params = p if teacher_loss.dtype == torch.float64 else p32  # threshold: as alpha_from_loss rounds tau
+        return fn(teacher_loss.detach().double(), **params).clamp(0.0, 1.0).float()
 
     return alpha
 

@@ -3,6 +3,11 @@
 import hashlib
 import json
 import math
+import re
+import shutil
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +18,8 @@ from PIL import Image
 from cpfd.cli import cpfd
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.images import decode_frames, load_frames, select_frames
-from cpfd.storage.manifest import hashed_split, parse_line
+from cpfd.storage.images import check_image, decode_frames, load_frames, select_frames
+from cpfd.storage.manifest import hashed_split, import_manifest, iter_manifest, parse_line, to_row
 from cpfd.storage.schema import CORPUS_COLUMNS
 
 # Distinct solid colours, far apart, so a decoded frame says which source file it came from
@@ -356,3 +361,186 @@ def test_rows_per_shard_splits_an_import_into_shards(tmp_path):
     result = CliRunner().invoke(cpfd, ["import", str(manifest), str(tmp_path / "c"), "--rows-per-shard", "3", "--quiet"])
     assert result.exit_code == 0, result.output
     assert Corpus(tmp_path / "c").shard_rows("train") == [3, 3, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input that used to pass pass 1 and fail while writing (issue 12): every value either
+# validates or gives one `error:` line; nothing is written, an existing corpus is untouched
+# --------------------------------------------------------------------------------------------
+
+
+def png_header(path: Path, width: int, height: int) -> str:
+    """A PNG whose header says width x height, with no pixel data: the size check must come first."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path.name
+
+
+def _raw(**fields) -> str:
+    """A manifest line as JSON text; "\\ud83d" written as is (json.dumps would too, escaped)."""
+    return json.dumps({"id": "a", "title": "t", "label": 0, **fields})
+
+
+SURROGATE = "\ud83d"  # half of 😀: JSON can spell it ("\ud83d"), UTF-8 cannot encode it
+SURROGATE_MESSAGE = "is not valid Unicode: lone surrogate \\ud83d at character 1"
+
+# name: (lines of the manifest (given its folder), options, the line's problem)
+NEW_BAD_INPUTS = {
+    "surrogate id": (lambda d: [_raw(id=SURROGATE)], [], f":1: id {SURROGATE_MESSAGE}"),
+    "surrogate title": (lambda d: [_raw(), _raw(id="b", title=SURROGATE)], [], f":2: title {SURROGATE_MESSAGE}"),
+    "surrogate ocr_text": (lambda d: [_raw(ocr_text=SURROGATE)], [], f":1: ocr_text {SURROGATE_MESSAGE}"),
+    "surrogate label": (lambda d: [_raw(label="ok"), _raw(id="b", label=SURROGATE)], [],
+                        f":2: label '\\ud83d' {SURROGATE_MESSAGE}"),
+    "surrogate feature name": (lambda d: [_raw(features={SURROGATE: 1})], [],
+                               f":1: features name '\\ud83d' {SURROGATE_MESSAGE}"),
+    "surrogate privileged name": (lambda d: [_raw(privileged={"ok": 1, "x" + SURROGATE: 2})], [],
+                                  ":1: privileged name 'x\\ud83d' is not valid Unicode: lone surrogate \\ud83d "
+                                  "at character 2"),
+    "surrogate frame path": (lambda d: [_raw(frames=[SURROGATE + ".png"])], [],
+                             f":1: frame path '\\ud83d.png' {SURROGATE_MESSAGE}"),
+    "surrogate --classes name": (lambda d: [_raw()], ["--classes", f"ok,{SURROGATE}"],
+                                 f"--classes: class name '\\ud83d' {SURROGATE_MESSAGE}"),
+    "surrogate --task": (lambda d: [_raw()], ["--task", SURROGATE], f"task name '\\ud83d' {SURROGATE_MESSAGE}"),
+    "deep nesting": (lambda d: [_raw(), "[" * 100_000], [], ":2: lists or objects nested too deeply to read"),
+    "deep nesting in a field": (lambda d: ['{"id": "a", "title": ' + "[" * 100_000], [],
+                                ":1: lists or objects nested too deeply to read"),
+    "line too long": (lambda d: [_raw(title="x" * (16 * 2**20))], [], ":1: line is longer than 16,777,216 bytes"),
+    "integer too long": (lambda d: ['{"id": "a", "title": "t", "label": 1' + "0" * 5000 + "}"], [],
+                         ":1: integer 10000000000000000000... has 5,001 digits, too large for any field"),
+    "label above the class cap": (lambda d: [_raw(), _raw(id="b", label=10**12)], [],
+                                  ":2: label 1000000000000 out of range: a corpus holds at most 10,000 classes "
+                                  "(0..9999)"),
+    "label beyond int32": (lambda d: [_raw(label=2**31)], [], ":1: label 2147483648 out of range"),
+    "too many class names": (lambda d: [_raw(id=f"v{i}", label=f"c{i}") for i in range(10_001)], [],
+                             ":10001: label 'c10000' is a class name beyond the first 10,000"),
+    "feature rounds to inf in float32": (
+        lambda d: ['{"id": "a", "features": {"x": 3.4028235677973366e38}, "label": 0}'], [],
+        ":1: features 'x' = 3.4028235677973366e+38 does not fit in float32"),
+    "id too long": (lambda d: [_raw(id="é" * 513)], [], ":1: id is 1,026 bytes of UTF-8; the limit is 1,024"),
+    "title too long": (lambda d: [_raw(title="x" * (2**20 + 1))], [],
+                       ":1: title is 1,048,577 bytes of UTF-8; the limit is 1,048,576"),
+    "ocr_text too long": (lambda d: [_raw(ocr_text="\U0001F600" * 2**18 + "x")], [], ":1: ocr_text is 1,048,577 bytes"),
+    "label name too long": (lambda d: [_raw(label="c" * 1025)], [], ":1: label 'cccc"),
+    "feature name too long": (lambda d: [_raw(features={"f" * 1025: 1.0})], [], ":1: features name 'ffff"),
+    "too many feature names on a line": (lambda d: [_raw(features={f"f{i}": 0 for i in range(10_001)})], [],
+                                         ":1: features has 10,001 names; the limit is 10,000"),
+    "too many feature names in all": (
+        lambda d: [_raw(id=f"v{i}", features={f"f{i}": 0, f"g{i}": 1}) for i in range(5_001)], [],
+        ":5001: features brings the feature names of the manifest to 10,002"),
+    "too many frames": (lambda d: [_raw(frames=["f.png"] * 10_001)], [],
+                        ":1: frames lists 10,001 files; the limit is 10,000"),
+    "frame path too long": (lambda d: [_raw(frames=["d/" * 2049 + "f.png"])], [],
+                            ":1: frame path 'd/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/'... "
+                            "(4,103 characters) is 4,103 bytes"),
+    "frame path with NUL": (lambda d: [_raw(frames=["f\0.png"])], [],
+                            ":1: frame path 'f\\x00.png' holds a NUL character"),
+    "frame file name too long": (lambda d: [_raw(frames=["x" * 300 + ".png"])], [],
+                                 "cannot be read (File name too long)"),
+    # Pillow warns from 89 Mpx and refuses from 179 Mpx; the limit is 40 Mpx, checked from the header in pass 1.
+    "frame over 40 Mpx": (lambda d: [_raw(frames=[png_header(d / "big.png", 8000, 5001)])], [],
+                          ":1: frame file 'big.png' is 8000 x 5001 = 40,008,000 pixels; the limit for a frame is "
+                          "40,000,000"),
+    "frame in Pillow's warning range": (lambda d: [_raw(frames=[png_header(d / "big.png", 10_000, 10_000)])], [],
+                                        ":1: frame file 'big.png' is 10000 x 10000 = 100,000,000 pixels"),
+    "frame in Pillow's error range": (lambda d: [_raw(frames=[png_header(d / "big.png", 20_000, 10_000)])], [],
+                                      ":1: frame file 'big.png' has more than 178,956,970 pixels; the limit for a "
+                                      "frame is 40,000,000"),
+    "frame not an image, in pass 1": (lambda d: [_raw(frames=["junk.png"])], ["--frames-per-video", 1],
+                                      ":1: frame file 'junk.png' is not a readable image (not a format Pillow knows)"),
+    "too many classes named": (lambda d: [_raw()], ["--classes", ",".join(f"c{i}" for i in range(10_001))],
+                               "--classes: 10,001 classes; a corpus holds at most 10,000"),
+    "class name too long": (lambda d: [_raw()], ["--classes", "ok," + "c" * 1025], "--classes: class name 'cccc"),
+}
+
+
+@pytest.fixture(scope="module")
+def existing_corpus(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("existing")
+    manifest = write_manifest(d / "m.jsonl", [{"id": f"r{i}", "features": {"x": i}, "label": i % 2} for i in range(4)])
+    assert run("import", manifest, d / "corpus", "--quiet").exit_code == 0
+    return d / "corpus"
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("out_state", ["absent", "corpus"])
+@pytest.mark.parametrize("case", sorted(NEW_BAD_INPUTS))
+def test_values_pass_2_cannot_store_are_refused_in_pass_1(tmp_path, existing_corpus, case, out_state):
+    lines_of, options, expected = NEW_BAD_INPUTS[case]
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "junk.png").write_bytes(b"this is not a png")
+    manifest = write_manifest(d / "m.jsonl", lines_of(d))
+    out = tmp_path / "out"
+    if out_state == "corpus":
+        shutil.copytree(existing_corpus, out)
+        options = [*options, "--overwrite"]
+    before = _snapshot(out) if out.exists() else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run("import", manifest, out, "--quiet", *options)
+    assert result.exit_code == 1, result.output
+    err = result.stderr.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err[:3]
+    if expected.startswith(":"):
+        assert err[0].startswith(f"error: {manifest}{expected.split(' ')[0]} "), err[0][:300]
+    assert expected in err[0], err[0][:300]
+    assert len(err[0]) < 1_000  # a value is not echoed whole
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert [str(w.message) for w in caught] == []  # no Pillow DecompressionBombWarning, no other warning
+    if before is None:
+        assert not out.exists()
+    else:
+        assert _snapshot(out) == before
+
+
+def test_serve_path_applies_the_same_checks(tmp_path):
+    """`cpfd predict` reads with iter_manifest(require_label=False) and to_row: same line errors."""
+    png_header(tmp_path / "big.png", 10_000, 10_000)
+    manifest = write_manifest(tmp_path / "score.jsonl", [{"id": "a", "frames": ["big.png"]}, _raw(id=SURROGATE)])
+    records = iter_manifest(manifest, require_label=False)
+    rec = next(records)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CpfdError, match=rf"^{re.escape(str(manifest))}:1: frame file 'big.png' is 10000 x 10000 "):
+            to_row(rec, manifest, label=-1, frames_per_video=4, image_size=8, privileged_features=[], features=[])
+    assert caught == []
+    with pytest.raises(CpfdError, match=rf"^{re.escape(str(manifest))}:2: id {re.escape(SURROGATE_MESSAGE)}"):
+        next(records)
+
+
+def test_a_frame_at_the_pixel_limit_is_kept(tmp_path):
+    # 40,000,000 pixels exactly; a gray JPEG, because it encodes (and draft-decodes) in a blink
+    Image.new("L", (8000, 5000), 120).save(tmp_path / "f.jpg", quality=50)
+    assert check_image(tmp_path / "f.jpg") == (8000, 5000)
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "a", "frames": ["f.jpg"], "label": 0}])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run("import", manifest, tmp_path / "c", "--quiet", "--image-size", 8, "--frames-per-video", 1)
+    assert result.exit_code == 0, result.output
+    assert caught == []
+    assert (decode_frames(read_rows(Corpus(tmp_path / "c"))["a"]["frames"]) == 120).all()
+
+
+@pytest.mark.parametrize("option, value", [("frames_per_video", 257), ("frames_per_video", 0),
+                                           ("image_size", 1025), ("image_size", 10**6)])
+def test_import_manifest_refuses_absurd_sizes(tmp_path, option, value):
+    """The CLI's ranges refuse these first (exit 2); a Python caller gets the same limits."""
+    manifest = write_manifest(tmp_path / "m.jsonl", [_raw()])
+    with pytest.raises(CpfdError, match=rf"^{option} must be in \[1, \d+\], got {value}$"):
+        import_manifest(manifest, tmp_path / "out", progress=False, **{option: value})
+    assert not (tmp_path / "out").exists()
+
+
+def test_float32_limit_is_the_rounding_boundary(tmp_path):
+    """3.4028235e38 (numpy's repr of float32's max) rounds to it and is kept; the next float up that
+    rounds to inf is refused."""
+    rec = parse_line('{"id": "a", "features": {"x": 3.4028235e38, "y": -3.4028235677973362e38}, "label": 0}', 1, "m")
+    assert np.isfinite(np.float32(rec["features"]["x"])) and np.isfinite(np.float32(rec["features"]["y"]))
+    with pytest.raises(CpfdError, match=r"^m:1: features 'x' = -3.4028235677973366e\+38 does not fit in float32$"):
+        parse_line('{"id": "a", "features": {"x": -3.4028235677973366e38}, "label": 0}', 1, "m")
