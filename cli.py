@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from cpfd.pipeline.options import ModelOptions, TrainOptions
-from cpfd.pipeline.synth import PRESETS
+from cpfd.pipeline.synth import PRESETS, STORIES
 from cpfd.storage.errors import CpfdError
 from cpfd.student.mappings import MAPPINGS, param_help, param_names
 
@@ -147,9 +147,16 @@ def cpfd(debug):
               help="Frame height and width in pixels.")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=262_144, show_default=True,
               help="Rows per Parquet shard.")
+@click.option("--story", type=click.Choice(STORIES), default="latent", show_default=True,
+              help="latent: part of the label comes from latents only the privileged features measure; "
+                   "consequence: privileged signals react to the true label and the visible content (docs/synthetic.md).")
+@click.option("--privileged-strength", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="How much of the label the privileged features carry beyond frames and text "
+                   "(0: nothing; 1: the preset's).")
 @overwrite_option
 @quiet_option
-def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, image_size, rows_per_shard, overwrite, quiet):
+def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, image_size, rows_per_shard, story,
+          privileged_strength, overwrite, quiet):
     """Write a synthetic short-video corpus (frames, title, OCR text, privileged features).
 
     Example:
@@ -161,10 +168,11 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
     meta = write_synthetic_corpus(
         out, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seed=seed,
         frames_per_video=frames_per_video, image_size=image_size, rows_per_shard=rows_per_shard,
-        overwrite=overwrite, progress=not quiet,
+        overwrite=overwrite, progress=not quiet, story=story, privileged_strength=privileged_strength,
     )
     rows = ", ".join(f"{s} {v['rows']}" for s, v in meta["splits"].items())
-    click.echo(f"wrote {out} ({preset}, seed {seed}): {rows} rows")
+    variant = "" if (story, privileged_strength) == ("latent", 1.0) else f", story {story}, strength {privileged_strength:g}"
+    click.echo(f"wrote {out} ({preset}, seed {seed}{variant}): {rows} rows")
 
 
 @cpfd.command("import")

@@ -1,38 +1,58 @@
 """The synthetic short-video corpus behind `cpfd synth`: a test instrument with a known story.
 
-Each video has six latent factors drawn from N(0, 1). Three are *visible*: the frames and the
-text render them, with noise (`object`, `motion`, `text`). Three are *privileged-only*: no pixel
-and no word depends on them, only the privileged dense features measure them (`creator_risk`,
-`audience_reaction`, `audio`). The true label is Bernoulli(sigmoid(logit)) with
+Each video has visible latent factors drawn from N(0, 1) that the frames and the text render,
+with noise (`object`, `motion`, `text`), and a true label Bernoulli(sigmoid(logit)) with
 
-    logit = bias + visible_weight * (w_v . visible) + privileged_weight * (w_p . privileged)
+    logit = bias + visible_weight * (w_v . visible) + hidden_weight * h,   h ~ N(0, 1)
 
-(`w_v`, `w_p` fixed unit vectors; `bias` solved so the labelled positive rate is the preset's),
-and the stored label is the true one after human-label noise (asymmetric flips). So a teacher that
-sees the privileged features can beat any frames+text student, by an amount the preset sets.
-docs/synthetic.md tells the whole story, feature by feature, and gives the five presets.
+(`w_v` a fixed unit vector; `bias` solved so the labelled positive rate is the preset's). The
+stored label is the true one after human-label noise (asymmetric flips). Two stories (STORIES)
+say where the 26 privileged dense features get their knowledge of the label:
+
+- "latent" (the default): h = w_p . (creator_risk, audience_reaction, audio), three latents no
+  pixel or word depends on, which only the privileged features measure; hidden_weight =
+  privileged_strength * privileged_weight (strength 1 is the historical corpus, 0 leaves the
+  privileged features nothing beyond the visible latents).
+- "consequence": h is unseen by every input; hidden_weight = privileged_weight; reports, creator
+  strikes and legacy moderation scores react to the true label (by privileged_strength *
+  REACTION_SCALE * REACTIONS) and to the visible content, engagement to the visible content and
+  nuisance latents only.
+
+So a teacher that sees the privileged features can beat any frames+text student, by an amount
+the preset, the story and the strength set. docs/synthetic.md tells the whole story, feature by
+feature, and gives the five presets.
 
     write_synthetic_corpus(out, preset="task3", seed=1)      # what `cpfd synth` calls
-    python -m cpfd.pipeline.synth                                 # oracle ROC AUCs per preset (the doc's table)
+    write_synthetic_corpus(out, story="consequence", privileged_strength=2.0)
+    read_truth(out)                                          # true labels, flips, latents (analysis only)
+    python -m cpfd.pipeline.synth                            # oracle ROC AUCs per preset (the doc's table)
+    python -m cpfd.pipeline.synth strengths                  # ... per story and strength (task1, task5)
 
 Rows are drawn in fixed chunks of CHUNK_ROWS, each from its own random stream keyed by (seed,
-preset, split, chunk index), and written one at a time through `CorpusWriter`: memory does not
-grow with the corpus size, and the rows do not depend on sharding, frame count or image size
-(those change only how the same latents are rendered).
+preset, split, chunk index), and written one at a time through `CorpusWriter` (and the truth
+file through a ParquetWriter): memory does not grow with the corpus size, and the rows do not
+depend on sharding, frame count or image size (those change only how the same latents are
+rendered). Story and strength change no draw of that stream: the same seed renders the same
+videos in every story and at every strength.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from cpfd.storage.corpus import CorpusWriter
+from cpfd.storage.atomic import commit, temp_path_for
+from cpfd.storage.corpus import Corpus, CorpusWriter
 from cpfd.storage.errors import CpfdError
 
 # Bump when the same seed and options would write different rows (so old corpora stay explainable).
@@ -92,6 +112,36 @@ MIN_VIEWS_FOR_RATES = 100
 MIN_VIEWS_FOR_COUNTS = 20
 MIN_POSTS_FOR_HISTORY = 5
 LEGACY_MISSING = 0.12  # share of videos a given legacy model skipped (pipeline gaps)
+
+# Where the privileged features' knowledge of the label comes from (docs/synthetic.md):
+# "latent": they measure latents that are part of the label's cause (today's corpus);
+# "consequence": they react to the true label itself (reports, strikes, legacy moderation scores)
+# and to the visible content, as on a real platform; the label's non-visible part is unseen.
+STORIES = ("latent", "consequence")
+# The consequence story's latents besides the visible ones: the part of the logit no input sees,
+# and nuisance latents that stand where the latent story's privileged latents stand in the
+# feature recipes (so views, creator history and audio behave as there) but are not in the label.
+CONSEQUENCE_LATENTS = ["unseen", "creator_nuisance", "audience_nuisance", "audio_nuisance"]
+# Consequence story: how much a truly violating video (true label 1) shifts each reacting
+# signal's logit, before privileged_strength * REACTION_SCALE. Relative sizes from the story:
+# reports are the most direct reaction; strikes, the creator's report history and the legacy
+# content model follow; per-modality legacy models and ASR see a violation only partly.
+REACTIONS = {
+    "reports": 1.5,  # report_rate, report_count
+    "strikes": 1.0,  # creator_prior_violations, creator_strike_rate
+    "creator_reports": 1.0,  # creator_avg_report_rate
+    "legacy_content": 1.0,  # legacy_content_score
+    "legacy_modality": 0.5,  # legacy_visual / text / audio / spam scores
+    "asr": 0.5,  # asr_keyword_hits
+}
+# One scale for all reactions, set from oracle numbers only (no model trained on the corpus): at
+# strength 1 the teacher oracle (logistic regression on visible latents + dense features, 20k
+# rows, seed 1) of task1 reaches the latent story's (0.932 ROC AUC; 0.931 at 0.62, 0.934 at 0.63),
+# so strength 1 offers a teacher the same headroom in both stories. Not tuned on any method.
+REACTION_SCALE = 0.62
+# Ground truth for analysis (never a model input): true labels, flips and latents per video.
+TRUTH_FILE = "synthetic_truth.parquet"
+TRUTH_ROW_GROUP_ROWS = 8_192
 
 # Vocabulary. Signal words come more often as the `text` latent (title) or the mix of `text` and
 # `object` (OCR) grows, benign cue words as it falls; topic and common words carry no signal.
@@ -215,15 +265,38 @@ def clean_positive_rate(spec: PresetSpec) -> float:
     return rate
 
 
-def label_bias(spec: PresetSpec) -> float:
+def check_story(story: str, privileged_strength: float) -> float:
+    """Refuse an unknown story or a negative / non-finite strength; returns the strength as float."""
+    if story not in STORIES:
+        raise CpfdError(f"--story must be one of {', '.join(STORIES)}, got {story!r}")
+    try:
+        strength = float(privileged_strength)
+    except (TypeError, ValueError):
+        raise CpfdError(f"--privileged-strength must be a number >= 0, got {privileged_strength!r}") from None
+    if not np.isfinite(strength) or strength < 0:
+        raise CpfdError(f"--privileged-strength must be a finite number >= 0, got {privileged_strength!r}")
+    return strength + 0.0  # -0.0 -> 0.0, so it names the same corpus as 0
+
+
+def hidden_weight(spec: PresetSpec, privileged_strength: float = 1.0, story: str = "latent") -> float:
+    """The logit weight of the label's non-visible part (a unit normal).
+
+    latent: privileged_strength * privileged_weight (the privileged latents' share of the label);
+    consequence: privileged_weight, whatever the strength (the strength moves the privileged
+    signals, not the label).
+    """
+    return spec.privileged_weight * (privileged_strength if story == "latent" else 1.0)
+
+
+def label_bias(spec: PresetSpec, privileged_strength: float = 1.0, story: str = "latent") -> float:
     """The logit bias b with E[sigmoid(b + sigma Z)] = clean positive rate, Z ~ N(0, 1).
 
-    The logit's latent part is a sum of independent normals, sd sigma = sqrt(a_v^2 + a_p^2), so
-    the rate is a 1-D integral: Gauss-Hermite quadrature, then bisection. Exact and
-    deterministic, no sampling.
+    The logit's latent part is a sum of independent normals, sd sigma = sqrt(a_v^2 + a_h^2)
+    (a_h = hidden_weight), so the rate is a 1-D integral: Gauss-Hermite quadrature, then
+    bisection. Exact and deterministic, no sampling.
     """
     target = clean_positive_rate(spec)
-    sigma = float(np.hypot(spec.visible_weight, spec.privileged_weight))
+    sigma = float(np.hypot(spec.visible_weight, hidden_weight(spec, privileged_strength, story)))
     nodes, weights = np.polynomial.hermite_e.hermegauss(96)
     weights = weights / weights.sum()
     lo, hi = -60.0, 60.0
@@ -282,38 +355,24 @@ def _words(rng, n, max_words, min_words, present, cue, clarity, topic):
     return ids, lengths
 
 
-def draw_chunk(spec: PresetSpec, bias: float, rng: np.random.Generator, n: int) -> dict:
-    """Everything about n videos as arrays: latents, labels, features, and render parameters.
+def _privileged_features(spec: PresetSpec, rng, n, vis, drivers, has_music, reaction) -> np.ndarray:
+    """The privileged features (PRIVILEGED_FEATURES order), (n, 26) float32, NaN = missing.
 
-    The order of the draws below is part of the generator: changing it changes every corpus
-    (bump GENERATOR_VERSION).
+    drivers (n, 3): creator, audience, audio: the privileged latents in the latent story, the
+    nuisance latents in the consequence story. reaction: each REACTIONS key's logit shift per
+    video (0.0 in the latent story). `ns` scales every measurement noise; see docs/synthetic.md.
     """
     normal = rng.standard_normal
-    vis = normal((n, 3))  # object, motion, text
-    priv = normal((n, 3))  # creator_risk, audience_reaction, audio
     obj, motion, text = vis.T
-    creator, audience, audio = priv.T
+    creator, audience, audio = drivers.T
     visible_score = vis @ W_VISIBLE
-    privileged_score = priv @ W_PRIVILEGED
-    logit = bias + spec.visible_weight * visible_score + spec.privileged_weight * privileged_score
-    true_label = rng.random(n) < _sigmoid(logit)
-    flip = np.where(true_label, rng.random(n) < spec.flip_pos_to_neg, rng.random(n) < spec.flip_neg_to_pos)
-    label = true_label ^ flip
-
-    # Non-privileged features: duration leans a little on motion (fast clips are short).
-    duration = np.clip(np.exp(3.2 - 0.25 * motion + 0.6 * normal(n)), 3.0, 600.0)
-    upload_hour = rng.integers(0, 24, n)
-    has_music = rng.random(n) < 0.6
-    features = np.stack([np.round(duration, 1), upload_hour, has_music], axis=1)
-
-    # Privileged features. `ns` scales every measurement noise; see docs/synthetic.md.
     ns = spec.privileged_noise
     views = np.rint(np.exp(np.log(spec.median_views) + 1.3 * normal(n) + 0.25 * audience + 0.15 * motion)).astype(np.int64)
     like, _ = _rates(rng, views, -2.8 + 0.25 * motion - 0.3 * audience, 0.5 * ns)
     share, _ = _rates(rng, views, -4.5 + 0.5 * audience + 0.2 * text, 0.5 * ns)
     comment, _ = _rates(rng, views, -4.0 + 0.4 * audience, 0.5 * ns)
     dislike, _ = _rates(rng, views, -3.5 + 0.8 * audience, 0.5 * ns)
-    report, report_count = _rates(rng, views, -4.5 + 1.0 * audience + 0.3 * obj, 0.5 * ns)
+    report, report_count = _rates(rng, views, -4.5 + 1.0 * audience + 0.3 * obj + reaction["reports"], 0.5 * ns)
     negative_comment, _ = _rates(rng, views, -3.5 + 0.7 * audience + 0.2 * creator, 0.5 * ns)
     skip, _ = _rates(rng, views, -1.0 + 0.4 * audience - 0.2 * motion, 0.5 * ns)
     watch = _sigmoid(0.3 - 0.3 * audience + 0.2 * motion + 0.5 * ns * normal(n))
@@ -321,23 +380,26 @@ def draw_chunk(spec: PresetSpec, bias: float, rng: np.random.Generator, n: int) 
     few_views = views < MIN_VIEWS_FOR_RATES
 
     posts = np.rint(np.exp(3.0 + 1.5 * normal(n))).astype(np.int64)
-    violations = rng.poisson(posts * _sigmoid(-4.0 + 1.2 * creator + 0.5 * ns * normal(n)))
+    violation_rate = _sigmoid(-4.0 + 1.2 * creator + reaction["strikes"] + 0.5 * ns * normal(n))
+    violations = rng.poisson(posts * violation_rate)
     new_creator = posts < MIN_POSTS_FOR_HISTORY
-    creator_report = _sigmoid(-4.5 + 1.0 * creator + 0.6 * ns * normal(n))
+    creator_report = _sigmoid(-4.5 + 1.0 * creator + reaction["creator_reports"] + 0.6 * ns * normal(n))
     account_age = np.maximum(1.0, np.rint(np.exp(6.0 - 0.4 * creator + 0.8 * normal(n))))
     followers_log10 = np.log10(1.0 + np.exp(7.0 + 2.0 * normal(n) + 0.3 * np.log1p(posts)))
 
     def legacy(score):
         return np.where(rng.random(n) < LEGACY_MISSING, np.nan, _sigmoid(score + 0.8 * ns * normal(n)))
 
-    content_score = legacy(1.2 * visible_score + 0.5 * creator - 1.0)
-    visual_score = legacy(1.5 * obj + 0.5 * motion - 1.0)
-    text_score = legacy(1.5 * text - 1.0)
+    modality = reaction["legacy_modality"]
+    content_score = legacy(1.2 * visible_score + 0.5 * creator - 1.0 + reaction["legacy_content"])
+    visual_score = legacy(1.5 * obj + 0.5 * motion - 1.0 + modality)
+    text_score = legacy(1.5 * text - 1.0 + modality)
     has_audio = rng.random(n) < 0.95
-    audio_score = np.where(has_audio, legacy(1.5 * audio - 1.0), np.nan)
+    audio_score = np.where(has_audio, legacy(1.5 * audio - 1.0 + modality), np.nan)
     has_speech = rng.random(n) < 0.65
-    asr_hits = np.where(has_speech, rng.poisson(np.exp(-1.5 + 0.9 * audio + 0.3 * ns * normal(n))), np.nan)
-    spam_score = legacy(0.8 * creator + 0.5 * text - 1.5)
+    asr_rate = np.exp(-1.5 + 0.9 * audio + reaction["asr"] + 0.3 * ns * normal(n))
+    asr_hits = np.where(has_speech, rng.poisson(asr_rate), np.nan)
+    spam_score = legacy(0.8 * creator + 0.5 * text - 1.5 + modality)
     has_hashtags = rng.random(n) < 0.7
     hashtag_score = np.where(has_hashtags, _sigmoid(1.0 * text - 1.0 + 1.0 * ns * normal(n)), np.nan)
     music_popularity = np.where(has_music, rng.random(n), np.nan)
@@ -377,6 +439,69 @@ def draw_chunk(spec: PresetSpec, bias: float, rng: np.random.Generator, n: int) 
         axis=1,
     ).astype(np.float32)
     assert privileged.shape[1] == len(PRIVILEGED_FEATURES)
+    return privileged
+
+
+def consequence_reactions(true_label: np.ndarray, privileged_strength: float) -> dict:
+    """Consequence story: each reacting signal's logit shift, strength * REACTION_SCALE * REACTIONS[k]
+    for a truly violating video, 0 otherwise."""
+    y = true_label.astype(np.float64)
+    return {k: privileged_strength * REACTION_SCALE * r * y for k, r in REACTIONS.items()}
+
+
+NO_REACTION = dict.fromkeys(REACTIONS, 0.0)  # latent story: adding 0.0 leaves every recipe's value as is
+
+
+def draw_chunk(
+    spec: PresetSpec,
+    bias: float,
+    rng: np.random.Generator,
+    n: int,
+    *,
+    privileged_strength: float = 1.0,
+    story: str = "latent",
+) -> dict:
+    """Everything about n videos as arrays: latents, labels, features, and render parameters.
+
+    The order of the draws below is part of the generator: changing it changes every corpus
+    (bump GENERATOR_VERSION). `bias` must be label_bias(spec, privileged_strength, story).
+    The strength and the story change no draw of the main stream: the same seed gives the same
+    videos (frames, text, non-privileged features) in every story and at every strength; the
+    latent story's strength moves only the labels, the consequence story's only the privileged
+    features (drawn from a child stream).
+    """
+    if story not in STORIES:
+        raise ValueError(f"expected a story in {STORIES}, got {story!r}")
+    normal = rng.standard_normal
+    vis = normal((n, 3))  # object, motion, text
+    priv = normal((n, 3))  # creator_risk, audience_reaction, audio (latent story)
+    visible_score = vis @ W_VISIBLE
+    # latent story: the privileged latents' part of the logit; consequence story: the part no
+    # input sees (the same numbers, so at strength 1 both stories draw the same labels).
+    privileged_score = priv @ W_PRIVILEGED
+    hidden = hidden_weight(spec, privileged_strength, story)
+    logit = bias + spec.visible_weight * visible_score + hidden * privileged_score
+    true_label = rng.random(n) < _sigmoid(logit)
+    flip = np.where(true_label, rng.random(n) < spec.flip_pos_to_neg, rng.random(n) < spec.flip_neg_to_pos)
+    label = true_label ^ flip
+
+    # Non-privileged features: duration leans a little on motion (fast clips are short).
+    obj, motion, text = vis.T
+    duration = np.clip(np.exp(3.2 - 0.25 * motion + 0.6 * normal(n)), 3.0, 600.0)
+    upload_hour = rng.integers(0, 24, n)
+    has_music = rng.random(n) < 0.6
+    features = np.stack([np.round(duration, 1), upload_hour, has_music], axis=1)
+
+    # Drawn from the main stream in both stories (the consequence story then replaces them), so
+    # the rendering draws after them are the same in both.
+    privileged = _privileged_features(spec, rng, n, vis, priv, has_music, NO_REACTION)
+    latents = dict(zip(VISIBLE_LATENTS + PRIVILEGED_LATENTS, np.concatenate([vis, priv], axis=1).T))
+    if story == "consequence":
+        story_rng = rng.spawn(1)[0]  # a child stream: leaves the main one untouched
+        nuisance = story_rng.standard_normal((n, 3))  # creator, audience, audio: not in the label
+        reaction = consequence_reactions(true_label, privileged_strength)
+        privileged = _privileged_features(spec, story_rng, n, vis, nuisance, has_music, reaction)
+        latents = dict(zip(VISIBLE_LATENTS + CONSEQUENCE_LATENTS, [*vis.T, privileged_score, *nuisance.T]))
 
     # What the frames show. The key object turns triangle and red as `object` grows, and moves
     # faster as `motion` grows; everything else (topic, sizes, places, distractors) is nuisance.
@@ -407,7 +532,8 @@ def draw_chunk(spec: PresetSpec, bias: float, rng: np.random.Generator, n: int) 
     return {
         "n": n,
         "visible": vis,
-        "privileged_latents": priv,
+        "privileged_latents": priv,  # consequence story: the draws behind `unseen` (w_p . priv)
+        "latents": latents,  # the story's latents by name (what the truth file stores)
         "logit": logit,
         "true_label": true_label,
         "label": label,
@@ -542,23 +668,92 @@ def render_row(c: dict, plan: dict, j: int, sample_id: str, frames_per_video: in
     }
 
 
-def iter_chunks(spec: PresetSpec, split: str, n: int, seed: int):
+def iter_chunks(
+    spec: PresetSpec, split: str, n: int, seed: int, *, privileged_strength: float = 1.0, story: str = "latent"
+):
     """(first row index, chunk dict, rows to use) for the n videos of a split, chunk by chunk.
 
     Every chunk holds CHUNK_ROWS videos; the last one's first `rows to use` belong to the split.
     """
-    bias = label_bias(spec)
+    privileged_strength = check_story(story, privileged_strength)
+    bias = label_bias(spec, privileged_strength, story)
     for index, start in enumerate(range(0, n, CHUNK_ROWS)):
         rng = _chunk_rng(seed, spec.name, split, index)
         # Always draw a full chunk, so row i is the same whatever n is (a bigger corpus extends a
         # smaller one with the same seed).
-        chunk = draw_chunk(spec, bias, rng, CHUNK_ROWS)
+        chunk = draw_chunk(spec, bias, rng, CHUNK_ROWS, privileged_strength=privileged_strength, story=story)
         yield start, chunk, min(CHUNK_ROWS, n - start)
 
 
 # --------------------------------------------------------------------------------------------
 # The corpus
 # --------------------------------------------------------------------------------------------
+
+
+def truth_schema(story: str) -> pa.Schema:
+    """The truth file's columns: ids, split, true label, whether the rater flipped it, latents."""
+    names = VISIBLE_LATENTS + (PRIVILEGED_LATENTS if story == "latent" else CONSEQUENCE_LATENTS)
+    return pa.schema(
+        [("sample_id", pa.string()), ("split", pa.string()), ("true_label", pa.int32()), ("flipped", pa.bool_())]
+        + [(f"latent_{name}", pa.float32()) for name in names]
+    )
+
+
+def truth_table(chunk: dict, sample_ids: list[str], split: str, schema: pa.Schema) -> pa.Table:
+    """The truth rows of the first len(sample_ids) videos of a chunk (schema: truth_schema)."""
+    rows = len(sample_ids)
+    true_label, label = chunk["true_label"][:rows], chunk["label"][:rows]
+    columns = [
+        pa.array(sample_ids, pa.string()),
+        pa.array([split] * rows, pa.string()),
+        pa.array(true_label.astype(np.int32)),
+        pa.array(true_label != label),
+        *(pa.array(v[:rows].astype(np.float32)) for v in chunk["latents"].values()),  # schema order
+    ]
+    # from_arrays, not from_pydict: ~20x faster on 512 rows, and the writer runs once per chunk.
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _TruthWriter:
+    """Appends truth tables to a temp Parquet file in row groups of TRUTH_ROW_GROUP_ROWS; `close()`
+    commits it (fsync + rename) and returns its corpus.json entry. Memory: one row group."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path, self.tmp = path, temp_path_for(path)
+        self.schema = schema
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        self.pending: list[pa.Table] = []
+        self.buffered = self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.buffered += table.num_rows
+        if self.buffered >= TRUTH_ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffered:
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.buffered)
+            self.rows += self.buffered
+            self.pending, self.buffered = [], 0
+
+    def close(self) -> dict:
+        self.flush()
+        self.writer.close()
+        commit(self.tmp, self.path)
+        return {"file": self.path.name, "rows": self.rows, "sha256": _sha256_of(self.path)}
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_synthetic_corpus(
@@ -573,15 +768,21 @@ def write_synthetic_corpus(
     rows_per_shard: int = 262_144,
     overwrite: bool = False,
     progress: bool = True,
+    privileged_strength: float = 1.0,
+    story: str = "latent",
 ) -> dict:
     """Write a synthetic corpus to `out`; returns its corpus.json content (CorpusWriter.close()).
 
     Same seed and options -> the same rows, byte for byte. Memory stays constant in the number of
-    videos: one chunk of CHUNK_ROWS plus the writer's row-group buffer.
+    videos: one chunk of CHUNK_ROWS plus the writers' row-group buffers. `story` (STORIES) and
+    `privileged_strength` set where the privileged features' knowledge of the label comes from and
+    how much of it there is (docs/synthetic.md). Also writes OUT/synthetic_truth.parquet (true
+    labels, flips, latents: for analysis only, see `read_truth`) before corpus.json.
     """
     from tqdm import tqdm
 
     spec = get_preset(preset)
+    privileged_strength = check_story(story, privileged_strength)
     sizes = {
         "train": spec.train_samples if train_samples is None else int(train_samples),
         "eval": spec.eval_samples if eval_samples is None else int(eval_samples),
@@ -598,19 +799,32 @@ def write_synthetic_corpus(
         f"cpfd synth --preset {preset} --seed {seed} --train-samples {sizes['train']} "
         f"--eval-samples {sizes['eval']} --frames-per-video {frames_per_video} --image-size {image_size}"
     )
-    extra = {
-        "synthetic": {
-            "generator_version": GENERATOR_VERSION,
-            "preset": asdict(spec),
-            "seed": seed,
-            "label_bias": label_bias(spec),
-            "visible_latents": dict(zip(VISIBLE_LATENTS, W_VISIBLE.round(6).tolist())),
-            "privileged_latents": dict(zip(PRIVILEGED_LATENTS, W_PRIVILEGED.round(6).tolist())),
-        }
+    if story != "latent" or privileged_strength != 1.0:
+        created_by += f" --story {story} --privileged-strength {privileged_strength!r}"
+    synthetic = {
+        "generator_version": GENERATOR_VERSION,
+        "preset": asdict(spec),
+        "seed": seed,
+        "story": story,
+        "privileged_strength": privileged_strength,
+        "label_bias": label_bias(spec, privileged_strength, story),
+        "visible_latents": dict(zip(VISIBLE_LATENTS, W_VISIBLE.round(6).tolist())),
     }
+    # The logit weight of the label's non-visible part: the privileged latents' score (latent
+    # story) or the unseen latent (consequence story).
+    synthetic["hidden_weight"] = hidden_weight(spec, privileged_strength, story)
+    if story == "latent":
+        synthetic["privileged_latents"] = dict(zip(PRIVILEGED_LATENTS, W_PRIVILEGED.round(6).tolist()))
+    else:
+        synthetic["nuisance_latents"] = CONSEQUENCE_LATENTS[1:]
+        synthetic["reactions"] = {k: privileged_strength * REACTION_SCALE * r for k, r in REACTIONS.items()}
     # Ids name the video (its latents), so they carry preset and seed: two corpora that share an
     # id share that video, and the corpus fingerprint (a hash of the ids) tells seeds apart.
     id_prefix = f"syn-{preset}-s{seed}"
+    if story != "latent" or privileged_strength != 1.0:
+        # Same videos, other labels or privileged features: other ids, so another fingerprint, and
+        # a teacher dump of one variant is refused on another (the defaults keep their ids).
+        id_prefix = f"syn-{preset}-{story}-S{privileged_strength!r}-s{seed}"
     with CorpusWriter(
         out,
         task=f"synthetic-{preset}",
@@ -623,19 +837,48 @@ def write_synthetic_corpus(
         rows_per_shard=rows_per_shard,
         overwrite=overwrite,
         created_by=created_by,
-        extra=extra,
+        extra={"synthetic": synthetic},
     ) as writer, tqdm(
         total=sum(sizes.values()), desc=f"synth {preset}", unit="video", file=sys.stderr,
         disable=not progress, dynamic_ncols=True,
     ) as bar:
-        for split, n in sizes.items():
-            for start, chunk, rows in iter_chunks(spec, split, n, seed):
-                plan = render_plan(chunk, frames_per_video, image_size)
-                for j in range(rows):
-                    sample_id = f"{id_prefix}-{split}-{start + j:07d}"
-                    writer.add(split, render_row(chunk, plan, j, sample_id, frames_per_video, image_size))
-                bar.update(rows)
+        # The folder is un-finished now (no corpus.json): an older truth file must not outlive it.
+        (writer.out / TRUTH_FILE).unlink(missing_ok=True)
+        truth = _TruthWriter(writer.out / TRUTH_FILE, truth_schema(story))
+        try:
+            for split, n in sizes.items():
+                chunks = iter_chunks(spec, split, n, seed, privileged_strength=privileged_strength, story=story)
+                for start, chunk, rows in chunks:
+                    plan = render_plan(chunk, frames_per_video, image_size)
+                    sample_ids = [f"{id_prefix}-{split}-{start + j:07d}" for j in range(rows)]
+                    for j, sample_id in enumerate(sample_ids):
+                        writer.add(split, render_row(chunk, plan, j, sample_id, frames_per_video, image_size))
+                    truth.add(truth_table(chunk, sample_ids, split, truth.schema))
+                    bar.update(rows)
+        except BaseException:
+            truth.abort()
+            raise
+        # Committed before corpus.json, so a finished corpus always has its truth file; corpus.json
+        # records its digest, so read_truth never pairs a corpus with another write's truth.
+        writer.meta["synthetic"]["truth"] = truth.close()
         return writer.close()
+
+
+def read_truth(corpus_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The ground truth of a synthetic corpus (TRUTH_FILE), or None when it has none (an imported
+    corpus, or one written before the truth file existed). For analysis only: no command reads
+    it as a model input. Raises CpfdError if the file is missing or is not the one corpus.json
+    recorded."""
+    corpus = Corpus(corpus_dir, verify="fast")
+    entry = corpus.meta.get("synthetic", {}).get("truth")
+    if entry is None:
+        return None
+    path = corpus.path / entry["file"]
+    if not path.exists():
+        raise CpfdError(f"{path}: missing, but corpus.json lists it; rewrite the corpus with cpfd synth")
+    if _sha256_of(path) != entry["sha256"]:
+        raise CpfdError(f"{path}: not the truth file corpus.json recorded (sha256 differs); rewrite the corpus")
+    return pq.read_table(path, columns=None if columns is None else list(columns))
 
 
 # --------------------------------------------------------------------------------------------
@@ -644,13 +887,16 @@ def write_synthetic_corpus(
 
 
 def _dense_matrix(privileged: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Privileged + non-privileged features for a linear model: signed log1p, NaN -> 0 + indicators."""
+    """Privileged + non-privileged features for a linear model: signed log1p, NaN -> 0 + indicators.
+
+    An indicator for every column, even one that never goes missing (a constant 0 the scaler
+    leaves at 0): the columns must not depend on which rows a split happens to hold.
+    """
     x = np.concatenate([privileged, features], axis=1).astype(np.float64)
     missing = np.isnan(x)
     x = np.nan_to_num(x, nan=0.0)
     x = np.sign(x) * np.log1p(np.abs(x))
-    keep = missing.any(axis=0)  # an indicator only for columns that do go missing
-    return np.concatenate([x, missing[:, keep].astype(np.float64)], axis=1)
+    return np.concatenate([x, missing.astype(np.float64)], axis=1)
 
 
 def _rendered_cues(d: dict) -> np.ndarray:
@@ -684,17 +930,50 @@ def _rgb_hue(rgb: np.ndarray) -> np.ndarray:
     return np.mod(h / 6.0, 1.0)
 
 
-def _draw_split(spec: PresetSpec, split: str, n: int, seed: int) -> dict:
+def _draw_split(
+    spec: PresetSpec, split: str, n: int, seed: int, privileged_strength: float = 1.0, story: str = "latent"
+) -> dict:
+    """A split's arrays, concatenated over chunks; the story's latents as `latent_<name>`."""
     parts = [
-        {k: v[:rows] for k, v in chunk.items() if isinstance(v, np.ndarray)}
-        for _, chunk, rows in iter_chunks(spec, split, n, seed)
+        {
+            **{k: v[:rows] for k, v in chunk.items() if isinstance(v, np.ndarray)},
+            **{f"latent_{k}": v[:rows] for k, v in chunk["latents"].items()},
+        }
+        for _, chunk, rows in iter_chunks(spec, split, n, seed, privileged_strength=privileged_strength, story=story)
     ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def oracle_aucs(preset: str, n_train: int = 20_000, n_eval: int = 20_000, seed: int = 0) -> dict:
+def _all_latents(d: dict) -> np.ndarray:
+    return np.stack([v for k, v in d.items() if k.startswith("latent_")], axis=1)
+
+
+def _dense(d: dict) -> np.ndarray:
+    return _dense_matrix(d["privileged"], d["features"])
+
+
+ORACLE_VIEWS = {
+    "dense": _dense,
+    "rendered_cues": _rendered_cues,
+    "visible_latents": lambda d: d["visible"],
+    "visible_latents+dense": lambda d: np.concatenate([d["visible"], _dense(d)], axis=1),
+    "all_latents": _all_latents,
+    "true_label": lambda d: d["true_label"][:, None].astype(np.float64),
+}
+
+
+def oracle_aucs(
+    preset: str,
+    n_train: int = 20_000,
+    n_eval: int = 20_000,
+    seed: int = 0,
+    *,
+    privileged_strength: float = 1.0,
+    story: str = "latent",
+    views: Sequence[str] | None = None,
+) -> dict:
     """ROC AUC and PR AUC (average precision) on eval, against the stored (noisy) labels, of a
-    logistic regression fitted on train on each view:
+    logistic regression fitted on train on each view (ORACLE_VIEWS; default all but true_label):
 
     - dense: the privileged + non-privileged features (what the teacher's dense branch gets)
     - rendered_cues: the cues the frames and text were rendered from (key-object shape, hue and
@@ -703,7 +982,10 @@ def oracle_aucs(preset: str, n_train: int = 20_000, n_eval: int = 20_000, seed: 
     - visible_latents: the three visible latents themselves; the logit is linear in them, so this
       is the ROC ceiling of any model on frames + text + non-privileged features
     - visible_latents+dense: a teacher that read frames and text perfectly
-    - all_latents: all six latents (the Bayes ceiling; what label noise and randomness leave)
+    - all_latents: all the story's latents (latent story: the Bayes ceiling, what label noise and
+      randomness leave; consequence story: the label's causes, which a teacher whose features
+      react to the true label can beat)
+    - true_label: the label before the rater's flips (the ceiling of any model)
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -711,16 +993,17 @@ def oracle_aucs(preset: str, n_train: int = 20_000, n_eval: int = 20_000, seed: 
     from sklearn.preprocessing import StandardScaler
 
     spec = get_preset(preset)
-    train, evals = _draw_split(spec, "train", n_train, seed), _draw_split(spec, "eval", n_eval, seed)
-    views = {
-        "dense": lambda d: _dense_matrix(d["privileged"], d["features"]),
-        "rendered_cues": _rendered_cues,
-        "visible_latents": lambda d: d["visible"],
-        "visible_latents+dense": lambda d: np.concatenate([d["visible"], _dense_matrix(d["privileged"], d["features"])], axis=1),
-        "all_latents": lambda d: np.concatenate([d["visible"], d["privileged_latents"]], axis=1),
-    }
-    result = {"preset": preset, "eval_positive_rate": float(evals["label"].mean())}
-    for name, view in views.items():
+    privileged_strength = check_story(story, privileged_strength)
+    names = [v for v in ORACLE_VIEWS if v != "true_label"] if views is None else list(views)
+    unknown = [v for v in names if v not in ORACLE_VIEWS]
+    if unknown:
+        raise CpfdError(f"unknown oracle view(s) {unknown}; expected some of {list(ORACLE_VIEWS)}")
+    draw = {"privileged_strength": privileged_strength, "story": story}
+    train, evals = _draw_split(spec, "train", n_train, seed, **draw), _draw_split(spec, "eval", n_eval, seed, **draw)
+    result = {"preset": preset, "story": story, "privileged_strength": privileged_strength,
+              "eval_positive_rate": float(evals["label"].mean())}
+    for name in names:
+        view = ORACLE_VIEWS[name]
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         model.fit(view(train), train["label"])
         score = model.predict_proba(view(evals))[:, 1]
@@ -731,18 +1014,42 @@ def oracle_aucs(preset: str, n_train: int = 20_000, n_eval: int = 20_000, seed: 
     return result
 
 
+STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0)  # the doc's strength table
+STRENGTH_PRESETS = ("task1", "task5")
+STRENGTH_VIEWS = ("visible_latents", "dense", "visible_latents+dense", "all_latents", "true_label")
+
+
+def _row(r: dict, names) -> str:
+    return " | ".join(f"{r[k]['roc_auc']:.3f} ({r[k]['pr_auc']:.3f})" for k in names)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m cpfd.pipeline.synth [n_train n_eval seed]`: the oracle table of docs/synthetic.md."""
+    """`python -m cpfd.pipeline.synth [n_train n_eval seed]`: the per-preset oracle table of
+    docs/synthetic.md; `python -m cpfd.pipeline.synth strengths [n_train n_eval seed]`: the
+    per-story, per-strength table (STRENGTH_PRESETS x STORIES x STRENGTHS)."""
     argv = sys.argv[1:] if argv is None else argv
+    strengths = bool(argv) and argv[0] == "strengths"
+    argv = argv[1:] if strengths else argv
     n_train, n_eval, seed = (int(a) for a in (argv + ["20000", "20000", "0"][len(argv):])[:3])
-    names = ["dense", "rendered_cues", "visible_latents", "visible_latents+dense", "all_latents"]
     print(f"oracle logistic regressions, {n_train} train / {n_eval} eval rows, seed {seed}; ROC AUC (PR AUC)")
+    if strengths:
+        names = list(STRENGTH_VIEWS)
+        print("| preset | story | strength | eval pos. rate | " + " | ".join(names) + " |")
+        print("| --- | --- | ---: | --- | " + " | ".join("---" for _ in names) + " |")
+        for preset in STRENGTH_PRESETS:
+            for story in STORIES:
+                for strength in STRENGTHS:
+                    r = oracle_aucs(preset, n_train, n_eval, seed, privileged_strength=strength, story=story,
+                                    views=names)
+                    rate = r["eval_positive_rate"]
+                    print(f"| {preset} | {story} | {strength:g} | {rate:.3f} | {_row(r, names)} |", flush=True)
+        return
+    names = ["dense", "rendered_cues", "visible_latents", "visible_latents+dense", "all_latents"]
     print("| preset | eval pos. rate | " + " | ".join(names) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in names) + " |")
     for preset in PRESETS:
-        r = oracle_aucs(preset, n_train, n_eval, seed)
-        cells = " | ".join(f"{r[k]['roc_auc']:.3f} ({r[k]['pr_auc']:.3f})" for k in names)
-        print(f"| {preset} | {r['eval_positive_rate']:.3f} | {cells} |")
+        r = oracle_aucs(preset, n_train, n_eval, seed, views=names)
+        print(f"| {preset} | {r['eval_positive_rate']:.3f} | {_row(r, names)} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The synthetic corpus generator (`cpfd synth`): determinism, validity, frames, privileged
-features and their missingness, the presets' positive rates, and the command line."""
+features and their missingness, the presets' positive rates, the stories and the privileged
+strength, the ground-truth file, and the command line."""
 
 import hashlib
 import io
@@ -13,13 +14,23 @@ from PIL import Image
 
 from cpfd.cli import cpfd
 from cpfd.pipeline.synth import (
+    CONSEQUENCE_LATENTS,
     FEATURES,
     MIN_VIEWS_FOR_RATES,
     PRESETS,
     PRIVILEGED_FEATURES,
+    PRIVILEGED_LATENTS,
+    STORIES,
+    TRUTH_FILE,
+    VISIBLE_LATENTS,
+    W_VISIBLE,
+    _dense_matrix,
     clean_positive_rate,
+    hidden_weight,
     iter_chunks,
     label_bias,
+    oracle_aucs,
+    read_truth,
     write_synthetic_corpus,
 )
 from cpfd.storage.corpus import Corpus
@@ -234,6 +245,220 @@ def test_label_noise_flips_labels_and_the_bias_hits_the_clean_rate():
     assert np.isfinite(label_bias(spec))
 
 
+# ---- privileged strength and story ---------------------------------------------------------
+
+
+def drawn(preset: str, n: int, **kw) -> dict:
+    """The train split's chunk arrays (first n rows) for a story / strength."""
+    chunks = [(c, rows) for _, c, rows in iter_chunks(PRESETS[preset], "train", n, 0, **kw)]
+    keys = [k for k, v in chunks[0][0].items() if isinstance(v, np.ndarray)]
+    return {k: np.concatenate([c[k][:rows] for c, rows in chunks]) for k in keys}
+
+
+def p_label_given_visible(preset: str, visible: np.ndarray, strength: float, story: str) -> np.ndarray:
+    """P(stored label = 1 | visible latents), exactly: the non-visible part of the logit is
+    hidden_weight * N(0, 1), integrated out by Gauss-Hermite quadrature, then the flips."""
+    spec = PRESETS[preset]
+    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    visible_logit = label_bias(spec, strength, story) + spec.visible_weight * (visible @ W_VISIBLE)
+    logit = visible_logit[:, None] + hidden_weight(spec, strength, story) * nodes[None, :]
+    p_true = (1.0 / (1.0 + np.exp(-logit))) @ (weights / weights.sum())
+    return spec.flip_neg_to_pos + (1.0 - spec.flip_pos_to_neg - spec.flip_neg_to_pos) * p_true
+
+
+def stories_and_strengths():
+    return [("latent", 1.0), ("latent", 0.0), ("latent", 4.0), ("consequence", 0.0), ("consequence", 2.0)]
+
+
+def test_stories_are_exported_for_the_cli():
+    assert STORIES == ("latent", "consequence")
+
+
+@pytest.mark.parametrize("story", STORIES)
+def test_strength_0_leaves_the_privileged_features_no_label_information_beyond_visible(story):
+    # The residual r = label - P(label | visible latents) has mean 0 given the visible latents; if
+    # the privileged features carry nothing more, r is uncorrelated with every function of them.
+    # z = corr(r, column) sqrt(n) is then ~N(0, 1) for each of the ~45 columns (values, signed
+    # log1p, and missing indicators): |z| < 4.5 for all of them. At strength 1 some |z| > 10.
+    n = 10_240
+    for strength, low in ((0.0, True), (1.0, False)):
+        d = drawn("task1", n, privileged_strength=strength, story=story)
+        r = d["label"] - p_label_given_visible("task1", d["visible"], strength, story)
+        x = _dense_matrix(d["privileged"], np.zeros((n, 0)))
+        x = x[:, x.std(axis=0) > 0]  # indicators of columns that never go missing are constant
+        x = (x - x.mean(axis=0)) / x.std(axis=0)
+        z = np.abs(x.T @ (r - r.mean())) / (r.std() * math.sqrt(n))
+        assert (z.max() < 4.5) if low else (z.max() > 10), (story, strength, z.max())
+
+
+@pytest.mark.parametrize("story", STORIES)
+def test_the_teacher_oracle_gains_with_strength(story):
+    # Logistic regressions on 4096 rows (oracle_aucs): the teacher's ceiling (visible latents +
+    # dense features) over the student's (visible latents). At strength 0 the gain is 0 within
+    # 0.01 (what fitting ~50 useless columns on 4096 rows costs or wins); it grows with strength.
+    views = ["visible_latents", "visible_latents+dense"]
+    rocs = {
+        s: oracle_aucs("task1", 4096, 4096, 0, privileged_strength=s, story=story, views=views)
+        for s in (0.0, 1.0, 4.0)
+    }
+    student = {s: r["visible_latents"]["roc_auc"] for s, r in rocs.items()}
+    teacher = {s: r["visible_latents+dense"]["roc_auc"] for s, r in rocs.items()}
+    gain = {s: teacher[s] - student[s] for s in rocs}
+    assert abs(gain[0.0]) < 0.01, gain
+    assert gain[1.0] > gain[0.0] + 0.03 and gain[4.0] > gain[1.0] + 0.02, gain
+    assert teacher[4.0] > teacher[0.0], teacher
+    if story == "consequence":  # the label does not move with the strength, so neither does the student
+        assert teacher[4.0] > teacher[1.0] > teacher[0.0] + 0.05, teacher
+        assert student[0.0] == student[1.0] == student[4.0]
+
+
+@pytest.mark.parametrize("preset", ["task1", "task2"])
+def test_every_story_and_strength_keeps_the_positive_rate(preset):
+    n, want = 10_240, PRESETS[preset].positive_rate
+    for story, strength in stories_and_strengths():
+        d = drawn(preset, n, privileged_strength=strength, story=story)
+        rate = d["label"].mean()
+        assert abs(rate - want) < 5 * math.sqrt(want * (1 - want) / n) + 0.005, (story, strength, rate)
+        assert abs(d["true_label"].mean() - clean_positive_rate(PRESETS[preset])) < 0.015, (story, strength)
+
+
+def test_story_and_strength_change_only_what_they_describe():
+    runs = {key: drawn("task1", 512, privileged_strength=key[1], story=key[0]) for key in stories_and_strengths()}
+    base = runs[("latent", 1.0)]
+    for key, d in runs.items():  # the same videos everywhere: what the student sees does not move
+        for name in ("visible", "features", "key_shape", "key_color", "key_velocity", "title_ids", "ocr_ids"):
+            assert np.array_equal(d[name], base[name]), (key, name)
+    # latent story: the strength moves the labels only
+    assert np.array_equal(runs[("latent", 0.0)]["privileged"], base["privileged"], equal_nan=True)
+    assert not np.array_equal(runs[("latent", 0.0)]["label"], base["label"])
+    # consequence story: the labels are the latent story's at strength 1; the strength moves the
+    # privileged features only
+    for s in (0.0, 2.0):
+        assert np.array_equal(runs[("consequence", s)]["label"], base["label"])
+        assert np.array_equal(runs[("consequence", s)]["true_label"], base["true_label"])
+    privileged = [runs[("consequence", s)]["privileged"] for s in (0.0, 2.0)]
+    assert not np.array_equal(*privileged, equal_nan=True)
+
+
+def test_consequence_reports_react_to_the_true_label_not_the_stored_one():
+    # Same videos at strength 0 and 1 (the reaction is the only difference): a true positive's
+    # report rate grows by ~exp(0.62 * 1.5) = 2.5x, a rater's flip notwithstanding; a true
+    # negative's stays (only the binomial count is redrawn).
+    column = PRIVILEGED_FEATURES.index("report_rate")
+    d0, d1 = (drawn("task5", 10_240, privileged_strength=s, story="consequence") for s in (0.0, 1.0))
+    r0, r1 = d0["privileged"][:, column].astype(np.float64), d1["privileged"][:, column].astype(np.float64)
+    seen = ~np.isnan(r1)
+    true, label = d1["true_label"], d1["label"]
+    missed = true & ~label & seen  # true positives stored as negatives
+    negative = ~true & ~label & seen
+    assert missed.sum() > 30
+    assert r1[missed].mean() / r0[missed].mean() > 1.8
+    assert 0.95 < r1[negative].mean() / r0[negative].mean() < 1.05
+    # and the missingness pattern is today's: engagement NaN exactly for low-view videos
+    views_log10 = d1["privileged"][:, PRIVILEGED_FEATURES.index("views_log10")]
+    low_views = views_log10 < math.log10(1 + MIN_VIEWS_FOR_RATES) - 1e-6
+    assert np.array_equal(~seen, low_views) and 0.02 < low_views.mean() < 0.6
+
+
+# ---- the truth file ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("story", STORIES)
+def test_the_truth_file_matches_the_corpus_rows(tmp_path, story, monkeypatch):
+    import cpfd.pipeline.synth as synth
+
+    monkeypatch.setattr(synth, "TRUTH_ROW_GROUP_ROWS", 300)  # several row groups: written incrementally
+    corpus = write(tmp_path / "c", preset="task5", train_samples=1500, eval_samples=300, story=story,
+                   privileged_strength=2.0)
+    synthetic = corpus.meta["synthetic"]
+    assert (synthetic["story"], synthetic["privileged_strength"]) == (story, 2.0)
+    assert synthetic["truth"]["file"] == TRUTH_FILE and synthetic["truth"]["rows"] == 1800
+    assert "--story" in corpus.meta["created_by"]
+
+    truth = read_truth(tmp_path / "c")
+    latents = VISIBLE_LATENTS + (PRIVILEGED_LATENTS if story == "latent" else CONSEQUENCE_LATENTS)
+    assert truth.column_names == ["sample_id", "split", "true_label", "flipped"] + [f"latent_{k}" for k in latents]
+    assert [str(t) for t in truth.schema.types[:4]] == ["string", "string", "int32", "bool"]
+    assert all(str(t) == "float" for t in truth.schema.types[4:])
+    metadata = pq.ParquetFile(tmp_path / "c" / TRUTH_FILE).metadata
+    group_rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert len(group_rows) >= 3 and max(group_rows) < 300 + 512
+
+    ids = [r for s in ("train", "eval") for r in corpus.read_column(s, "sample_id").to_pylist()]
+    labels = np.concatenate([corpus.read_column(s, "label").to_numpy() for s in ("train", "eval")])
+    assert truth.column("sample_id").to_pylist() == ids
+    assert truth.column("split").to_pylist() == ["train"] * 1500 + ["eval"] * 300
+    true_label, flipped = truth.column("true_label").to_numpy(), truth.column("flipped").to_numpy()
+    assert np.array_equal(flipped, true_label != labels)
+    assert 0 < flipped.sum() < 0.1 * len(flipped)
+    d = drawn("task5", 1500, privileged_strength=2.0, story=story)
+    assert np.array_equal(true_label[:1500], d["true_label"])
+    assert np.array_equal(truth.column("latent_object").to_numpy()[:1500], d["visible"][:, 0].astype(np.float32))
+
+
+def test_the_truth_file_is_committed_before_corpus_json_and_never_left_half_written(tmp_path, monkeypatch):
+    import cpfd.pipeline.synth as synth
+
+    seen = []
+    close = synth.CorpusWriter.close
+
+    def close_and_look(self):
+        seen.append((self.out / TRUTH_FILE).exists())
+        return close(self)
+
+    monkeypatch.setattr(synth.CorpusWriter, "close", close_and_look)
+    write(tmp_path / "ok")
+    assert seen == [True]
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir() if p.is_file()) == ["corpus.json", TRUTH_FILE]
+
+    def fail(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(synth, "render_row", fail)
+    with pytest.raises(RuntimeError):
+        write_synthetic_corpus(tmp_path / "ok", train_samples=10, eval_samples=5, progress=False, overwrite=True)
+    assert not any((tmp_path / "ok").glob("*truth*")) and not any((tmp_path / "ok").glob(".*"))
+    assert not (tmp_path / "ok" / "corpus.json").exists()
+
+
+def test_read_truth_refuses_a_stale_file_and_is_none_without_one(tmp_path):
+    import json
+
+    write(tmp_path / "c")
+    truth_path, meta_path = tmp_path / "c" / TRUTH_FILE, tmp_path / "c" / "corpus.json"
+    table = read_truth(tmp_path / "c")
+    pq.write_table(table.slice(1), truth_path)  # another write's file
+    with pytest.raises(CpfdError, match="sha256"):
+        read_truth(tmp_path / "c")
+    truth_path.unlink()
+    with pytest.raises(CpfdError, match="missing"):
+        read_truth(tmp_path / "c")
+    meta = json.loads(meta_path.read_text())
+    del meta["synthetic"]  # as an imported corpus's corpus.json
+    meta_path.write_text(json.dumps(meta))
+    assert read_truth(tmp_path / "c") is None
+
+
+def test_other_stories_and_strengths_have_their_own_ids_and_fingerprint(tmp_path):
+    variants = {("latent", 1.0): "syn-task1-s0", ("latent", 0.0): "syn-task1-latent-S0.0-s0",
+                ("consequence", 1.0): "syn-task1-consequence-S1.0-s0"}
+    corpora = {
+        v: write(tmp_path / f"{v[0]}{v[1]}", train_samples=20, eval_samples=5, story=v[0], privileged_strength=v[1])
+        for v in variants
+    }
+    assert len({c.fingerprint for c in corpora.values()}) == 3  # a teacher dump of one is refused on another
+    for v, corpus in corpora.items():
+        assert corpus.read_column("train", "sample_id").to_pylist()[3] == f"{variants[v]}-train-0000003"
+    minus_0 = write(tmp_path / "minus0", train_samples=20, eval_samples=5, privileged_strength=-0.0)
+    assert minus_0.fingerprint == corpora[("latent", 0.0)].fingerprint
+
+
+def test_defaults_record_the_latent_story_at_strength_1(tmp_path):
+    synthetic = write(tmp_path / "c").meta["synthetic"]
+    assert (synthetic["story"], synthetic["privileged_strength"]) == ("latent", 1.0)
+    assert synthetic["label_bias"] == label_bias(PRESETS["task1"])
+
+
 # ---- errors and the command line -----------------------------------------------------------
 
 
@@ -242,7 +467,16 @@ def test_bad_arguments_are_refused(tmp_path):
         write_synthetic_corpus(tmp_path / "c", preset="task9", progress=False)
     with pytest.raises(CpfdError, match="train_samples"):
         write_synthetic_corpus(tmp_path / "c", train_samples=-1, progress=False)
-    assert not (tmp_path / "c" / "corpus.json").exists()
+    for bad in (-0.5, float("nan"), float("inf"), "strong", None):
+        with pytest.raises(CpfdError, match="^--privileged-strength must be"):
+            write_synthetic_corpus(tmp_path / "c", privileged_strength=bad, progress=False)
+    with pytest.raises(CpfdError, match="^--story must be one of latent, consequence, got 'causal'$"):
+        write_synthetic_corpus(tmp_path / "c", story="causal", progress=False)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(CpfdError, match="--story"):
+        next(iter_chunks(PRESETS["task1"], "train", 10, 0, story="Latent"))
+    with pytest.raises(CpfdError, match="--privileged-strength"):
+        oracle_aucs("task1", 100, 100, privileged_strength=-1)
 
 
 def test_progress_bar_goes_to_stderr_and_can_be_turned_off(tmp_path, capsys):
