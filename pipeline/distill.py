@@ -22,12 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpfd.pipeline.options import ModelOptions, TrainOptions
-from cpfd.pipeline.stages import prepare_stage
+from cpfd.pipeline.stages import model_inputs, model_output, prepare_stage
 from cpfd.pipeline.train import train
 from cpfd.storage.atomic import commit, temp_path_for
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.dump import TeacherDump, open_dump, read_teacher_losses
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.model_folder import MODEL_FILES
+from cpfd.storage.outputs import check_paths
 from cpfd.student.cpfd import (
     MAPPING_DEFAULTS,
     MAPPING_PARAMS,
@@ -118,11 +120,23 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
                  "teacher_dir": dump.manifest["teacher"]["dir"]},
         "distillation": {"mapping": mapping, "params": params, "calibrated": calibrated, "temperature": temperature},
     }
-    stage = prepare_stage(corpus, out, role="student", stage="distill", model_options=model_options,
-                          train_options=train_options, overwrite=overwrite, resume=resume, command=command,
-                          record=record, extra_open=dump.extra_for_corpus_batches())
-    if alpha_log is not None:
-        rows = write_alpha_log(dump, mapping, params, alpha_log)
-        announce(f"wrote alpha for {rows} training rows to {alpha_log}")
-    return train(stage.model, stage.train_set, stage.eval_set, cpfd_objective(mapping, params, temperature), out,
-                 train_options, stage.record, resume=resume)
+    out = Path(out)
+    inputs = {**model_inputs(corpus, model_options), "DUMP": Path(dump_dir)}
+    check_paths({"--alpha-log": alpha_log}, inputs)
+    if alpha_log is not None and Path(alpha_log).resolve().is_relative_to(out.resolve()):
+        inner = Path(alpha_log).resolve().relative_to(out.resolve()).parts
+        if not inner or inner[0] in MODEL_FILES:
+            raise CpfdError(f"--alpha-log {alpha_log} would overwrite the model folder's own "
+                            f"{inner[0] if inner else 'folder'}; choose another name")
+    with model_output(out, overwrite=overwrite, resume=resume, inputs=inputs) as target:
+        stage = prepare_stage(corpus, target, role="student", stage="distill", model_options=model_options,
+                              train_options=train_options, overwrite=overwrite, resume=resume, command=command,
+                              record=record, extra_open=dump.extra_for_corpus_batches())
+        if alpha_log is not None:
+            alpha_log = Path(alpha_log)
+            inside = alpha_log.resolve().is_relative_to(out.resolve())  # a staged OUT takes it along
+            rows = write_alpha_log(dump, mapping, params, target / alpha_log.resolve().relative_to(out.resolve())
+                                   if inside else alpha_log)
+            announce(f"wrote alpha for {rows} training rows to {alpha_log}")
+        return train(stage.model, stage.train_set, stage.eval_set, cpfd_objective(mapping, params, temperature), target,
+                     train_options, stage.record, resume=resume)

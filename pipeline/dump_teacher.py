@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +27,19 @@ from cpfd.pipeline.scoring import precision, resolve_device, score_batches
 from cpfd.pipeline.stages import check_model_fits_corpus, is_teacher, load_model
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.dump import (
+    DUMP_MANIFEST,
     cross_entropy,
     dump_provenance,
     file_sha256,
     finalize_dump,
     open_dump,
     plan_dump,
+    shards_of_worker,
     write_dump_shard,
 )
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import WEIGHTS
+from cpfd.storage.outputs import check_paths, exclusive, staging_path, swap_in
 
 # How far logits recomputed in another call (a rerun after a crash, another job-array worker,
 # `--verify`) may be from the stored ones, by the precision of the two computations. Not 0: CPU BLAS
@@ -106,30 +110,52 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
         num_shards, shard_index = torchrun_share() or (1, 0)
     if not 0 <= shard_index < num_shards:
         raise CpfdError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
+    check_paths({"--out": out}, {"TEACHER": teacher_dir, "CORPUS": corpus.path})
     scorer = TeacherScorer(teacher_dir, corpus, device, batch_size)
     weights = teacher_dir / WEIGHTS
     teacher = {"dir": str(teacher_dir), "weights_sha256": file_sha256(weights), "config": scorer.model.config.to_dict()}
     provenance = dump_provenance(corpus, split, teacher)
-    todo = plan_dump(out, corpus, split, teacher, overwrite, num_shards, shard_index)
+    # --overwrite over a finished dump writes the new one beside it (every job-array worker into the
+    # same staging folder) and swaps it in once complete: a failure never loses the old dump.
+    target = staging_path(out) if overwrite and (out / DUMP_MANIFEST).exists() else out
+    names = [p.name for p in corpus.shard_paths(split)]
+    with ExitStack() as locks:
+        for i in shards_of_worker(corpus, split, num_shards, shard_index):  # one writer per shard
+            locks.enter_context(exclusive(target / names[i], f"shard {names[i]} of this dump"))
+        todo = plan_dump(target, corpus, split, teacher, overwrite, num_shards, shard_index)
 
-    columns = ["sample_id", *scorer.inputs.columns()]
-    units = [u for u in corpus.work_units(split) if u.shard in set(todo)]
-    bar = tqdm(total=sum(u.rows for u in units), unit="rows", desc="dump-teacher", disable=not progress)
+        columns = ["sample_id", *scorer.inputs.columns()]
+        units = [u for u in corpus.work_units(split) if u.shard in set(todo)]
+        bar = tqdm(total=sum(u.rows for u in units), unit="rows", desc="dump-teacher", disable=not progress)
 
-    def row_groups(shard: int):
-        for unit in (u for u in units if u.shard == shard):
-            table = corpus.read_unit(unit, columns)
-            labels = table.column("label").to_numpy()
-            logits = scorer.logits(table)
-            bar.update(table.num_rows)
-            yield table.column("sample_id"), labels, logits, cross_entropy(logits, labels).astype(np.float32)
+        def row_groups(shard: int):
+            for unit in (u for u in units if u.shard == shard):
+                table = corpus.read_unit(unit, columns)
+                labels = table.column("label").to_numpy()
+                logits = scorer.logits(table)
+                bar.update(table.num_rows)
+                yield table.column("sample_id"), labels, logits, cross_entropy(logits, labels).astype(np.float32)
 
-    for shard in todo:
-        write_dump_shard(out, corpus, split, shard, row_groups(shard), provenance, computed=scorer.computed_with())
-    bar.close()
-    finished = finalize_dump(out, corpus, split, provenance)
+        for shard in todo:
+            write_dump_shard(target, corpus, split, shard, row_groups(shard), provenance, computed=scorer.computed_with())
+        bar.close()
+    finished = finish_dump(target, out, corpus, split, provenance)
     return {"out": str(out), "split": split, "shards_written": len(todo), "rows_written": sum(u.rows for u in units),
             "finished": finished, "num_shards": num_shards, "shard_index": shard_index}
+
+
+def finish_dump(target: Path, out: Path, corpus: Corpus, split: str, provenance: dict) -> bool:
+    """Write the manifest once every shard is there; a staged overwrite is then swapped into `out`.
+    The swap happens under `out`'s lock, so of two workers finishing together one swaps."""
+    if target == out:
+        return finalize_dump(out, corpus, split, provenance)
+    with exclusive(out, "this dump", wait=True):
+        if not target.exists():  # another worker of this overwrite swapped it in already
+            return finalize_dump(out, corpus, split, provenance)
+        if not finalize_dump(target, corpus, split, provenance):
+            return False
+        swap_in(target, out)
+        return True
 
 
 def format_dump_summary(result: dict) -> str:

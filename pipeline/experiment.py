@@ -19,7 +19,8 @@ Layout of DIR:
 
     DIR/corpus/                       (synthetic runs only)
     DIR/seed-0/teacher/ baseline/ pfd/ cpfd-exp-decay/ pfd-exp-decay/ ... dump/ dump-eval/
-    DIR/seed-0/<model>/eval.json      metrics; eval_predictions.parquet beside it
+    DIR/seed-0/eval/<model>.json      metrics on the eval split; <model>.parquet its predictions
+                                      (outside the model folders: an output never lies in an input)
     DIR/report.md, report.json, fig_teacher_loss.png, fig_alpha.png
     DIR/timings.json                  wall seconds of each step this folder ran
     DIR/experiment.json               the settings the steps were run with (a rerun must match)
@@ -35,12 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cpfd.storage.dump import read_teacher_losses
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.stages import evaluate_model, train_model
 from cpfd.storage.atomic import atomic_write_json
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
-from cpfd.storage.dump import DUMP_MANIFEST
+from cpfd.storage.dump import DUMP_MANIFEST, read_teacher_losses
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import CHECKPOINT, read_training_record, training_finished
 from cpfd.student.cpfd import MAPPINGS, alpha_from_loss
@@ -96,6 +96,11 @@ def check_options(options: ExperimentOptions) -> None:
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def eval_paths(seed_dir: Path, name: str) -> tuple[Path, Path]:
+    """Where a model's eval-split metrics (JSON) and predictions (Parquet) go in an experiment folder."""
+    return seed_dir / "eval" / f"{name}.json", seed_dir / "eval" / f"{name}.parquet"
 
 
 def mean_alpha(dump_dir: Path, mapping: str, params: dict) -> float:
@@ -182,10 +187,10 @@ class Experiment:
 
     def evaluate(self, seed_dir: Path, name: str) -> dict:
         out = seed_dir / name
-        metrics_path = out / "eval.json"
+        metrics_path, predictions = eval_paths(seed_dir, name)
         if metrics_path.exists():
             return json.loads(metrics_path.read_text())
-        metrics = evaluate_model(out, self.corpus_path, split="eval", out=out / "eval_predictions.parquet",
+        metrics = evaluate_model(out, self.corpus_path, split="eval", out=predictions,
                                  device=self.train_options.device, progress=False)
         atomic_write_json(metrics_path, metrics)
         return metrics

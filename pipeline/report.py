@@ -1,6 +1,6 @@
 """The experiment's report: the paper's Tables 1 and 3-7 and Figures 3 and 5 for one corpus.
 
-`write_report` reads what the experiment steps wrote (each model's `eval.json` and eval
+`write_report` reads what the experiment steps wrote (each model's eval metrics and eval
 predictions, the teacher dumps) and writes `report.json` (every number) and `report.md`
 (the tables), plus `fig_teacher_loss.png` and `fig_alpha.png`. Nothing here trains or re-scores
 a model except the serving-latency measurement of Table 4.
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from cpfd.pipeline.experiment import eval_paths
 from cpfd.storage.analysis import connect, inspect_dump
 from cpfd.storage.atomic import atomic_write_bytes, atomic_write_json
 from cpfd.storage.corpus import Corpus
@@ -225,9 +226,9 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
         table7[f"{t:g}"] = models[name]
 
     # Table 1 and Figure 3: held-out videos, teacher loss vs the baseline student's correctness
-    table1 = [inspect_dump(out / f"seed-{s}" / "dump-eval", predictions=out / f"seed-{s}" / "baseline" / "eval_predictions.parquet")["table1"]
+    table1 = [inspect_dump(out / f"seed-{s}" / "dump-eval", predictions=eval_paths(out / f"seed-{s}", "baseline")[1])["table1"]
               for s in seeds]
-    groups = teacher_loss_by_outcome(seed0 / "dump-eval", seed0 / "baseline" / "eval_predictions.parquet")
+    groups = teacher_loss_by_outcome(seed0 / "dump-eval", eval_paths(seed0, "baseline")[1])
     figure_teacher_loss(groups, corpus.classes, out / "fig_teacher_loss.png")
     loss_q99 = float(np.quantile(np.concatenate([v for v in groups.values() if len(v)]), 0.99))
     figure_alpha({m: results[seeds[0]][f"cpfd-{m}"]["distillation"] for m in options.mappings}
@@ -238,8 +239,8 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
     for name in ["baseline", "teacher", "pfd", primary]:
         rates = []
         for s in seeds:
-            base = read_predictions(out / f"seed-{s}" / "baseline" / "eval_predictions.parquet")
-            pred = read_predictions(out / f"seed-{s}" / name / "eval_predictions.parquet")
+            base = read_predictions(eval_paths(out / f"seed-{s}", "baseline")[1])
+            pred = read_predictions(eval_paths(out / f"seed-{s}", name)[1])
             rates.append(hit_rate_at_matched_recall(base["prob"], pred["prob"], pred["label"]))
         table5[name] = {"hit_rate": summarize([r["hit_rate"] for r in rates]), "recalled": [r["recalled"] for r in rates]}
 
@@ -357,6 +358,6 @@ def render_markdown(report, models, table3_models, best, gaps, primary, provenan
 
     out += ["## Figure 5: alpha against teacher loss", "", "![alpha](fig_alpha.png)", ""]
     out += ["## How to reproduce", "", f"```\n{report['command']}\n```", "",
-            "Model folders, dumps and per-model `eval.json` / `eval_predictions.parquet` are under `seed-N/`; "
+            "Model folders and dumps are under `seed-N/`, each model's eval metrics and predictions under `seed-N/eval/`; "
             "`report.json` holds every number above.", ""]
     return "\n".join(out)

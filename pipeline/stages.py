@@ -10,8 +10,10 @@ need it, so the student stages never import `teacher`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +29,8 @@ from cpfd.pipeline.train import cross_entropy_loss, set_seed, train
 from cpfd.storage.atomic import commit, temp_path_for
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.model_folder import TOKENIZER, prepare_model_dir, read_model_config
+from cpfd.storage.model_folder import CONFIG, TOKENIZER, prepare_model_dir, read_model_config
+from cpfd.storage.outputs import check_paths, exclusive, replacing
 
 TEACHER_ARCHITECTURE = "DF-X-VLM"
 STUDENT_ARCHITECTURE = "X-VLM"
@@ -241,6 +244,28 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
     return Stage(model, tokenizer, train_set, eval_set, record)
 
 
+def has_model(folder: Path) -> bool:
+    """A folder holding a model (finished or not): what --overwrite must not destroy before the new one is there."""
+    return (Path(folder) / CONFIG).exists()
+
+
+@contextmanager
+def model_output(out: Path, *, overwrite: bool, resume: bool, inputs: dict) -> Iterator[Path]:
+    """The folder a training stage writes: `out` checked against the stage's inputs, locked against a
+    second writer, and (with --overwrite over a model) a staging folder swapped in only when the
+    run finishes. A failed or killed overwrite keeps OUT as it was and its staging folder, which
+    the same command with --resume continues."""
+    out = Path(out)
+    check_paths({"--out": out}, inputs)
+    with exclusive(out, "this model folder"):
+        with replacing(out, overwrite, has_model, keep_on_failure=True, resume=resume) as target:
+            yield target
+
+
+def model_inputs(corpus: Corpus, model_options: ModelOptions) -> dict:
+    return {"CORPUS": corpus.path, "--vision-model": model_options.vision_model, "--text-model": model_options.text_model}
+
+
 def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, train_options: TrainOptions,
                 overwrite: bool = False, resume: bool = False, command: str = "") -> dict:
     """`cpfd train-teacher` (role "teacher") and `cpfd train-student` (role "student")."""
@@ -248,10 +273,11 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
     if role == "teacher" and not corpus.privileged_features:
         raise CpfdError(f"{corpus_path}: the corpus has no privileged features; a teacher needs them "
                         "(train a student with `cpfd train-student`)")
-    stage = prepare_stage(corpus, out, role=role, stage=f"train-{role}", model_options=model_options,
-                          train_options=train_options, overwrite=overwrite, resume=resume, command=command)
-    return train(stage.model, stage.train_set, stage.eval_set, cross_entropy_loss, out, train_options, stage.record,
-                 resume=resume)
+    with model_output(out, overwrite=overwrite, resume=resume, inputs=model_inputs(corpus, model_options)) as target:
+        stage = prepare_stage(corpus, target, role=role, stage=f"train-{role}", model_options=model_options,
+                              train_options=train_options, overwrite=overwrite, resume=resume, command=command)
+        return train(stage.model, stage.train_set, stage.eval_set, cross_entropy_loss, target, train_options,
+                     stage.record, resume=resume)
 
 
 def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> None:
@@ -276,6 +302,7 @@ def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> Non
 def evaluate_model(model_dir, corpus_path, *, split: str = "eval", out=None, batch_size: int = 128,
                    device: str = "auto", progress: bool = True) -> dict:
     """`cpfd evaluate`: metrics of a model on a corpus split, optionally its predictions file."""
+    check_paths({"--out": out}, {"MODEL": model_dir, "CORPUS": corpus_path})
     model, tokenizer = load_model(model_dir)
     corpus = Corpus(corpus_path)
     check_model_fits_corpus(model, Path(model_dir), corpus)
@@ -326,6 +353,7 @@ def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, dev
     from cpfd.storage.manifest import iter_manifest, to_row
     from cpfd.storage.schema import CORPUS_SCHEMA
 
+    check_paths({"--out": out}, {"MODEL": model_dir, "MANIFEST": manifest})
     model, tokenizer = load_model(model_dir, allow_teacher=False)
     config = model.config
     device = resolve_device(device)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -28,16 +30,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cpfd.storage.atomic import atomic_write_json, commit, fsync_dir, remove_temp_files, temp_path_for
+from cpfd.storage.atomic import atomic_write_json, commit, remove_temp_files, temp_path_for
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.outputs import exclusive, replacing
 from cpfd.storage.schema import (
     CORPUS_COLUMNS,
     CORPUS_DICTIONARY_COLUMNS,
+    CORPUS_JSON_SHAPE,
     CORPUS_SCHEMA,
     MAX_ROW_GROUP_ROWS,
     SCHEMA_VERSION,
+    SHARD_FILE,
     SPLITS,
     check_columns,
+    check_json,
 )
 
 CORPUS_JSON = "corpus.json"
@@ -48,7 +54,7 @@ def shard_name(index: int) -> str:
 
 
 def fingerprint_of(splits: dict) -> str:
-    """Hash of split names, shard files, row counts and the sha256 of each shard's ids."""
+    """Hash of split names, shard files, row counts and each shard's `ids_sha256` (an `IdDigest`)."""
     listing = [
         [split, s["file"], s["rows"], s["ids_sha256"]]
         for split in SPLITS
@@ -57,27 +63,45 @@ def fingerprint_of(splits: dict) -> str:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def hash_ids(ids: pa.Array | pa.ChunkedArray | Iterable[str], h=None):
-    """Update (or start) the sha256 over "<id>\\n" for each id, in order: a shard's `ids_sha256`.
+class IdDigest:
+    """sha256 of a sequence of sample ids that no two different sequences share: a shard's `ids_sha256`.
 
-    Arrow string arrays are hashed from their data buffer, without a Python loop."""
-    h = h or hashlib.sha256()
-    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+    Joining ids with a separator is ambiguous once an id may hold the separator (["x\\ny", "z"] and
+    ["x", "y\\nz"] would agree), so the digest covers the ids' lengths and their bytes apart:
+    sha256("cpfd.ids.v2" | count | sha256(lengths as int64 LE) | sha256(UTF-8 bytes, concatenated)).
+    `update` takes Arrow string arrays straight from their buffers (no Python loop) or any
+    iterable of str; the result does not depend on how the ids are chunked.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.lengths = hashlib.sha256()
+        self.data = hashlib.sha256()
+
+    def update(self, ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> "IdDigest":
+        if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            ids = pa.array(list(ids), type=pa.string())
         for chunk in ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids]:
             if len(chunk) == 0:
                 continue
             if chunk.null_count:
                 raise CpfdError("sample_id holds nulls")
-            newline, nothing = pa.scalar("\n", pa.large_string()), pa.scalar("", pa.large_string())
-            lines = pc.binary_join_element_wise(chunk.cast(pa.large_string()), newline, nothing)  # "<id>\n" per row
-            offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
-            start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
-            h.update(memoryview(lines.buffers()[2])[start:end])
-        return h
-    for sample_id in ids:
-        h.update(sample_id.encode())
-        h.update(b"\n")
-    return h
+            chunk = chunk.cast(pa.large_string())
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset: chunk.offset + len(chunk) + 1]
+            self.lengths.update(np.diff(offsets).astype("<i8").tobytes())
+            if chunk.buffers()[2] is not None:
+                self.data.update(memoryview(chunk.buffers()[2])[offsets[0]:offsets[-1]])
+            self.count += len(chunk)
+        return self
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(b"cpfd.ids.v2" + self.count.to_bytes(8, "little") + self.lengths.digest()
+                              + self.data.digest()).hexdigest()
+
+
+def hash_ids(ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> str:
+    """`IdDigest` of one sequence of ids, as hex."""
+    return IdDigest().update(ids).hexdigest()
 
 
 def hash_labels(labels: pa.Array | pa.ChunkedArray | Sequence[int], h=None):
@@ -133,10 +157,10 @@ class _SplitWriter:
                 use_dictionary=CORPUS_DICTIONARY_COLUMNS,
                 write_statistics=["sample_id", "label"],
             )
-            self.shard_rows, self.ids_hash, self.labels_hash = 0, hashlib.sha256(), hashlib.sha256()
+            self.shard_rows, self.ids_hash, self.labels_hash = 0, IdDigest(), hashlib.sha256()
         table = pa.Table.from_pydict(self.buffer, schema=CORPUS_SCHEMA)
         self.writer.write_table(table, row_group_size=self.buffered)
-        hash_ids(table.column("sample_id"), self.ids_hash)
+        self.ids_hash.update(table.column("sample_id"))
         hash_labels(table.column("label"), self.labels_hash)
         self.shard_rows += self.buffered
         self.buffer = {c: [] for c in CORPUS_COLUMNS}
@@ -175,19 +199,11 @@ class _SplitWriter:
 
 
 def prepare_output_dir(out: Path, overwrite: bool, manifest_name: str, what: str) -> None:
-    """Refuse to clobber a finished directory unless `overwrite`; un-finish it first if we may.
-
-    Removing the manifest first means a crash during the overwrite leaves "no corpus", never a
-    manifest that describes shards which are half replaced.
-    """
+    """Refuse to clobber a finished directory unless `overwrite`; create it if needed."""
     if out.exists() and not out.is_dir():
         raise CpfdError(f"{out} exists and is not a directory")
-    manifest = out / manifest_name
-    if manifest.exists():
-        if not overwrite:
-            raise CpfdError(f"{out} already holds a {what} ({manifest_name}); pass --overwrite to replace it")
-        manifest.unlink()
-        fsync_dir(out)
+    if (out / manifest_name).exists() and not overwrite:
+        raise CpfdError(f"{out} already holds a {what} ({manifest_name}); pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -196,6 +212,11 @@ class CorpusWriter:
 
     A row is a dict with every column of CORPUS_SCHEMA (`sample_id`, `label`, `title`,
     `ocr_text`, `frames`, `privileged`, `features`).
+
+    The writer holds `out`'s lock (`storage.outputs.exclusive`) until it closes: a second writer
+    is refused. With `overwrite` over a finished corpus it writes into a staging folder beside it
+    (`self.out`; `self.destination` is the folder asked for) and swaps it in when `close()` has
+    written corpus.json, so a failed write leaves the old corpus as it was.
     """
 
     def __init__(
@@ -221,8 +242,17 @@ class CorpusWriter:
             raise CpfdError(f"rows_per_shard must be positive, got {rows_per_shard}")
         if len(classes) < 2:
             raise CpfdError(f"a corpus needs at least 2 classes, got {list(classes)}")
-        self.out = Path(out)
-        prepare_output_dir(self.out, overwrite, CORPUS_JSON, "corpus")
+        self.destination = Path(out)
+        prepare_output_dir(self.destination, overwrite, CORPUS_JSON, "corpus")
+        self.created = not any(self.destination.iterdir())  # an empty folder goes again if the write fails
+        self._stack = ExitStack()
+        try:
+            self._stack.enter_context(exclusive(self.destination, "this corpus"))
+            self.out = self._stack.enter_context(
+                replacing(self.destination, overwrite, lambda d: (d / CORPUS_JSON).exists()))
+        except BaseException:
+            self._stack.close()
+            raise
         for split in SPLITS:
             # Leftovers of an earlier write that never finished (no corpus.json): start clean.
             folder = self.out / split
@@ -253,7 +283,7 @@ class CorpusWriter:
         self.rows_written[split] += 1
 
     def close(self) -> dict:
-        """Commit the last shards, then `corpus.json`. Returns the corpus.json content."""
+        """Commit the last shards, then `corpus.json` (then swap a staged overwrite in). Returns its content."""
         for w in self.splits.values():
             w.close()
         splits = {s: {"rows": self.rows_written[s], "shards": w.shards} for s, w in self.splits.items()}
@@ -265,22 +295,30 @@ class CorpusWriter:
         }
         atomic_write_json(self.out / CORPUS_JSON, meta)
         self.closed = True
+        self._stack.close()  # swaps a staged folder in, then lets go of the lock
         return meta
 
-    def abort(self) -> None:
-        for w in self.splits.values():
-            w.abort()
-        for split in SPLITS:
-            folder = self.out / split
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+    def abort(self, error: BaseException | None = None) -> None:
+        """Remove what this write created; a staged overwrite is dropped and the old corpus stays."""
+        try:
+            for w in self.splits.values():
+                w.abort()
+            for split in SPLITS:
+                folder = self.out / split
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        finally:
+            error = error or CpfdError("the corpus write was aborted")
+            self._stack.__exit__(type(error), error, error.__traceback__)  # drops the staging folder, unlocks
+            if self.created and self.destination.is_dir() and not any(self.destination.iterdir()):
+                self.destination.rmdir()
 
     def __enter__(self) -> "CorpusWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            self.abort()
+            self.abort(exc)
         elif not self.closed:
             self.close()
 
@@ -301,6 +339,27 @@ class WorkUnit:
     offset: int  # index of the unit's first row within the split
 
 
+def check_corpus_json(meta: dict, where: Path) -> None:
+    """corpus.json has the shape and the values a reader relies on; CpfdError naming the field otherwise."""
+    check_json(meta, CORPUS_JSON_SHAPE, str(where))
+    if len(meta["classes"]) < 2 or meta["num_classes"] != len(meta["classes"]):
+        raise CpfdError(f"{where}: num_classes {meta['num_classes']} with classes {meta['classes'][:10]} "
+                        "(at least 2 names, one per class)")
+    if not 0 <= meta["frames_per_video"] <= 256 or not 0 <= meta["image_size"] <= 1024:
+        raise CpfdError(f"{where}: frames_per_video {meta['frames_per_video']} and image_size {meta['image_size']} "
+                        "must be in [0, 256] and [0, 1024]")
+    if meta["frames_per_video"] and not meta["image_size"]:
+        raise CpfdError(f"{where}: frames_per_video {meta['frames_per_video']} with image_size 0")
+    unknown = sorted(set(meta["splits"]) - set(SPLITS))
+    if unknown:
+        raise CpfdError(f"{where}: unknown split(s) {unknown} in splits; expected {list(SPLITS)}")
+    for split, entry in meta["splits"].items():
+        for shard in entry["shards"]:
+            if not re.fullmatch(SHARD_FILE, shard["file"]):
+                raise CpfdError(f"{where}: splits.{split} lists a shard file {shard['file']!r}; "
+                                f"expected names like {shard_name(0)}")
+
+
 class Corpus:
     """A validated corpus directory. `Corpus(path)` raises CpfdError if it is not sound.
 
@@ -318,11 +377,15 @@ class Corpus:
             raise CpfdError(f"{self.path}: no {CORPUS_JSON} (not a corpus, or its write did not finish)")
         try:
             self.meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise CpfdError(f"{meta_path}: not valid JSON ({e})") from None
-        version = self.meta.get("schema_version")
+        version = self.meta.get("schema_version") if isinstance(self.meta, dict) else None
+        if version == 1:
+            raise CpfdError(f"{meta_path}: schema_version 1, written by an older cpfd whose id hashes could make two "
+                            f"corpora look the same; write it again with this cpfd (cpfd import / cpfd synth)")
         if version != SCHEMA_VERSION:
-            raise CpfdError(f"{meta_path}: schema_version {version}, this cpfd reads {SCHEMA_VERSION}")
+            raise CpfdError(f"{meta_path}: schema_version {version!r}, this cpfd reads {SCHEMA_VERSION}")
+        check_corpus_json(self.meta, meta_path)
         self._check(verify)
 
     # ---- metadata -----------------------------------------------------------------------
@@ -405,7 +468,7 @@ class Corpus:
                     raise CpfdError(f"{file}: holds {md.num_rows} rows, corpus.json says {s['rows']}")
                 if verify == "full":
                     rows = pq.read_table(file, columns=["sample_id", "label"])
-                    if hash_ids(rows.column("sample_id")).hexdigest() != s["ids_sha256"]:
+                    if hash_ids(rows.column("sample_id")) != s["ids_sha256"]:
                         raise CpfdError(f"{file}: sample ids do not match the corpus fingerprint")
                     if "labels_sha256" in s and hash_labels(rows.column("label")).hexdigest() != s["labels_sha256"]:
                         raise CpfdError(f"{file}: labels do not match labels_sha256 in corpus.json")

@@ -21,11 +21,13 @@ Writing (the `dump-teacher` command runs the teacher; this module only stores wh
 `arrays_for(shard)` yields one `(sample_ids, labels, logits (n, C) float32, teacher_loss (n,) float32)`
 per row group of the corpus shard, in order. The writer checks them against the corpus rows
 (ids, labels, shapes, finite values, teacher_loss = CE of the logits) before anything is stored.
-A shard is written to `.part-NNNNN.parquet.tmp` and renamed when complete, so a crash leaves
-committed shards and at most one temp file per worker; a rerun (`plan_dump`) deletes the temp
-files, keeps the committed shards that check out and returns the rest. Job arrays: corpus shard
-i belongs to worker `i % num_shards`; whichever worker finds every shard committed writes
-`_manifest.json`. Two provenances are the same dump when teacher weights, corpus fingerprint,
+A shard is written to `.part-NNNNN.parquet.PID.tmp` (a name of its own per process) and renamed
+when complete, so a crash leaves committed shards and at most one temp file per worker; a rerun
+(`plan_dump`) deletes the temp files of its own shards, keeps the committed shards that check out
+(values read back against the `values_sha256` the writer recorded, finite, loss = CE) and
+returns the rest. Job arrays: corpus shard i belongs to worker `i % num_shards`; whichever worker
+finds every shard committed writes `_manifest.json`. The caller (`pipeline.dump_teacher`) holds
+an advisory lock on each shard it writes, so two processes never write one shard. Two provenances are the same dump when teacher weights, corpus fingerprint,
 split, classes and schema agree: paths and `created_at` (when that run started; pass a fixed one
 for byte-identical reruns) do not count.
 
@@ -49,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -58,10 +61,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cpfd.storage.atomic import TMP_SUFFIX, commit, fsync_dir, remove_temp_files, temp_path_for
-from cpfd.storage.corpus import Corpus, WorkUnit, hash_ids, hash_labels
+from cpfd.storage.atomic import TMP_SUFFIX, commit, fsync_dir
+from cpfd.storage.corpus import Corpus, IdDigest, WorkUnit, hash_labels
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.schema import DUMP_SCHEMA_VERSION, SPLITS, dump_schema
+from cpfd.storage.schema import DUMP_MANIFEST_SHAPE, DUMP_SCHEMA_VERSION, SHARD_FILE, SPLITS, check_json, dump_schema
 
 DUMP_MANIFEST = "_manifest.json"
 PROVENANCE_KEY = b"cpfd.dump"
@@ -285,15 +288,18 @@ def plan_dump(
 
     Refuses (CpfdError) a folder holding a dump of another teacher, corpus or split (its
     `_manifest.json`, or committed shards by their stored provenance) unless `overwrite`, which
-    clears it: the manifest first, then this worker's shards. Deletes this worker's temp files,
-    and keeps its committed shards that check out (readable, rows and row groups of the corpus
-    shard, same provenance). A finished dump of the same teacher and corpus split returns [].
+    clears it: the manifest first, then this worker's shards. Deletes this worker's temp files
+    (whichever process wrote them: the caller holds the locks of its shards, `shard_locks`), and
+    keeps its committed shards only after checking them: readable, the rows and row groups of the
+    corpus shard, the same provenance and id/label digests, and values whose digest is the one the
+    writer recorded, finite, with teacher_loss the cross-entropy of the logits. A finished dump of
+    the same teacher and corpus split returns [] once every shard's sha256 matches the manifest.
     `teacher_provenance` is {"dir", "weights_sha256", "config"} (a full provenance is accepted too).
     """
     corpus = _as_corpus(corpus)
     _check_split(corpus, split)
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise CpfdError(f"shard index {shard_index} is not in [0, {num_shards}) (--shard-index, --num-shards)")
+        raise CpfdError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
     teacher = teacher_provenance.get("teacher", teacher_provenance)
     want = dump_provenance(corpus, split, teacher, created_at="-")
     out = Path(out)
@@ -305,11 +311,13 @@ def plan_dump(
     if manifest.exists():
         try:
             have = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             have = {}
+        have = have if isinstance(have, dict) else {}
         if not overwrite:
             if _identity(have) == _identity(want):
                 _check_finished_labels(have, corpus, split, out)
+                _check_finished_files(have, out)
                 return []  # finished already
             raise CpfdError(f"{out} holds a finished dump of {_difference(have, want)}; pass --overwrite to replace it")
         # Un-finish it first: a crash during the overwrite then leaves "unfinished", never a
@@ -321,12 +329,10 @@ def plan_dump(
     groups = corpus.row_groups(split)
     rows = corpus.shard_rows(split)
     digests = corpus.shard_digests(split)
-    mine = [i for i in range(len(names)) if i % num_shards == shard_index]
-    # Only this worker's temp files: another worker of the job array may be writing its own.
-    for i in mine:
-        temp_path_for(out / names[i]).unlink(missing_ok=True)
-    if num_shards == 1:
-        remove_temp_files(out)
+    mine = shards_of_worker(corpus, split, num_shards, shard_index)
+    for i in mine:  # this worker's shards: no other process writes them (the caller holds their locks)
+        for tmp in out.glob(f".{names[i]}*{TMP_SUFFIX}"):
+            tmp.unlink()
 
     done = set()
     for file in sorted(out.glob("*.parquet")):
@@ -349,15 +355,62 @@ def plan_dump(
         if index is None:
             raise CpfdError(f"{file}: not a shard of corpus split {split}; delete it or pass --overwrite")
         if owned:
-            problem = _shard_problem(md, corpus.num_classes, rows[index], groups[index]) or _content_problem(
-                _footer_json(md, DIGESTS_KEY), digests[index]
-            )
+            record = _footer_json(md, DIGESTS_KEY)
+            problem = (_shard_problem(md, corpus.num_classes, rows[index], groups[index])
+                       or _content_problem(record, digests[index]) or _values_problem(file, record, corpus.num_classes))
             if problem:
                 raise CpfdError(f"{file}: {problem}; delete it or pass --overwrite")
             done.add(index)
     if overwrite:
         fsync_dir(out)
     return [i for i in mine if i not in done]
+
+
+def shards_of_worker(corpus: Corpus, split: str, num_shards: int = 1, shard_index: int = 0) -> list[int]:
+    """The corpus shards worker `shard_index` of `num_shards` dumps: those whose index mod N is its own."""
+    return [i for i in range(len(corpus.shard_paths(split))) if i % num_shards == shard_index]
+
+
+def _check_finished_files(manifest: dict, out: Path) -> None:
+    """A finished dump's shards are still the files its manifest describes (sha256)."""
+    for entry in manifest.get("shards", []):
+        file = out / str(entry.get("file"))
+        if not file.exists() or file_sha256(file) != entry.get("sha256"):
+            raise CpfdError(f"{file}: {'missing' if not file.exists() else 'changed since the dump was written'} "
+                            f"(sha256 differs from {DUMP_MANIFEST}); pass --overwrite to dump the teacher again")
+
+
+def values_digest(logits: np.ndarray, loss: np.ndarray, h=None):
+    """Update (or start) the sha256 of a row group's values: logits (n, C) then teacher_loss (n,), float32 LE."""
+    h = h or hashlib.sha256()
+    h.update(np.ascontiguousarray(logits, dtype="<f4").tobytes())
+    h.update(np.ascontiguousarray(loss, dtype="<f4").tobytes())
+    return h
+
+
+def _values_problem(file: Path, record: dict | None, num_classes: int) -> str | None:
+    """What is wrong with a committed shard's values, read back: the digest its writer recorded, finite
+    values, teacher_loss = cross-entropy of the logits (LOSS_RTOL). None when they check out."""
+    if not record or "values_sha256" not in record:
+        return "its footer records no values digest (written by an older cpfd)"
+    try:
+        pf = pq.ParquetFile(file)
+        h = hashlib.sha256()
+        for g in range(pf.num_row_groups):
+            table = pf.read_row_group(g, columns=["label", *TEACHER_COLUMNS], use_threads=False)
+            logits = _float32_view(table.column(1), file).reshape(-1, num_classes)
+            loss = _float32_view(table.column(2), file)
+            values_digest(logits, loss, h)
+            if not (np.isfinite(logits).all() and np.isfinite(loss).all()):
+                return f"row group {g} holds NaN or inf"
+            expected = cross_entropy(logits, table.column(0).to_numpy())
+            if len(loss) and (np.abs(loss - expected) / (1.0 + np.abs(expected))).max() > LOSS_RTOL:
+                return f"row group {g}: teacher_loss is not the cross-entropy of the logits"
+    except (pa.ArrowException, OSError) as e:
+        return f"not readable ({e})"
+    if h.hexdigest() != record["values_sha256"]:
+        return "its logits or losses changed after the writer committed it (values digest differs)"
+    return None
 
 
 def _check_finished_labels(manifest: dict, corpus: Corpus, split: str, out: Path) -> None:
@@ -462,11 +515,11 @@ def write_dump_shard(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / corpus_file.name
-    tmp = temp_path_for(final)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}{TMP_SUFFIX}")  # per process: two writers never share one
     schema = dump_schema(num_classes).with_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
     corpus_pf = pq.ParquetFile(corpus_file)
     writer = None
-    rows, ids_hash, labels_hash = 0, hashlib.sha256(), hashlib.sha256()
+    rows, ids_hash, labels_hash, values_hash = 0, IdDigest(), hashlib.sha256(), hashlib.sha256()
     try:
         writer = pq.ParquetWriter(
             tmp,
@@ -483,13 +536,16 @@ def write_dump_shard(
             corpus_rows = corpus_pf.read_row_group(g, columns=["sample_id", "label"])
             table = _row_group_table(arrays, corpus_rows, num_classes, schema, where)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
-            hash_ids(table.column("sample_id"), ids_hash)
+            ids_hash.update(table.column("sample_id"))
             hash_labels(table.column("label"), labels_hash)
+            values_digest(_float32_view(table.column("logits"), final), _float32_view(table.column("teacher_loss"), final),
+                          values_hash)  # what a resume reads back to trust the shard
             rows += table.num_rows
             count += 1
         if count != len(groups):
             raise CpfdError(f"{final}: got {count} row groups, the corpus shard has {len(groups)}")
-        digests = {"rows": rows, "ids_sha256": ids_hash.hexdigest(), "labels_sha256": labels_hash.hexdigest()}
+        digests = {"rows": rows, "ids_sha256": ids_hash.hexdigest(), "labels_sha256": labels_hash.hexdigest(),
+                   "values_sha256": values_hash.hexdigest()}
         if computed is not None:
             digests["computed"] = computed
         writer.add_key_value_metadata({DIGESTS_KEY: json.dumps(digests)})
@@ -566,14 +622,18 @@ def read_manifest(dump_dir: str | Path) -> dict:
         raise CpfdError(f"{path}: no {DUMP_MANIFEST} (not a teacher dump, or an unfinished one: rerun dump-teacher)")
     try:
         meta = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CpfdError(f"{manifest}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CpfdError(f"{manifest}: expected a JSON object, got {type(meta).__name__}")
     version = meta.get("schema_version")
     if version != DUMP_SCHEMA_VERSION:
-        raise CpfdError(f"{manifest}: dump schema_version {version}, this cpfd reads {DUMP_SCHEMA_VERSION}")
-    for key in ("teacher", "corpus", "num_classes", "classes", "shards"):
-        if key not in meta:
-            raise CpfdError(f"{manifest}: no {key!r} field")
+        raise CpfdError(f"{manifest}: dump schema_version {version!r}, this cpfd reads {DUMP_SCHEMA_VERSION}"
+                        + ("; dump the teacher again with this cpfd" if isinstance(version, int) and version < DUMP_SCHEMA_VERSION else ""))
+    check_json(meta, DUMP_MANIFEST_SHAPE, str(manifest))
+    for entry in meta["shards"]:
+        if not re.fullmatch(SHARD_FILE, entry["file"]):
+            raise CpfdError(f"{manifest}: lists a shard file {entry['file']!r}; expected names like part-00000.parquet")
     return meta
 
 

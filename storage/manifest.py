@@ -29,6 +29,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from tqdm import tqdm
 
 from cpfd.storage.corpus import CORPUS_JSON, CorpusWriter
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.outputs import check_paths
 from cpfd.storage.images import ImageError, check_image, load_frames, select_frames
 
 FIELDS = ("id", "frames", "title", "ocr_text", "privileged", "features", "label", "split")
@@ -405,6 +407,7 @@ def scan_manifest(
     require_label: bool = True,
     check_frames: bool = True,
     frames_per_video: int | None = None,
+    out: str | Path | None = None,
     progress: bool = False,
 ) -> ManifestScan:
     """Pass 1: validate every line and the file as a whole, streaming; writes nothing.
@@ -413,7 +416,8 @@ def scan_manifest(
     sorted set of string labels (at most MAX_CLASSES); else, for int labels, "0".."max" (at
     least 2 classes). With `check_frames`, every listed frame file must exist; with
     `frames_per_video` too, the header of each frame `select_frames` keeps is read: it must be
-    an image Pillow knows, of at most MAX_FRAME_PIXELS (what `to_row` will decode).
+    an image Pillow knows, of at most MAX_FRAME_PIXELS (what `to_row` will decode). A frame file
+    inside `out` (the corpus folder an import writes, and --overwrite replaces) is refused.
     """
     manifest = Path(manifest)
     if classes is not None:
@@ -424,6 +428,7 @@ def scan_manifest(
     priv_names: set[str] = set()
     feat_names: set[str] = set()
     first_label_line = 0
+    out_dir = Path(os.path.realpath(out)) if out is not None else None
     records = iter_manifest(manifest, require_label=require_label)
     # leave=False: the bar is erased when done, so an error stays the only line on the terminal.
     for rec in tqdm(records, desc="check", unit=" lines", file=sys.stderr, disable=not progress, leave=False):
@@ -473,6 +478,10 @@ def scan_manifest(
                           f"the limit is {MAX_FEATURES:,}")
         if check_frames:
             paths = frame_paths(rec, manifest)
+            for f, path in zip(rec["frames"] or [], paths if out_dir is not None else []):
+                if out_dir in Path(os.path.realpath(path)).parents:
+                    raise err(f"frame file {f!r} lies inside OUT {out}, which the import writes; move the "
+                              "frames or choose another OUT")
             if frames_per_video and paths:
                 for i in sorted(set(select_frames(len(paths), frames_per_video))):
                     try:
@@ -573,30 +582,25 @@ def import_manifest(
     task = task or manifest.stem
     _check_string(task, f"task name {_name(task)}", MAX_NAME_BYTES,
                   lambda problem: CpfdError(f"{problem} (name the task with --task)"))
-    # Refuse early, touching nothing; CorpusWriter checks again (and un-finishes OUT) in pass 2.
+    # Refuse early, touching nothing; CorpusWriter checks again in pass 2.
+    check_paths({"OUT": out}, {"MANIFEST": manifest})
     if out.exists() and not out.is_dir():
         raise CpfdError(f"{out} exists and is not a directory")
     if (out / CORPUS_JSON).exists() and not overwrite:
         raise CpfdError(f"{out} already holds a corpus ({CORPUS_JSON}); pass --overwrite to replace it")
 
-    scan = scan_manifest(manifest, classes=classes, frames_per_video=frames_per_video, progress=progress)
+    scan = scan_manifest(manifest, classes=classes, frames_per_video=frames_per_video, out=out, progress=progress)
     fpv = frames_per_video if scan.has_frames else 0
     command = ["cpfd", "import", str(manifest), str(out), "--eval-fraction", str(eval_fraction),
                "--frames-per-video", str(frames_per_video), "--image-size", str(image_size)]
     if classes is not None:
         command += ["--classes", ",".join(scan.classes)]
 
-    created_out = not out.exists()
-    try:
-        meta, rows = _write_corpus(
-            manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
-            task=task, rows_per_shard=rows_per_shard, overwrite=overwrite,
-            created_by=shlex.join(command), progress=progress,
-        )
-    except BaseException:
-        if created_out and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # leave no trace of a failed import where there was nothing before
-        raise
+    meta, rows = _write_corpus(  # CorpusWriter removes an OUT it created if the write fails
+        manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
+        task=task, rows_per_shard=rows_per_shard, overwrite=overwrite,
+        created_by=shlex.join(command), progress=progress,
+    )
     splits = meta["splits"]
     return {
         "lines_read": scan.lines_read,

@@ -33,6 +33,7 @@ WEIGHTS = "model.safetensors"
 TRAINING = "training.json"
 CHECKPOINT = "checkpoint.safetensors"
 TOKENIZER = "tokenizer"
+MODEL_FILES = (CONFIG, WEIGHTS, TRAINING, CHECKPOINT, TOKENIZER)
 
 
 def one_line(error: BaseException) -> str:

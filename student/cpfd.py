@@ -223,7 +223,8 @@ def alpha_from_loss(teacher_loss, mapping: str, **params):
     array = np.asarray(teacher_loss)
     out_dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.dtype(np.float64)
     if mapping == "threshold" and np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize < 8:
-        p["tau"] = float(np.float32(p["tau"]))  # as for a float32 tensor: the dump's losses give one alpha either way
+        with np.errstate(over="ignore"):  # a tau beyond float32 becomes inf, as torch.tensor(tau, float32) does
+            p["tau"] = float(np.float32(p["tau"]))  # as for a float32 tensor: the dump's losses give one alpha either way
     try:
         L = torch.from_numpy(np.array(array, dtype=np.float64))  # a copy: the caller's array stays put
     except (TypeError, ValueError):

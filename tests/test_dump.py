@@ -1,5 +1,6 @@
 """The teacher dump: a mirror of the corpus shards, crash-safe resumption, job arrays, the aligned reader."""
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -21,6 +22,7 @@ from cpfd.storage.dump import (
     finalize_dump,
     open_dump,
     plan_dump,
+    values_digest,
     write_dump_shard,
 )
 from cpfd.storage.errors import CpfdError
@@ -61,8 +63,11 @@ def rewrite_shard(file: Path, change, digests="keep") -> None:
         elif digests == "recompute":
             recorded = {
                 "rows": new.num_rows,
-                "ids_sha256": hash_ids(new.column("sample_id")).hexdigest(),
+                "ids_sha256": hash_ids(new.column("sample_id")),
                 "labels_sha256": hash_labels(new.column("label")).hexdigest(),
+                "values_sha256": values_digest(
+                    np.array(new.column("logits").to_pylist(), dtype=np.float32),
+                    new.column("teacher_loss").to_numpy().astype(np.float32)).hexdigest(),
             }
             writer.add_key_value_metadata({DIGESTS_KEY: json.dumps(recorded)})
         else:
@@ -250,7 +255,7 @@ def test_job_array_workers_share_the_shards(tmp_path, corpus, reference):
     assert not temp_path_for(out / "part-00001.parquet").exists()
     assert run_dump(out, corpus, num_shards=2, shard_index=1) is True
     assert snapshot(out) == snapshot(reference)
-    with pytest.raises(CpfdError, match="shard index 2 is not in \\[0, 2\\)"):
+    with pytest.raises(CpfdError, match="--shard-index must be in \\[0, 2\\), got 2"):
         plan_dump(out, corpus, "train", TEACHER_A, num_shards=2, shard_index=2)
 
 
@@ -423,11 +428,17 @@ def test_shards_record_the_digests_of_their_corpus_shard(corpus, reference):
     for entry, (ids_sha256, labels_sha256) in zip(manifest["shards"], corpus.shard_digests("train")):
         pf = pq.ParquetFile(reference / entry["file"])
         footer = json.loads(pf.metadata.metadata[DIGESTS_KEY])
-        rows = pf.read(columns=["sample_id", "label"])
+        rows = pf.read(columns=["sample_id", "label", "logits", "teacher_loss"])
+        values = hashlib.sha256()
+        for g in range(pf.num_row_groups):
+            group = pf.read_row_group(g, columns=["logits", "teacher_loss"])
+            values.update(np.array(group.column(0).to_pylist(), dtype="<f4").tobytes())
+            values.update(group.column(1).to_numpy().astype("<f4").tobytes())
         assert footer == {
             "rows": entry["rows"],
-            "ids_sha256": hash_ids(rows.column("sample_id").to_pylist()).hexdigest(),
+            "ids_sha256": hash_ids(rows.column("sample_id").to_pylist()),
             "labels_sha256": hash_labels(rows.column("label").to_numpy()).hexdigest(),
+            "values_sha256": values.hexdigest(),  # computed here from the stored values, by hand
         }
         assert (entry["ids_sha256"], entry["labels_sha256"]) == (footer["ids_sha256"], footer["labels_sha256"])
         assert (footer["ids_sha256"], footer["labels_sha256"]) == (ids_sha256, labels_sha256)

@@ -37,11 +37,11 @@ def test_report_numbers_are_the_ones_evaluate_wrote(experiment):
     report = json.loads((experiment / "report.json").read_text())
     seed_dir = experiment / "seed-0"
     for name, metrics in report["results"]["0"].items():
-        written = json.loads((seed_dir / name / "eval.json").read_text())
+        written = json.loads((seed_dir / "eval" / f"{name}.json").read_text())
         for key in ("roc_auc", "pr_auc", "f1", "best_f1"):
             assert metrics[key] == written[key], (name, key)
     t3 = report["tables"]["table3"]["models"]
-    assert t3["X-VLM"]["roc_auc"]["values"] == [json.loads((seed_dir / "baseline" / "eval.json").read_text())["roc_auc"]]
+    assert t3["X-VLM"]["roc_auc"]["values"] == [json.loads((seed_dir / "eval" / "baseline.json").read_text())["roc_auc"]]
     # and evaluate run by hand on a model folder agrees with the report
     result = run("evaluate", seed_dir / "cpfd-exp-decay", experiment / "corpus", "--json", "--quiet")
     assert json.loads(result.output)["pr_auc"] == pytest.approx(  # recomputed logits: float rounding only

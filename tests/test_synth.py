@@ -414,11 +414,16 @@ def test_the_truth_file_is_committed_before_corpus_json_and_never_left_half_writ
     def fail(*args):
         raise RuntimeError("disk full")
 
+    before = {p: p.read_bytes() for p in (tmp_path / "ok").rglob("*") if p.is_file()}
     monkeypatch.setattr(synth, "render_row", fail)
     with pytest.raises(RuntimeError):
         write_synthetic_corpus(tmp_path / "ok", train_samples=10, eval_samples=5, progress=False, overwrite=True)
-    assert not any((tmp_path / "ok").glob("*truth*")) and not any((tmp_path / "ok").glob(".*"))
-    assert not (tmp_path / "ok" / "corpus.json").exists()
+    # --overwrite writes beside the old corpus: a failure leaves it as it was, and nothing else
+    assert {p: p.read_bytes() for p in (tmp_path / "ok").rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+    with pytest.raises(RuntimeError):
+        write_synthetic_corpus(tmp_path / "new", train_samples=10, eval_samples=5, progress=False)
+    assert not (tmp_path / "new").exists()  # a failed write into a new folder leaves no folder
 
 
 def test_read_truth_refuses_a_stale_file_and_is_none_without_one(tmp_path):
