@@ -75,7 +75,17 @@ class CpfdGroup(click.Group):
             if ctx.params.get("debug"):
                 raise
             message = str(e) if isinstance(e, CpfdError) else f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": ")
-            raise CpfdClickError(" ".join(message.split())) from None
+            raise CpfdClickError(original_message(message)) from None
+
+
+def original_message(message: str) -> str:
+    """One line. An error raised in a DataLoader worker comes back with the worker's traceback in its
+    message ("Caught CpfdError in DataLoader worker process 0. Original Traceback ..."): keep the
+    original message, the traceback's last line."""
+    if "Original Traceback" in message:
+        last = message.rstrip().splitlines()[-1]
+        message = last.split("Error: ", 1)[1] if "Error: " in last else last
+    return " ".join(message.split())
 
 
 def invocation() -> str:
@@ -89,6 +99,11 @@ def need(path: Path | None, what: str) -> None:
     """Fail fast, before the heavy imports, on an input path that is not there."""
     if path is not None and not Path(path).exists():
         raise CpfdError(f"{path}: no such {what}")
+
+
+def warning(message: str) -> None:
+    """A problem that does not stop the command: one `warning:` line on stderr."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def quiet_option(f):
@@ -440,9 +455,12 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
 @click.option("--predictions", type=click.Path(path_type=Path), default=None,
               help="Predictions Parquet file (from `cpfd evaluate --out`) for the `predictions` view.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="Output format.")
-def query(dump, sql, corpus, predictions, fmt):
-    """DuckDB SQL over a teacher dump: views `teacher`, `corpus`, `predictions`.
+              help="Output format (rows are streamed: a result of millions of rows is never held whole).")
+@click.option("--write", is_flag=True,
+              help="Allow any one statement with DuckDB's full file access (COPY TO, ATTACH...): without it, "
+                   "query only reads, and only the dump, corpus and predictions files.")
+def query(dump, sql, corpus, predictions, fmt, write):
+    """DuckDB SQL over a teacher dump: views `teacher`, `corpus`, `predictions`; one statement, read-only.
 
     `teacher` has sample_id, label, logits, teacher_loss, teacher_pred, teacher_prob;
     `corpus` has sample_id, label, split, title, ocr_text, privileged, features (never frames).
@@ -451,10 +469,11 @@ def query(dump, sql, corpus, predictions, fmt):
 
         cpfd query runs/dump "SELECT label, avg(teacher_loss) FROM teacher GROUP BY label"
     """
-    from cpfd.storage.analysis import format_rows, run_query
+    from cpfd.storage.analysis import run_query, stream_rows
 
-    columns, rows = run_query(dump, sql, corpus=corpus, predictions=predictions)
-    click.echo(format_rows(columns, rows, fmt))
+    columns, batches = run_query(dump, sql, corpus=corpus, predictions=predictions, write=write, warn=warning)
+    for line in stream_rows(columns, batches, fmt):
+        click.echo(line)
 
 
 @cpfd.command()
@@ -474,7 +493,7 @@ def inspect(dump, predictions, as_json):
     """
     from cpfd.storage.analysis import format_inspect, inspect_dump
 
-    result = inspect_dump(dump, predictions=predictions)
+    result = inspect_dump(dump, predictions=predictions, warn=warning)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_inspect(result))
 
 
@@ -496,7 +515,7 @@ def calibrate(dump, mapping, as_json):
     need(dump, "dump directory")
     from cpfd.pipeline.distill import calibrate_dump, format_calibration
 
-    result = calibrate_dump(dump, mapping)
+    result = calibrate_dump(dump, mapping, warn=warning)
     if as_json:
         click.echo(json.dumps({"quantiles": {str(q): v for q, v in result["quantiles"].items()},
                                "params": result["params"]}, indent=2))

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from cpfd.storage.atomic import commit, temp_path_for
+from cpfd.storage.atomic import atomic_file
 from cpfd.storage.errors import CpfdError
 
 
@@ -42,9 +42,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "rng_python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
     }
-    tmp = temp_path_for(path)
-    save_file(tensors, str(tmp), metadata={"cpfd.state": json.dumps(meta)})
-    commit(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"cpfd.state": json.dumps(meta)})
 
 
 STATE_KEYS = ("param_groups", "schedule", "rng_numpy", "rng_python", "progress", "record", "options")

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cpfd.pipeline.tokenization import encode_text
 from cpfd.storage.corpus import Corpus, WorkUnit
+from cpfd.storage.errors import CpfdError
 from cpfd.storage.images import decode_frames
 
 
@@ -73,8 +74,13 @@ def collate(table: pa.Table, inputs: Inputs, tokenizer, max_length: int, widths:
     """One Arrow table of rows -> the batch dict of tensors."""
     batch = {"labels": torch.from_numpy(table.column("label").to_numpy().astype(np.int64))}
     if inputs.frames:
-        videos = table.column("frames").to_pylist()
-        batch["frames"] = torch.from_numpy(np.stack([decode_frames(v) for v in videos]))  # (B, F, H, W, 3)
+        videos = [decode_frames(v) for v in table.column("frames").to_pylist()]
+        size = widths.get("image_size")
+        for frames in videos:
+            if size is not None and frames.shape[1:3] != (size, size):
+                raise CpfdError(f"a video holds frames of {frames.shape[2]}x{frames.shape[1]} px, "
+                                f"corpus.json says {size}x{size}")
+        batch["frames"] = torch.from_numpy(np.stack(videos))  # (B, F, H, W, 3)
     if inputs.text:
         encoded = encode_text(
             tokenizer,
@@ -141,7 +147,8 @@ class CorpusBatches(IterableDataset):
         self.extra_open = extra_open
         self.units = corpus.work_units(split)
         self.num_rows = corpus.num_rows(split)
-        self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
+        self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features),
+                       "image_size": corpus.image_size}
         self._corpus = None
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
@@ -166,8 +173,6 @@ class CorpusBatches(IterableDataset):
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
             units = [units[i] for i in order]
         part, parts = process_share()
-        if parts > len(units):
-            warnings.warn(f"{parts} ranks x workers share {len(units)} row groups: some will idle", stacklevel=2)
         return deal(units, part, parts)
 
     def __iter__(self) -> Iterator[dict]:
@@ -203,14 +208,26 @@ class CorpusBatches(IterableDataset):
             yield self._batch(pending, pending_extra)
 
     def _batch(self, table: pa.Table, more: dict) -> dict:
-        batch = collate(table, self.inputs, self.tokenizer, self.max_length, self.widths)
+        try:
+            batch = collate(table, self.inputs, self.tokenizer, self.max_length, self.widths)
+        except CpfdError as e:
+            raise CpfdError(f"{self.corpus_path} ({self.split} split): {e}") from None
         for key, value in more.items():
             batch[key] = torch.from_numpy(np.ascontiguousarray(value))
         return batch
 
 
 def make_loader(dataset: CorpusBatches, num_workers: int = 0) -> DataLoader:
-    """A DataLoader over pre-batched data: workers decode frames and tokenize in parallel."""
+    """A DataLoader over pre-batched data: workers decode frames and tokenize in parallel.
+
+    Warns (once, here in the parent, not in every worker every epoch) when ranks x workers
+    outnumber the row groups: some of them would idle."""
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    parts = world * max(num_workers, 1)
+    if parts > len(dataset.units):
+        warnings.warn(f"{parts} ranks x DataLoader workers share {len(dataset.units)} row groups of the "
+                      f"{dataset.split} split: some will idle (write the corpus with smaller row groups or shards)",
+                      stacklevel=2)
     # A private generator: creating a loader iterator draws a base seed from it, and drawing from
     # the global RNG instead would shift dropout after a resume. The dataset seeds its own order.
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False,

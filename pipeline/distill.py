@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.stages import model_inputs, model_output, prepare_stage
 from cpfd.pipeline.train import train
-from cpfd.storage.atomic import commit, temp_path_for
+from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.dump import TeacherDump, open_dump, read_teacher_losses
 from cpfd.storage.errors import CpfdError
@@ -67,12 +67,12 @@ def resolve_mapping(dump_dir: Path, mapping: str, given: dict) -> tuple[dict, li
     return resolve_params(mapping, given, quantiles), calibrated
 
 
-def calibrate_dump(dump_dir: Path, mapping: str | None = None) -> dict:
+def calibrate_dump(dump_dir: Path, mapping: str | None = None, warn=None) -> dict:
     """`cpfd calibrate`: the loss quantiles (exact, from DuckDB) and every mapping's calibrated parameters."""
     from cpfd.storage.analysis import loss_quantiles
     from cpfd.student.cpfd import MAPPINGS, QUANTILES, calibrate_params
 
-    quantiles = loss_quantiles(dump_dir, QUANTILES)
+    quantiles = loss_quantiles(dump_dir, QUANTILES, warn=warn)
     return {"quantiles": quantiles, "params": {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}}
 
 
@@ -93,9 +93,8 @@ def write_alpha_log(dump: TeacherDump, mapping: str, params: dict, path: Path) -
     table = pa.concat_tables(tables)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    pq.write_table(table, tmp)
-    commit(tmp, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
     return table.num_rows
 
 

@@ -43,6 +43,7 @@ from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.dump import DUMP_MANIFEST, read_teacher_losses
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import CHECKPOINT, read_training_record, training_finished
+from cpfd.storage.outputs import check_paths
 from cpfd.student.cpfd import MAPPINGS, alpha_from_loss
 
 CPFD_MAPPINGS = tuple(m for m in MAPPINGS if m != "constant")
@@ -249,6 +250,8 @@ class Experiment:
 
     def run(self) -> dict:
         o = self.options
+        check_paths({"--out": self.out}, {"--corpus": o.corpus, "--vision-model": self.model_options.vision_model,
+                                          "--text-model": self.model_options.text_model})
         self.out.mkdir(parents=True, exist_ok=True)
         self.check_settings()
         corpus = self.corpus()

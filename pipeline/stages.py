@@ -26,7 +26,7 @@ from cpfd.pipeline.scoring import inference, resolve_device, score_batches
 from cpfd.pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.train import cross_entropy_loss, set_seed, train
-from cpfd.storage.atomic import commit, temp_path_for
+from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import CONFIG, TOKENIZER, prepare_model_dir, read_model_config
@@ -294,9 +294,8 @@ def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> Non
     columns["pred"] = pa.array(pred.astype(np.int32))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    pq.write_table(pa.table(columns), tmp)
-    commit(tmp, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(pa.table(columns), tmp)
 
 
 def evaluate_model(model_dir, corpus_path, *, split: str = "eval", out=None, batch_size: int = 128,

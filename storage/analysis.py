@@ -23,13 +23,14 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import duckdb
 
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
-from cpfd.storage.dump import read_manifest, shard_files
+from cpfd.storage.dump import DUMP_MANIFEST, file_sha256, read_manifest, shard_files
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.schema import SPLITS
 
@@ -106,47 +107,99 @@ def _find_corpus(manifest: dict, corpus_dir: str | Path | None) -> Corpus | None
 
 
 def connect(
-    dump_dir: str | Path, corpus_dir: str | Path | None = None, predictions: str | Path | None = None
+    dump_dir: str | Path, corpus_dir: str | Path | None = None, predictions: str | Path | None = None,
+    *, read_only: bool = True, warn=None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views `teacher`, `corpus`, `predictions`."""
+    """An in-memory DuckDB connection with the views `teacher`, `corpus`, `predictions`.
+
+    `read_only` (the default) then locks the connection down: file access only to the files the
+    views read (`allowed_paths`), no external access otherwise (no COPY TO, ATTACH, EXPORT,
+    INSTALL/LOAD, reading other files), and the configuration locked so no statement can undo it.
+    `warn(message)` is told when a shard no longer matches the sha256 its manifest records.
+    """
     manifest = read_manifest(dump_dir)
     files = shard_files(dump_dir, manifest)
     missing = [f for f in files if not f.exists()]
     if missing:
         raise CpfdError(f"{missing[0]}: shard listed in the dump manifest is missing")
+    if warn is not None:
+        changed = [f for f, entry in zip(files, manifest["shards"]) if file_sha256(f) != entry["sha256"]]
+        if changed:
+            warn(f"{changed[0]}{f' and {len(changed) - 1} more shard(s)' if len(changed) > 1 else ''} changed since "
+                 f"the dump was written (sha256 differs from {DUMP_MANIFEST}): these numbers are not the teacher's")
     corpus = _find_corpus(manifest, corpus_dir)
     if predictions is not None and not Path(predictions).is_file():
         raise CpfdError(f"{predictions}: no such predictions file")
     con = duckdb.connect(":memory:")
     try:
         con.execute(_teacher_view(files, int(manifest["num_classes"])))
+        read = [*files]
         if corpus is not None:
             con.execute(_corpus_view(corpus))
+            read += [p for split in SPLITS for p in corpus.shard_paths(split)]
         if predictions is not None:
             con.execute(
                 f"CREATE VIEW predictions AS SELECT sample_id, label, logits, prob, pred FROM read_parquet({_literal(predictions)})"
             )
             con.execute("SELECT * FROM predictions LIMIT 0")  # bind now: a wrong file fails here
+            read.append(Path(predictions))
+        if read_only:
+            con.execute(f"SET allowed_paths = [{', '.join(_literal(os.path.realpath(p)) for p in read)}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
     except duckdb.Error as e:
         con.close()
         raise CpfdError(f"{predictions or dump_dir}: {_one_line(e)}") from None
     return con
 
 
+# Statements `cpfd query` runs without --write: reading ones.
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
 def run_query(
-    dump_dir: str | Path, sql: str, corpus: str | Path | None = None, predictions: str | Path | None = None
-) -> tuple[list[str], list[tuple]]:
-    """Run one SQL statement over the views; returns (column names, rows)."""
-    con = connect(dump_dir, corpus, predictions)
+    dump_dir: str | Path, sql: str, corpus: str | Path | None = None, predictions: str | Path | None = None,
+    *, write: bool = False, batch_rows: int = 10_000, warn=None,
+) -> tuple[list[str], Iterator[list[tuple]]]:
+    """Run one SQL statement over the views; returns (column names, an iterator of row batches).
+
+    Rows are fetched `batch_rows` at a time, so a large result is never held whole. Without
+    `write` the statement must be a SELECT (or EXPLAIN) and the connection is read-only
+    (`connect`); with it, any single statement runs with DuckDB's full access.
+    """
+    if not sql or not sql.strip():
+        raise CpfdError("the SQL statement is empty")
+    con = connect(dump_dir, corpus, predictions, read_only=not write, warn=warn)
     try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1:
+            raise CpfdError(f"query takes one SQL statement, got {len(statements)} (separate queries, or a stray ';')")
+        kind = statements[0].type.name
+        if not write and kind not in READ_STATEMENTS:
+            raise CpfdError(f"query runs reading statements ({', '.join(READ_STATEMENTS)}); this one is {kind}. "
+                            "Pass --write if you mean to change files")
         result = con.execute(sql)
-        if result.description is None:
-            return [], []
-        return [d[0] for d in result.description], result.fetchall()
     except duckdb.Error as e:
-        raise CpfdError(f"query failed: {_one_line(e)}") from None
-    finally:
         con.close()
+        raise CpfdError(f"query failed: {_one_line(e)}") from None
+    except BaseException:
+        con.close()
+        raise
+    if result.description is None:
+        con.close()
+        return [], iter(())
+    columns = [d[0] for d in result.description]
+
+    def batches() -> Iterator[list[tuple]]:
+        try:
+            while rows := result.fetchmany(batch_rows):
+                yield rows
+        except duckdb.Error as e:
+            raise CpfdError(f"query failed: {_one_line(e)}") from None
+        finally:
+            con.close()
+
+    return columns, batches()
 
 
 def _check_quantiles(qs: Sequence[float]) -> list[float]:
@@ -157,10 +210,10 @@ def _check_quantiles(qs: Sequence[float]) -> list[float]:
     return qs
 
 
-def loss_quantiles(dump_dir: str | Path, qs: Sequence[float] = QUANTILES) -> dict[float, float]:
+def loss_quantiles(dump_dir: str | Path, qs: Sequence[float] = QUANTILES, warn=None) -> dict[float, float]:
     """Exact (interpolated, like numpy's default) teacher-loss quantiles: {q: value}."""
     qs = _check_quantiles(qs)
-    con = connect(dump_dir)
+    con = connect(dump_dir, warn=warn)
     try:
         values = con.execute("SELECT quantile_cont(teacher_loss::DOUBLE, ?::DOUBLE[]) FROM teacher", [qs]).fetchone()[0]
     finally:
@@ -173,7 +226,7 @@ def _group_names(classes: list[str]) -> list[str]:
     return ["negative", "positive"] if len(classes) == 2 else list(classes)
 
 
-def inspect_dump(dump_dir: str | Path, predictions: str | Path | None = None) -> dict:
+def inspect_dump(dump_dir: str | Path, predictions: str | Path | None = None, warn=None) -> dict:
     """Loss distribution and teacher accuracy of a dump, all computed by DuckDB.
 
     Returns {dump, split, classes, rows, label_counts {class: n}, teacher_accuracy,
@@ -184,7 +237,7 @@ def inspect_dump(dump_dir: str | Path, predictions: str | Path | None = None) ->
     """
     manifest = read_manifest(dump_dir)
     classes = list(manifest["classes"])
-    con = connect(dump_dir, predictions=predictions)
+    con = connect(dump_dir, predictions=predictions, warn=warn)
     try:
         by_label = con.execute(
             "SELECT label, count(*), avg(teacher_loss::DOUBLE), sum(CAST(teacher_pred = label AS BIGINT)), "
@@ -337,23 +390,54 @@ def _cell(v, fmt: str) -> str:
 
 def format_rows(columns: Sequence[str], rows: Sequence[tuple], fmt: str = "table") -> str:
     """Query results as `table` (aligned text), `csv`, or `json` (a list of objects)."""
-    if fmt == "json":
-        return json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2)
+    return "\n".join(stream_rows(columns, [list(rows)], fmt))
+
+
+def stream_rows(columns: Sequence[str], batches: Iterable[Sequence[tuple]], fmt: str = "table") -> Iterator[str]:
+    """`format_rows` batch by batch, as lines: a result of millions of rows is never held whole.
+
+    `table` sizes its columns from the first batch (later, wider values push their row right);
+    `json` is still one JSON list, written an object at a time."""
+    if fmt not in ("table", "csv", "json"):
+        raise ValueError(f"format must be table, csv or json, got {fmt!r}")
+    count = 0
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([[_cell(v, fmt) for v in row] for row in rows])
-        return buffer.getvalue().rstrip("\n")
-    if fmt != "table":
-        raise ValueError(f"format must be table, csv or json, got {fmt!r}")
-    cells = [[_cell(v, fmt) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    right = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(columns))]
+        yield buffer.getvalue().rstrip("\n")
+        for rows in batches:
+            buffer.seek(0), buffer.truncate()
+            writer.writerows([[_cell(v, fmt) for v in row] for row in rows])
+            if rows:
+                yield buffer.getvalue().rstrip("\n")
+        return
+    if fmt == "json":
+        yield "["
+        for rows in batches:
+            for row in rows:
+                text = json.dumps({c: _jsonable(v) for c, v in zip(columns, row)})
+                yield ("  " if count == 0 else ", ") + text
+                count += 1
+        yield "]"
+        return
+    widths, right = None, None
+    for rows in batches:
+        cells = [[_cell(v, fmt) for v in row] for row in rows]
+        if widths is None:
+            widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+            right = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(columns))]
+            yield _table_line(columns, widths, right)
+            yield _table_line(["-" * w for w in widths], widths, right)
+        for r in cells:
+            yield _table_line(r, widths, right)
+        count += len(rows)
+    if widths is None:
+        widths, right = [len(c) for c in columns], [False] * len(columns)
+        yield _table_line(columns, widths, right)
+        yield _table_line(["-" * w for w in widths], widths, right)
+    yield f"({count} row{'s' if count != 1 else ''})"
 
-    def line(values):
-        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
 
-    out = [line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(out)
+def _table_line(values, widths, right) -> str:
+    return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from cpfd.storage.errors import CpfdError
 
 TMP_SUFFIX = ".tmp"
 
@@ -38,12 +41,31 @@ def commit(tmp: Path, final: Path) -> None:
     fsync_dir(Path(final).parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """The temp path to write `path` through: committed when the block ends, removed if it fails.
+    A failure to write (a full disk, a library's own I/O error) is a CpfdError naming `path`."""
     path = Path(path)
     tmp = temp_path_for(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    commit(tmp, path)
+    try:
+        yield tmp
+        commit(tmp, path)
+    except CpfdError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CpfdError(f"{path}: cannot write it ({e.strerror or e})") from None
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if type(e).__name__ == "SafetensorError":  # safetensors' own I/O error (e.g. a full disk)
+            raise CpfdError(f"{path}: cannot write it ({' '.join(str(e).split())[:200]})") from None
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -493,10 +493,33 @@ class Corpus:
         return units
 
     def read_unit(self, unit: WorkUnit, columns: Sequence[str]) -> pa.Table:
-        """One row group, only the columns asked for."""
+        """One row group, only the columns asked for; a damaged one is a CpfdError naming the file."""
         columns = check_columns(columns)
         file = self.shard_paths(unit.split)[unit.shard]
-        return pq.ParquetFile(file).read_row_group(unit.row_group, columns=columns)
+        try:
+            table = pq.ParquetFile(file).read_row_group(unit.row_group, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise CpfdError(f"{file}: cannot read row group {unit.row_group} ({' '.join(str(e).split())})") from None
+        self.check_rows(table, file, unit.row_group)
+        return table
+
+    def check_rows(self, table: pa.Table, file: Path, row_group: int) -> None:
+        """The rows hold what corpus.json says: labels among the classes, frames per video, feature counts."""
+        where = f"{file}: row group {row_group}"
+        if "label" in table.column_names and table.num_rows:
+            labels = table.column("label")
+            low, high = pc.min(labels).as_py(), pc.max(labels).as_py()
+            if labels.null_count or low < 0 or high >= self.num_classes:
+                raise CpfdError(f"{where} holds label {high if high >= self.num_classes else low}, "
+                                f"corpus.json lists {self.num_classes} classes")
+        for column, width in (("frames", self.frames_per_video), ("privileged", len(self.privileged_features)),
+                              ("features", len(self.features))):
+            if column in table.column_names and table.num_rows:
+                lengths = pc.list_value_length(table.column(column)).fill_null(0)
+                bad = pc.not_equal(lengths, width)
+                if pc.any(bad).as_py():
+                    got = pc.filter(lengths, bad)[0].as_py()
+                    raise CpfdError(f"{where} holds a row with {got} {column} values, corpus.json says {width}")
 
     def iter_batches(
         self, split: str, columns: Sequence[str], units: Sequence[WorkUnit] | None = None
@@ -507,14 +530,24 @@ class Corpus:
         open_file, current = None, None
         for unit in units:
             file = self.shard_paths(unit.split)[unit.shard]
-            if file != current:
-                open_file, current = pq.ParquetFile(file), file
-            yield open_file.read_row_group(unit.row_group, columns=columns)
+            try:
+                if file != current:
+                    open_file, current = pq.ParquetFile(file), file
+                table = open_file.read_row_group(unit.row_group, columns=columns)
+            except (pa.ArrowException, OSError) as e:
+                raise CpfdError(f"{file}: cannot read row group {unit.row_group} ({' '.join(str(e).split())})") from None
+            self.check_rows(table, file, unit.row_group)
+            yield table
 
     def read_column(self, split: str, column: str) -> pa.ChunkedArray:
         """A whole (small) column of a split, e.g. labels for class counts."""
         check_columns([column])
-        tables = [pq.read_table(f, columns=[column]) for f in self.shard_paths(split)]
+        tables = []
+        for f in self.shard_paths(split):
+            try:
+                tables.append(pq.read_table(f, columns=[column]))
+            except (pa.ArrowException, OSError) as e:
+                raise CpfdError(f"{f}: cannot read {column} ({' '.join(str(e).split())})") from None
         if not tables:
             return pa.chunked_array([], type=CORPUS_SCHEMA.field(column).type)
         return pa.concat_tables(tables).column(0)

@@ -25,8 +25,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cpfd.storage.atomic import atomic_write_json, commit, fsync_dir, temp_path_for
+from cpfd.storage.atomic import atomic_file, atomic_write_bytes, atomic_write_json, fsync_dir
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import check_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -34,6 +35,13 @@ TRAINING = "training.json"
 CHECKPOINT = "checkpoint.safetensors"
 TOKENIZER = "tokenizer"
 MODEL_FILES = (CONFIG, WEIGHTS, TRAINING, CHECKPOINT, TOKENIZER)
+
+# What every reader of config.json relies on (the model classes check every field when they build).
+MODEL_CONFIG_SHAPE = {
+    "architecture": str, "num_classes": int, "classes": [str], "frames_per_video": int, "image_size": int,
+    "has_text": bool, "max_length": int, "vision_config": dict, "text_config": dict, "feature_names": [str],
+    "privileged_features?": [str],
+}
 
 
 def one_line(error: BaseException) -> str:
@@ -53,12 +61,9 @@ def save_model_folder(directory: str | os.PathLike, config: dict[str, Any],
     # Overwriting a folder: drop the old config first, so a crash never pairs it with new weights.
     (directory / CONFIG).unlink(missing_ok=True)
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
-    tmp = temp_path_for(directory / WEIGHTS)
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    commit(tmp, directory / WEIGHTS)
-    tmp = temp_path_for(directory / CONFIG)
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    commit(tmp, directory / CONFIG)
+    with atomic_file(directory / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_bytes(directory / CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
 
 
 def write_training_record(directory: str | os.PathLike, record: dict) -> None:
@@ -117,7 +122,9 @@ def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = directory / CONFIG
     if not path.is_file():
         raise CpfdError(f"{path}: missing (the model folder was never completely written)")
-    return read_json_object(path, "config")
+    config = read_json_object(path, "config")
+    check_json(config, MODEL_CONFIG_SHAPE, str(path))
+    return config
 
 
 def read_training_record(directory: str | os.PathLike) -> dict | None:

@@ -143,11 +143,11 @@ class XVLMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> XVLMConfig:
-        """The config a config.json holds: unknown fields and values of the wrong type are refused."""
+        """The config a config.json holds: every field, of its type (save_pretrained writes them all)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ValueError(f"unknown config fields {unknown}")
+        unknown, missing = sorted(set(data) - set(fields)), sorted(set(fields) - set(data))
+        if unknown or missing:
+            raise ValueError(f"unknown config fields {unknown}" if unknown else f"missing config fields {missing}")
         for name, value in data.items():
             if not _has_type(value, fields[name].type):
                 raise ValueError(f"field '{name}' must be {fields[name].type}, got {value!r:.60}")
@@ -411,9 +411,13 @@ def copy_backbone_weights(path: str | os.PathLike, backbone: nn.Module) -> None:
     """Load `AutoModel.from_pretrained(path)` (offline) and copy every tensor `backbone` has."""
     if not Path(path).is_dir():
         raise CpfdError(f"{path}: pretrained model folder not found")
+    if not any(Path(path).glob("*.safetensors")):
+        pickled = [p.name for p in Path(path).iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        raise CpfdError(f"{path}: no .safetensors weights" + (f" (it holds {', '.join(sorted(pickled))})" if pickled else "")
+                        + "; cpfd loads safetensors only, never pickled weights: convert them with save_pretrained")
     try:
-        pretrained = AutoModel.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as error:
+        pretrained = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise CpfdError(f"{path}: cannot load the pretrained backbone ({one_line(error)})") from None
     source, target = pretrained.state_dict(), backbone.state_dict()
     missing = [key for key in target if key not in source]

@@ -29,11 +29,12 @@ def ok(*args) -> Result:
 
 
 def refused(*args, message: str) -> Result:
-    """A user mistake: exit status 1 and one `error: ...` line naming the problem."""
+    """A user mistake: exit status 1, and on stderr exactly one line, `error: ...`, naming the problem
+    (no traceback, no warning); stdout may hold what the command printed before it stopped."""
     result = run(*args)
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
-    assert message in result.output, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output and message in result.stderr, result.output
     return result
 
 

@@ -17,9 +17,16 @@ from cpfd.storage.analysis import (
     inspect_dump,
     loss_quantiles,
     run_query,
+    stream_rows,
 )
 from cpfd.storage.errors import CpfdError
 from tests.factories import layout_corpus, run_dump
+
+
+def query(*args, **kw):
+    """run_query with every row fetched: (columns, rows)."""
+    columns, batches = run_query(*args, **kw)
+    return columns, [row for batch in batches for row in batch]
 
 
 def dump_arrays(dump_dir):
@@ -63,7 +70,7 @@ def predictions(tmp_path_factory, binary):
 
 def test_teacher_view_matches_numpy(binary):
     _, dump, a = binary
-    columns, rows = run_query(dump, "SELECT sample_id, label, teacher_loss, teacher_pred, teacher_prob FROM teacher ORDER BY sample_id")
+    columns, rows = query(dump, "SELECT sample_id, label, teacher_loss, teacher_pred, teacher_prob FROM teacher ORDER BY sample_id")
     assert columns == ["sample_id", "label", "teacher_loss", "teacher_pred", "teacher_prob"]
     order = np.argsort(a["ids"])
     assert [r[0] for r in rows] == list(a["ids"][order])
@@ -72,7 +79,7 @@ def test_teacher_view_matches_numpy(binary):
     x = a["logits"].astype(np.float64)
     p1 = np.exp(x[:, 1] - x.max(1)) / np.exp(x - x.max(1, keepdims=True)).sum(1)
     np.testing.assert_allclose([r[4] for r in rows], p1[order], rtol=1e-9)
-    _, [(n, mean)] = run_query(dump, "SELECT count(*), avg(teacher_loss) FROM teacher")
+    _, [(n, mean)] = query(dump, "SELECT count(*), avg(teacher_loss) FROM teacher")
     assert n == 61 and mean == pytest.approx(a["loss"].mean())
 
 
@@ -80,7 +87,7 @@ def test_multiclass_pred_and_prob(tmp_path):
     corpus = layout_corpus(tmp_path / "corpus", n_train=20, n_eval=2, classes=("a", "b", "c"))
     run_dump(tmp_path / "dump", corpus)
     a = dump_arrays(tmp_path / "dump")
-    _, rows = run_query(tmp_path / "dump", "SELECT teacher_pred, teacher_prob FROM teacher ORDER BY sample_id")
+    _, rows = query(tmp_path / "dump", "SELECT teacher_pred, teacher_prob FROM teacher ORDER BY sample_id")
     x = a["logits"][np.argsort(a["ids"])].astype(np.float64)
     assert [r[0] for r in rows] == list(x.argmax(1))
     softmax = np.exp(x - x.max(1, keepdims=True))
@@ -100,7 +107,7 @@ def test_corpus_view_has_both_splits_and_no_frames(binary):
     joined = con.execute("SELECT count(*) FROM teacher JOIN corpus USING (sample_id) WHERE corpus.label = teacher.label").fetchone()[0]
     assert joined == 61
     # Without --corpus, the dump's own corpus (still where the manifest says) gives the view.
-    assert run_query(dump, "SELECT count(*) FROM corpus")[1] == [(70,)]
+    assert query(dump, "SELECT count(*) FROM corpus")[1] == [(70,)]
 
 
 def test_another_corpus_is_refused_for_the_corpus_view(tmp_path, binary):
@@ -114,7 +121,7 @@ def test_sql_error_is_a_one_line_cpfd_error(binary):
     _, dump, _ = binary
     for sql in ["SELEC 1", "SELECT nope FROM teacher", "SELECT * FROM predictions"]:
         with pytest.raises(CpfdError, match="^query failed: ") as info:
-            run_query(dump, sql)
+            query(dump, sql)
         assert "\n" not in str(info.value)
 
 
@@ -122,7 +129,7 @@ def test_unfinished_dump_is_refused(tmp_path, binary):
     corpus, _, _ = binary
     run_dump(tmp_path / "dump", corpus, stop_after=2)
     with pytest.raises(CpfdError, match="no _manifest.json"):
-        run_query(tmp_path / "dump", "SELECT 1")
+        query(tmp_path / "dump", "SELECT 1")
 
 
 def test_inspect_agrees_with_numpy(binary):
@@ -172,7 +179,7 @@ def test_table1_with_a_predictions_file(binary, predictions):
             assert cell["mean_teacher_loss"] == pytest.approx(a["loss"][mask & sel].mean())
     assert "Table 1" in format_inspect(d)
     # The predictions view itself.
-    _, rows = run_query(dump, "SELECT count(*) FROM predictions WHERE pred = label", predictions=path)
+    _, rows = query(dump, "SELECT count(*) FROM predictions WHERE pred = label", predictions=path)
     assert rows[0][0] == int((all_pred == all_labels).sum())
 
 
@@ -200,3 +207,56 @@ def test_format_rows_table_csv_json():
     ]
     with pytest.raises(ValueError, match="format must be"):
         format_rows(columns, rows, "xml")
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("COPY (SELECT 1 AS x) TO '{dump}/part-00000.parquet'", "reading statements"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "query failed: Permission Error"),
+    ("ATTACH '{dump}/x.db'", "reading statements"),
+    ("EXPORT DATABASE '{dump}/exported'", "reading statements"),
+    ("INSTALL httpfs", "reading statements"),
+    ("SET enable_external_access = true", "reading statements"),
+    ("SELECT * FROM read_parquet('{dump}/../**/*.parquet')", "query failed: Permission Error"),
+    ("SELECT 1; SELECT 2", "one SQL statement, got 2"),
+    ("   ", "the SQL statement is empty"),
+])
+def test_query_is_read_only_and_one_statement(tmp_path, binary, sql, message):
+    corpus, dump, _ = binary
+    before = {p.name: p.read_bytes() for p in dump.iterdir()}
+    with pytest.raises(CpfdError, match=message) as info:
+        query(dump, sql.format(dump=dump))
+    assert "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in dump.iterdir()} == before
+
+
+def test_query_with_write_may_write_elsewhere(tmp_path, binary):
+    _, dump, _ = binary
+    out = tmp_path / "labels.parquet"
+    query(dump, f"COPY (SELECT label FROM teacher) TO '{out}'", write=True)
+    assert pq.read_table(out).num_rows == 61
+
+
+def test_query_results_stream_in_batches(binary):
+    _, dump, _ = binary
+    columns, batches = run_query(dump, "SELECT sample_id FROM teacher ORDER BY sample_id", batch_rows=10)
+    sizes = [len(b) for b in batches]
+    assert columns == ["sample_id"] and sizes == [10] * 6 + [1]
+    columns, batches = run_query(dump, "SELECT sample_id, teacher_loss FROM teacher ORDER BY sample_id", batch_rows=7)
+    lines = list(stream_rows(columns, batches, "json"))
+    assert len(json.loads("\n".join(lines))) == 61
+
+
+def test_analyses_warn_about_a_shard_that_changed(tmp_path, binary):
+    import shutil
+
+    corpus, dump, _ = binary
+    copy = tmp_path / "dump"
+    shutil.copytree(dump, copy)
+    table = pq.read_table(copy / "part-00000.parquet")
+    pq.write_table(table, copy / "part-00000.parquet")  # same rows, other bytes
+    said = []
+    inspect_dump(copy, warn=said.append)
+    assert len(said) == 1 and "part-00000.parquet changed since the dump was written" in said[0]
+    said.clear()
+    inspect_dump(dump, warn=said.append)
+    assert said == []
