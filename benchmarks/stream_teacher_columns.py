@@ -16,6 +16,9 @@ codec) opens the dump with `open_dump` and reads every row group in these passes
     extra() pass the same through `TeacherDump.extra` (writable copies, the CorpusBatches path)
     verify()     the full check `cpfd distill` runs once per run: file sha256, the sample_id and
                  label columns against the corpus's, every value finite
+    rerun        what `dump-teacher` pays on a rerun: over a finished dump, every shard's sha256
+                 against the manifest; after a crash, every kept shard read back (values digest,
+                 finite, loss = CE of the logits; the manifest set aside for that pass)
 
 and reports rows/s (open + first pass together, as a worker sees its first epoch) and the
 subprocess's peak RSS (VmHWM). Targets (DESIGN.md 6, issue): >= 20 million rows/s, < 300 MB
@@ -97,7 +100,7 @@ def build_corpus(path: Path, rows: int, seed: int = 0) -> None:
         file = path / "train" / shard_name(index)
         pq.write_table(table, file, row_group_size=ROW_GROUP_ROWS, compression="zstd", use_dictionary=["title", "ocr_text"])
         shards.append(
-            {"file": file.name, "rows": n, "ids_sha256": hash_ids(ids).hexdigest(), "labels_sha256": hash_labels(labels).hexdigest()}
+            {"file": file.name, "rows": n, "ids_sha256": hash_ids(ids), "labels_sha256": hash_labels(labels).hexdigest()}
         )
     splits = {"train": {"rows": rows, "shards": shards}, "eval": {"rows": 0, "shards": []}}
     meta = {
@@ -143,7 +146,7 @@ def peak_rss_mb() -> int:
 def measure(dump_dir: str, corpus_dir: str) -> dict:
     """Runs in a fresh subprocess: open, first pass, steady passes, extra() passes, verify; peak RSS."""
     from cpfd.storage.corpus import Corpus
-    from cpfd.storage.dump import open_dump
+    from cpfd.storage.dump import DUMP_MANIFEST, open_dump, plan_dump
 
     rss_after_import = peak_rss_mb()
     corpus = Corpus(corpus_dir, verify="fast")
@@ -172,6 +175,14 @@ def measure(dump_dir: str, corpus_dir: str) -> dict:
     result["peak_rss_mb"] = peak_rss_mb()  # before verify(): the streaming path's peak
     result["verify_s"] = timed(dump.verify)
     result["verify_peak_rss_mb"] = peak_rss_mb()
+    teacher = dump.manifest["teacher"]
+    result["rerun_finished_s"] = timed(lambda: plan_dump(dump_dir, corpus, "train", teacher))
+    manifest = Path(dump_dir) / DUMP_MANIFEST
+    manifest.rename(manifest.with_name("set-aside.json"))
+    try:
+        result["rerun_kept_s"] = timed(lambda: plan_dump(dump_dir, corpus, "train", teacher))
+    finally:
+        manifest.with_name("set-aside.json").rename(manifest)
     return result
 
 
@@ -191,6 +202,7 @@ def main() -> None:
     header = (
         f"{'rows':>10} {'codec':>6} {'dump MB':>8} {'build s':>8} {'open ms':>8} {'open + first pass':>18} "
         f"{'steady pass':>16} {'extra() pass':>16} {'peak RSS':>9} {'after import':>12} {'verify() s':>10} {'its peak':>8}"
+        f" {'rerun: finished':>16} {'rerun: kept':>16}"
     )
     print(header)
     print("-" * len(header))
@@ -216,6 +228,7 @@ def main() -> None:
                     f"{rows:>10,} {codec:>6} {size_mb:>8.1f} {build_s:>8.1f} {r['open_s'] * 1e3:>8.0f} {first:>18} "
                     f"{steady:>16} {extra:>16} {r['peak_rss_mb']:>6} MB {r['rss_after_import_mb']:>9} MB "
                     f"{r['verify_s']:>10.2f} {r['verify_peak_rss_mb']:>5} MB"
+                    f" {r['rows'] / r['rerun_finished_s'] / 1e6:>9.1f} M rows/s {r['rows'] / r['rerun_kept_s'] / 1e6:>9.1f} M rows/s"
                 )
                 shutil.rmtree(dump)
 
