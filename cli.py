@@ -289,6 +289,8 @@ def training_options(f):
         click.option("--checkpoint-every", type=click.IntRange(min=0), default=TRAIN.checkpoint_every, show_default=True,
                      help="Write a resumable checkpoint every N steps (one is always written at each epoch end)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT from its last checkpoint."),
+        click.option("--keep-checkpoint", is_flag=True,
+                     help="Keep checkpoint.safetensors when the run finishes (by default only an unfinished run has one)."),
         overwrite_option,
         quiet_option,
     ]

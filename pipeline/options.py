@@ -32,6 +32,7 @@ class TrainOptions:
     num_workers: int = 0
     select_metric: str = "roc_auc"  # eval metric that picks the kept epoch
     checkpoint_every: int = 0  # steps between resumable checkpoints (0: at epoch ends only)
+    keep_checkpoint: bool = False  # a finished run deletes its checkpoint (the size of the model, twice) unless asked
     progress: bool = True
 
     def check(self) -> None:

@@ -10,6 +10,7 @@ need it, so the student stages never import `teacher`.
 
 from __future__ import annotations
 
+import difflib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,17 +169,44 @@ def is_teacher(model) -> bool:
     return model.config.architecture == TEACHER_ARCHITECTURE
 
 
+def input_problem(config, *, frames: bool, text: bool, features) -> str | None:
+    """What a model's inputs and some data's disagree on, in a few words that name the field; None
+    when they fit. `features` are the names of the dense features the data carries, in order (a
+    list) or as a set of keys (one manifest line, where order does not matter). The one check of
+    `evaluate` (a corpus) and `predict` (each manifest line)."""
+    if config.frames_per_video and not frames:
+        return "the model reads frames; there are none (frames or video)"
+    if frames and not config.frames_per_video:
+        return "frames: the model reads no frames (it was trained without them)"
+    if config.has_text and not text:
+        return "the model reads title / ocr_text; there is neither (write \"\" for an empty text)"
+    if text and not config.has_text:
+        return "title / ocr_text: the model reads no text (it was trained without it)"
+    names, have = list(config.feature_names), list(features or [])
+    reads = f"(the model reads {', '.join(names) or 'no features'})"
+    for name in have:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            return (f"features {name!r} is not a feature the model reads"
+                    + (f" (did you mean {close[0]!r}?)" if close else f" {reads}"))
+    missing = [n for n in names if n not in have]
+    if missing:
+        return f"features lacks {missing[0]!r} {reads}; write null for a value that is missing"
+    if isinstance(features, list) and have != names:
+        return f"features are in another order ({', '.join(have)}) than the model's ({', '.join(names)})"
+    return None
+
+
 def check_model_fits_corpus(model, model_dir: Path, corpus: Corpus) -> None:
     config = model.config
     problems = []
     if list(config.classes) != corpus.classes:
         problems.append(f"classes {list(config.classes)} vs corpus {corpus.classes}")
-    if config.frames_per_video != corpus.frames_per_video:
+    problem = input_problem(config, frames=corpus.has_frames, text=corpus.has_text, features=corpus.features)
+    if problem:
+        problems.append(problem)
+    elif config.frames_per_video != corpus.frames_per_video:
         problems.append(f"{config.frames_per_video} frames per video vs corpus {corpus.frames_per_video}")
-    if bool(config.has_text) != corpus.has_text:
-        problems.append("text input differs")
-    if list(config.feature_names) != corpus.features:
-        problems.append(f"features {list(config.feature_names)} vs corpus {corpus.features}")
     if is_teacher(model) and list(config.privileged_features) != corpus.privileged_features:
         problems.append(f"privileged features {list(config.privileged_features)} vs corpus {corpus.privileged_features}")
     if problems:
@@ -365,8 +393,10 @@ def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, dev
     def batches():
         rows = []
         for record in iter_manifest(manifest, require_label=False):
-            if inputs.frames and not record["frames"]:
-                raise CpfdError(f"{manifest}:{record['line']}: the model reads frames but this line has none")
+            problem = input_problem(config, frames=bool(record["frames"]), text="text" in record["kinds"],
+                                    features=set(record["features"] or ()) if "features" in record["kinds"] else None)
+            if problem:
+                raise CpfdError(f"{manifest}:{record['line']}: {problem}")
             rows.append(to_row(record, manifest, label=-1, frames_per_video=config.frames_per_video,
                                image_size=config.image_size, privileged_features=[], features=config.feature_names))
             ids.append(record["id"])

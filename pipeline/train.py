@@ -258,6 +258,8 @@ def train(
                        file=sys.stderr)
     record["finished"] = True  # what `cpfd experiment` checks before reusing a model folder
     write_training_record(out_dir, record)
+    if not options.keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)  # nothing left to resume: the weights and the record are kept
     return record
 
 

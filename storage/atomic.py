@@ -33,9 +33,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _file_mode() -> int:
+    """What `open()` gives a new file under this process's umask (read once: os.umask has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 def commit(tmp: Path, final: Path) -> None:
-    """fsync `tmp`, rename it over `final`, fsync the folder."""
+    """fsync `tmp`, give it the umask's mode, rename it over `final`, fsync the folder.
+
+    The mode matters for files a library created privately (safetensors writes 0600): a model's
+    weights must be readable by whoever may read its config.json, e.g. a serving account."""
     with open(tmp, "rb+") as f:
+        os.fchmod(f.fileno(), FILE_MODE)
         os.fsync(f.fileno())
     os.replace(tmp, final)
     fsync_dir(Path(final).parent)

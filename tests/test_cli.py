@@ -72,3 +72,21 @@ def test_the_built_wheel_holds_one_package(tmp_path):
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"cpfd"}
     assert {"cpfd/cli.py", "cpfd/pipeline/train.py", "cpfd/storage/corpus.py"} <= set(zipfile.ZipFile(wheel).namelist())
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Every file of a model folder, the weights too, gets the mode the umask gives (safetensors alone
+    would write 0600, and a serving account could not read the weights)."""
+    import os
+    import stat
+
+    from tests.factories import tiny_corpus
+    from tests.invoke import FAST, ok
+
+    corpus = tiny_corpus(tmp_path / "c", n_train=32, n_eval=16)
+    ok("train-student", corpus.path, "--out", tmp_path / "s", *FAST, "--keep-checkpoint")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "s").iterdir() if p.is_file()}
+    assert {"model.safetensors", "config.json", "training.json", "checkpoint.safetensors"} <= set(modes)
+    assert set(modes.values()) == {0o666 & ~mask}, modes

@@ -211,7 +211,8 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(corpus, tmp_pat
 def test_resume_refuses_changed_options_and_missing_checkpoints(corpus, student, tmp_path):
     result = run("train-student", corpus.path, "--out", tmp_path / "none", *FAST, "--resume")
     assert result.exit_code == 1 and "no checkpoint.safetensors to resume from" in result.output
-    result = run("train-student", corpus.path, "--out", student, *FAST, "--epochs", "2", "--lr", "0.1", "--resume")
+    ok("train-student", corpus.path, "--out", tmp_path / "kept", *FAST, "--keep-checkpoint")
+    result = run("train-student", corpus.path, "--out", tmp_path / "kept", *FAST, "--lr", "0.1", "--resume")
     assert result.exit_code == 1 and "lr was" in result.output
 
 
@@ -289,3 +290,34 @@ def test_a_vision_backbone_that_cannot_take_the_frames_is_a_one_line_error(corpu
                            num_attention_heads=2, intermediate_size=64, num_detection_tokens=2)).save_pretrained(folder)
     refused("train-student", corpus.path, "--out", tmp_path / "s", *FAST, "--vision-model", folder,
             message="--vision-model")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda line: {**line, "features": {"duraton": 1.5}}, "features 'duraton' is not a feature the model reads "
+                                                          "(did you mean 'duration'?)"),
+    (lambda line: {**line, "features": {}}, "features lacks 'duration'"),
+    (lambda line: {k: v for k, v in line.items() if k != "features"}, "features lacks 'duration'"),
+    (lambda line: {k: v for k, v in line.items() if k not in ("title", "ocr_text")}, "the model reads title / ocr_text"),
+    (lambda line: {k: v for k, v in line.items() if k != "frames"}, "the model reads frames"),
+])
+def test_predict_checks_each_line_against_the_model(student, tmp_path, change, message):
+    manifest = write_serving_manifest(tmp_path)
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    lines[2] = change(lines[2])
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    refused("predict", student, manifest, "--quiet", message=f"serve.jsonl:3: {message}")
+
+
+def test_a_tabular_model_refuses_videos_and_text(tmp_path):
+    tabular = tiny_corpus(tmp_path / "tab", frames=False, text=False)
+    ok("train-student", tabular.path, "--out", tmp_path / "s", *FAST)
+    manifest = write_serving_manifest(tmp_path)  # frames, title, OCR text and the feature
+    refused("predict", tmp_path / "s", manifest, "--quiet", message="serve.jsonl:1: frames: the model reads no frames")
+    refused("evaluate", tmp_path / "s", tiny_corpus(tmp_path / "media").path, "--quiet",
+            message="frames: the model reads no frames")
+
+
+def test_a_finished_run_keeps_its_checkpoint_only_when_asked(corpus, student, tmp_path):
+    assert not (student / "checkpoint.safetensors").exists()
+    ok("train-student", corpus.path, "--out", tmp_path / "k", *FAST, "--keep-checkpoint")
+    assert (tmp_path / "k" / "checkpoint.safetensors").exists()
