@@ -12,9 +12,11 @@ mistakes (a bad option) are click's, exit status 2.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import click
 
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.synth import PRESETS, STORIES
-from cpfd.storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError, CpfdWarning
 from cpfd.student.mappings import MAPPINGS, param_help, param_names
 
 TRAIN, MODEL = TrainOptions(), ModelOptions()
@@ -30,7 +32,7 @@ DEVICES = ("auto", "cpu", "cuda")  # pipeline.scoring.DEVICES, without importing
 SPLITS = ("train", "eval")
 
 # `cpfd --help` lists the commands in the order a user runs them.
-PIPELINE_ORDER = ["synth", "import", "info", "train-teacher", "train-student", "dump-teacher", "inspect", "query",
+PIPELINE_ORDER = ["synth", "import", "export-manifest", "info", "train-teacher", "train-student", "dump-teacher", "inspect", "query",
                   "calibrate", "distill", "evaluate", "predict", "experiment"]
 
 
@@ -68,9 +70,18 @@ class CpfdGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = show_warning
+                warnings.simplefilter("always", CpfdWarning)  # each said, also when one line says it twice
+                return super().invoke(ctx)
         except BrokenPipeError:
-            raise
+            # The reader went away (`cpfd predict ... | head -3`): stop quietly, as Unix tools do,
+            # with the status a shell reports for a tool stopped by a closed pipe (128 + SIGPIPE).
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            except (OSError, ValueError, io.UnsupportedOperation):
+                pass
+            raise click.exceptions.Exit(141) from None
         except (CpfdError, OSError) as e:
             if ctx.params.get("debug"):
                 raise
@@ -103,7 +114,18 @@ def need(path: Path | None, what: str) -> None:
 
 def warning(message: str) -> None:
     """A problem that does not stop the command: one `warning:` line on stderr."""
-    click.echo(f"warning: {message}", err=True)
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """Library warnings (CpfdWarning) are one `warning:` line; others keep Python's format."""
+    if issubclass(category, CpfdWarning):
+        warning(message)
+    else:
+        PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 def quiet_option(f):
@@ -224,6 +246,31 @@ def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size,
     )
     click.echo(f"read {report['lines_read']} lines, wrote {report['rows_written']} rows "
                f"(train {report['train_rows']}, eval {report['eval_rows']}) to {out}")
+
+
+@cpfd.command("export-manifest")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(SPLITS), default="eval", show_default=True, help="Corpus split to export.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Export the first N rows only.")
+@click.option("--no-labels", is_flag=True, help="Leave labels out (a serving manifest, as `cpfd predict` reads).")
+@click.option("--no-privileged", is_flag=True, help="Leave the privileged features out.")
+@click.option("--keep-split", is_flag=True,
+              help="Write each line's split (default: none, so an import hashes the ids into splits again).")
+@overwrite_option
+def export_manifest(corpus, out, split, limit, no_labels, no_privileged, keep_split, overwrite):
+    """Write a corpus split as a manifest with its frames as PNG files, as `import` and `predict` read.
+
+    Example:
+
+        cpfd export-manifest runs/corpus runs/new --split eval --limit 3 --no-labels
+    """
+    need(corpus, "corpus directory")
+    from cpfd.storage.manifest import export_manifest as run_export
+
+    result = run_export(corpus, out, split=split, limit=limit, labels=not no_labels, privileged=not no_privileged,
+                        keep_split=keep_split, overwrite=overwrite)
+    click.echo(f"wrote {result['manifest']} ({result['rows']} rows, {result['frames']} frame files)")
 
 
 @cpfd.command()
@@ -473,7 +520,7 @@ def query(dump, sql, corpus, predictions, fmt, write):
     """
     from cpfd.storage.analysis import run_query, stream_rows
 
-    columns, batches = run_query(dump, sql, corpus=corpus, predictions=predictions, write=write, warn=warning)
+    columns, batches = run_query(dump, sql, corpus=corpus, predictions=predictions, write=write)
     for line in stream_rows(columns, batches, fmt):
         click.echo(line)
 
@@ -495,7 +542,7 @@ def inspect(dump, predictions, as_json):
     """
     from cpfd.storage.analysis import format_inspect, inspect_dump
 
-    result = inspect_dump(dump, predictions=predictions, warn=warning)
+    result = inspect_dump(dump, predictions=predictions)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_inspect(result))
 
 
@@ -517,7 +564,7 @@ def calibrate(dump, mapping, as_json):
     need(dump, "dump directory")
     from cpfd.pipeline.distill import calibrate_dump, format_calibration
 
-    result = calibrate_dump(dump, mapping, warn=warning)
+    result = calibrate_dump(dump, mapping)
     if as_json:
         click.echo(json.dumps({"quantiles": {str(q): v for q, v in result["quantiles"].items()},
                                "params": result["params"]}, indent=2))
@@ -651,13 +698,7 @@ def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings
 
 
 def main() -> None:
-    try:
-        cpfd(prog_name="cpfd")
-    except BrokenPipeError:
-        # The reader went away (`cpfd predict ... | head -3`): stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
+    cpfd(prog_name="cpfd")
 
 
 if __name__ == "__main__":

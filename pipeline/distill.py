@@ -26,8 +26,8 @@ from cpfd.pipeline.stages import model_inputs, model_output, prepare_stage
 from cpfd.pipeline.train import train
 from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
-from cpfd.storage.dump import TeacherDump, open_dump, read_teacher_losses
-from cpfd.storage.errors import CpfdError
+from cpfd.storage.dump import TeacherDump, open_dump, read_dump_columns, read_teacher_losses
+from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.model_folder import MODEL_FILES
 from cpfd.storage.outputs import check_paths
 from cpfd.student.cpfd import (
@@ -39,6 +39,10 @@ from cpfd.student.cpfd import (
     quantiles_of,
     resolve_params,
 )
+
+
+# Below this ROC AUC on its own dumped rows, a teacher's losses are treated as carrying no information.
+UNINFORMATIVE_AUC = 0.55
 
 
 def cpfd_objective(mapping: str, params: dict, temperature: float):
@@ -67,12 +71,33 @@ def resolve_mapping(dump_dir: Path, mapping: str, given: dict) -> tuple[dict, li
     return resolve_params(mapping, given, quantiles), calibrated
 
 
-def calibrate_dump(dump_dir: Path, mapping: str | None = None, warn=None) -> dict:
+def warn_if_uninformative(dump_dir: Path) -> float | None:
+    """Warn when the teacher's scores barely rank the labels of the rows it was dumped on: its
+    losses then carry no information about where to trust it, and alphas calibrated from them are
+    noise. Returns the teacher's ROC AUC on those rows (macro one-vs-rest; None if undefined)."""
+    from cpfd.pipeline.metrics import classification_metrics
+
+    table = read_dump_columns(dump_dir, ["label", "logits"])
+    labels = table.column("label").to_numpy()
+    logits = np.asarray(table.column("logits").combine_chunks().flatten().to_numpy()).reshape(len(labels), -1)
+    auc = classification_metrics(labels, logits)["roc_auc"]
+    if auc != auc:
+        warn(f"{dump_dir}: its rows hold one class, so the teacher's losses cannot tell where to trust it")
+        return None
+    if auc < UNINFORMATIVE_AUC:
+        warn(f"{dump_dir}: the teacher ranks the labels of its own dumped rows at ROC AUC {auc:.3f}, about chance: its "
+             "losses carry no information, and alphas calibrated from them are noise (train the teacher longer, "
+             "or on more rows)")
+    return float(auc)
+
+
+def calibrate_dump(dump_dir: Path, mapping: str | None = None) -> dict:
     """`cpfd calibrate`: the loss quantiles (exact, from DuckDB) and every mapping's calibrated parameters."""
     from cpfd.storage.analysis import loss_quantiles
     from cpfd.student.cpfd import MAPPINGS, QUANTILES, calibrate_params
 
-    quantiles = loss_quantiles(dump_dir, QUANTILES, warn=warn)
+    quantiles = loss_quantiles(dump_dir, QUANTILES)
+    warn_if_uninformative(dump_dir)
     return {"quantiles": quantiles, "params": {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}}
 
 
@@ -107,6 +132,8 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus, split="train")
     dump.verify()  # ids, row counts, hashes, finite values: all before the first step
+    if mapping != "constant":
+        warn_if_uninformative(Path(dump_dir))
     params_given = dict(params)
     params, calibrated = resolve_mapping(Path(dump_dir), mapping, params)
     defaults = [k for k in MAPPING_DEFAULTS.get(mapping, {}) if params_given.get(k) is None]

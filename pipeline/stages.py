@@ -29,9 +29,12 @@ from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.train import cross_entropy_loss, set_seed, train
 from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
-from cpfd.storage.errors import CpfdError
+from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.model_folder import CONFIG, TOKENIZER, prepare_model_dir, read_model_config
 from cpfd.storage.outputs import check_paths, exclusive, replacing
+
+# A training run of fewer optimizer steps than this is warned about: it is unlikely to converge.
+FEW_STEPS = 50
 
 TEACHER_ARCHITECTURE = "DF-X-VLM"
 STUDENT_ARCHITECTURE = "X-VLM"
@@ -249,6 +252,14 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
     train_options.check()
     if corpus.num_rows("train") == 0:
         raise CpfdError(f"{corpus.path}: the train split is empty")
+    if not resume:
+        for problem in corpus.split_problems():
+            warn(problem)
+        steps = train_options.max_steps or train_options.epochs * -(-corpus.num_rows("train") // train_options.batch_size)
+        if steps < FEW_STEPS:
+            warn(f"training takes {steps} optimizer steps ({corpus.num_rows('train')} rows, batch "
+                 f"{train_options.batch_size}, {train_options.epochs} epochs): too few to converge; "
+                 "raise --epochs or lower --batch-size")
     out = Path(out)
     prepare_model_dir(out, overwrite, resume)
     tokenizer = prepare_tokenizer(corpus, model_options)

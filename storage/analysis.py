@@ -32,6 +32,7 @@ import duckdb
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.dump import DUMP_MANIFEST, file_sha256, read_manifest, shard_files
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.errors import warn as cpfd_warn
 from cpfd.storage.schema import SPLITS
 
 QUANTILES = (0.01, 0.05, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
@@ -108,24 +109,25 @@ def _find_corpus(manifest: dict, corpus_dir: str | Path | None) -> Corpus | None
 
 def connect(
     dump_dir: str | Path, corpus_dir: str | Path | None = None, predictions: str | Path | None = None,
-    *, read_only: bool = True, warn=None,
+    *, read_only: bool = True, check_files: bool = True, warn=None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views `teacher`, `corpus`, `predictions`.
 
     `read_only` (the default) then locks the connection down: file access only to the files the
     views read (`allowed_paths`), no external access otherwise (no COPY TO, ATTACH, EXPORT,
     INSTALL/LOAD, reading other files), and the configuration locked so no statement can undo it.
-    `warn(message)` is told when a shard no longer matches the sha256 its manifest records.
+    With `check_files` (the default), a shard that no longer matches the sha256 its manifest records
+    is a warning (`warn(message)`, else a CpfdWarning): the numbers would not be the teacher's.
     """
     manifest = read_manifest(dump_dir)
     files = shard_files(dump_dir, manifest)
     missing = [f for f in files if not f.exists()]
     if missing:
         raise CpfdError(f"{missing[0]}: shard listed in the dump manifest is missing")
-    if warn is not None:
+    if check_files:
         changed = [f for f, entry in zip(files, manifest["shards"]) if file_sha256(f) != entry["sha256"]]
         if changed:
-            warn(f"{changed[0]}{f' and {len(changed) - 1} more shard(s)' if len(changed) > 1 else ''} changed since "
+            (warn or cpfd_warn)(f"{changed[0]}{f' and {len(changed) - 1} more shard(s)' if len(changed) > 1 else ''} changed since "
                  f"the dump was written (sha256 differs from {DUMP_MANIFEST}): these numbers are not the teacher's")
     corpus = _find_corpus(manifest, corpus_dir)
     if predictions is not None and not Path(predictions).is_file():

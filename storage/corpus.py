@@ -48,6 +48,9 @@ from cpfd.storage.schema import (
 
 CORPUS_JSON = "corpus.json"
 
+# A class with fewer rows than this in a split makes its metrics swing with a single row: warned about.
+MIN_CLASS_ROWS = 5
+
 
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
@@ -551,6 +554,31 @@ class Corpus:
         if not tables:
             return pa.chunked_array([], type=CORPUS_SCHEMA.field(column).type)
         return pa.concat_tables(tables).column(0)
+
+    def label_counts(self, split: str) -> list[int]:
+        """How many rows of each class the split holds (reads the label column only)."""
+        if not self.num_rows(split):
+            return [0] * self.num_classes
+        labels = self.read_column(split, "label").to_numpy()
+        return np.bincount(labels, minlength=self.num_classes)[: self.num_classes].tolist()
+
+    def split_problems(self, splits: Sequence[str] = SPLITS) -> list[str]:
+        """What a user should hear about the splits: one empty, or holding one class, or a handful of rows."""
+        problems = []
+        for split in splits:
+            counts = self.label_counts(split)
+            present = [self.classes[i] for i, n in enumerate(counts) if n]
+            if sum(counts) == 0:
+                problems.append(f"{self.path}: the {split} split has no rows")
+            elif len(present) < 2:
+                problems.append(f"{self.path}: the {split} split holds one class ({present[0]}, {sum(counts)} rows): "
+                                + ("a model cannot learn to tell classes apart from it" if split == "train" else
+                                   "ROC AUC, PR AUC and F1 are undefined or meaningless on it"))
+            elif min(n for n in counts if n) < MIN_CLASS_ROWS:
+                rare = min((n, c) for c, n in zip(self.classes, counts) if n)
+                problems.append(f"{self.path}: the {split} split holds {rare[0]} row(s) of class {rare[1]}: "
+                                "metrics on it swing with a single row")
+        return problems
 
     def summary(self) -> dict:
         """What `cpfd info` prints: splits, rows, class counts, features, frames, version."""

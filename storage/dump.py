@@ -650,13 +650,18 @@ def _read_columns(file: Path, columns: list[str]) -> pa.Table:
         raise CpfdError(f"{file}: cannot read {', '.join(columns)} ({e})") from None
 
 
-def read_teacher_losses(dump_dir: str | Path) -> np.ndarray:
-    """Every stored teacher loss of a finished dump (4 bytes a row), in corpus order, as float32."""
+def read_dump_columns(dump_dir: str | Path, columns: list[str]) -> pa.Table:
+    """Columns of every shard of a finished dump, in corpus order (no corpus needed)."""
     files = shard_files(dump_dir)
     missing = [f for f in files if not f.exists()]
     if missing:
         raise CpfdError(f"{missing[0]}: shard listed in {DUMP_MANIFEST} is missing")
-    return np.concatenate([_read_columns(f, ["teacher_loss"]).column(0).to_numpy() for f in files])
+    return pa.concat_tables([_read_columns(f, columns) for f in files])
+
+
+def read_teacher_losses(dump_dir: str | Path) -> np.ndarray:
+    """Every stored teacher loss of a finished dump (4 bytes a row), in corpus order, as float32."""
+    return read_dump_columns(dump_dir, ["teacher_loss"]).column(0).to_numpy()
 
 
 class TeacherDump:

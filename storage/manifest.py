@@ -38,8 +38,8 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
-from cpfd.storage.corpus import CORPUS_JSON, CorpusWriter
-from cpfd.storage.errors import CpfdError
+from cpfd.storage.corpus import CORPUS_JSON, Corpus, CorpusWriter
+from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.outputs import check_paths
 from cpfd.storage.images import ImageError, check_image, load_frames, select_frames
 
@@ -601,6 +601,8 @@ def import_manifest(
         task=task, rows_per_shard=rows_per_shard, overwrite=overwrite,
         created_by=shlex.join(command), progress=progress,
     )
+    for problem in Corpus(out, verify="fast").split_problems():
+        warn(problem)
     splits = meta["splits"]
     return {
         "lines_read": scan.lines_read,
@@ -653,3 +655,80 @@ def _write_corpus(
         meta = writer.close()  # inside `with`: a failure here still removes the shards
         bar.leave = True
     return meta, rows
+
+
+# --------------------------------------------------------------------------------------------
+# Export: a corpus split back to a manifest (examples, serving tests, moving data between tools)
+# --------------------------------------------------------------------------------------------
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def export_manifest(
+    corpus_dir: str | Path,
+    out: str | Path,
+    *,
+    split: str = "eval",
+    limit: int | None = None,
+    labels: bool = True,
+    privileged: bool = True,
+    keep_split: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """`cpfd export-manifest`: write a corpus split as a manifest `OUT/manifest.jsonl` with its frames
+    as PNG files (`OUT/frames/<n>-<k>.png`), the format `cpfd import` and `cpfd predict` read.
+
+    Lines keep the rows' order, ids, text, features (and privileged features and the label as a
+    class name, unless told not to; a serving manifest has neither) and, with `keep_split`, the
+    split (else an import hashes each id into a split again); a NaN feature is written as null. PNG is lossless, so importing the manifest again at the corpus's frame size
+    and frame count gives back the same pixels. `limit` keeps the first rows. The manifest is
+    written last and atomically; OUT is locked while it is written, and an existing export is
+    replaced (with `overwrite`) only once the new one is complete.
+    Returns {"manifest": path, "rows": n, "frames": n}.
+    """
+    import io
+    import math as _math
+
+    from PIL import Image
+
+    from cpfd.storage.atomic import atomic_write_bytes
+    from cpfd.storage.outputs import exclusive, replacing
+
+    corpus = Corpus(corpus_dir)
+    out = Path(out)
+    check_paths({"OUT": out}, {"CORPUS": corpus.path})
+    if (out / MANIFEST_NAME).exists() and not overwrite:
+        raise CpfdError(f"{out} already holds a manifest ({MANIFEST_NAME}); pass --overwrite to replace it")
+    if corpus.num_rows(split) == 0:
+        raise CpfdError(f"{corpus.path}: the {split} split is empty")
+    columns = ["sample_id", "label", "title", "ocr_text", "frames", "features", "privileged"]
+    lines, frames_written, n = [], 0, 0
+    with exclusive(out, "this export"), replacing(out, overwrite, lambda d: (d / MANIFEST_NAME).exists()) as target:
+        (target / "frames").mkdir(parents=True, exist_ok=True)
+        for table in corpus.iter_batches(split, columns):
+            for row in table.to_pylist():
+                if limit is not None and n >= limit:
+                    break
+                line: dict = {"id": row["sample_id"]}
+                if corpus.has_frames:
+                    names = []
+                    for k, data in enumerate(row["frames"]):
+                        name = f"frames/{n:07d}-{k}.png"  # ids may hold any character: names do not
+                        with Image.open(io.BytesIO(data)) as image:
+                            image.convert("RGB").save(target / name, format="PNG")
+                        names.append(name)
+                    line["frames"] = names
+                    frames_written += len(names)
+                if corpus.has_text:
+                    line["title"], line["ocr_text"] = row["title"], row["ocr_text"]
+                for key, names in (("features", corpus.features), ("privileged", corpus.privileged_features if privileged else [])):
+                    if names:
+                        line[key] = {name: (None if _math.isnan(v) else v) for name, v in zip(names, row[key])}
+                if labels:
+                    line["label"] = corpus.classes[row["label"]]
+                if keep_split:
+                    line["split"] = split
+                lines.append(json.dumps(line, ensure_ascii=False))
+                n += 1
+        atomic_write_bytes(target / MANIFEST_NAME, ("\n".join(lines) + "\n").encode())
+    return {"manifest": str(out / MANIFEST_NAME), "rows": n, "frames": frames_written}

@@ -28,13 +28,21 @@ def ok(*args) -> Result:
     return result
 
 
+def one_error_line(stderr: str) -> str:
+    """stderr of a refused command: `warning:` lines at most, then exactly one `error:` line, last."""
+    lines = stderr.splitlines()
+    assert lines and lines[-1].startswith("error: "), stderr
+    assert all(line.startswith("warning: ") for line in lines[:-1]), stderr
+    return lines[-1]
+
+
 def refused(*args, message: str) -> Result:
-    """A user mistake: exit status 1, and on stderr exactly one line, `error: ...`, naming the problem
-    (no traceback, no warning); stdout may hold what the command printed before it stopped."""
+    """A user mistake: exit status 1, and on stderr exactly one line `error: ...` naming the problem
+    (no traceback; `warning:` lines may come before it); stdout may hold what the command printed
+    before it stopped."""
     result = run(*args)
     assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.output and message in result.stderr, result.output
+    assert "Traceback" not in result.output and message in one_error_line(result.stderr), result.output
     return result
 
 

@@ -90,3 +90,41 @@ def test_written_files_follow_the_umask(tmp_path):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "s").iterdir() if p.is_file()}
     assert {"model.safetensors", "config.json", "training.json", "checkpoint.safetensors"} <= set(modes)
     assert set(modes.values()) == {0o666 & ~mask}, modes
+
+
+def test_a_missing_input_fails_before_torch_is_imported(tmp_path):
+    """A typo in a path is one line at once, not after seconds of imports."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom cpfd.cli import main\nsys.argv = ['cpfd', 'train-student', %r, '--out', %r]\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    print('torch' in sys.modules, e.code)")
+    done = subprocess.run([sys.executable, "-c", script % (str(tmp_path / "nope"), str(tmp_path / "s"))],
+                          capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "1"], done.stdout + done.stderr
+    assert done.stderr.strip() == f"error: {tmp_path / 'nope'}: no such corpus directory"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`cpfd query ... | head -3`: no `error: Broken pipe`, no traceback; exit status 141, as a tool
+    stopped by SIGPIPE."""
+    import subprocess
+    import sys
+
+    from tests.factories import run_dump, tiny_corpus
+
+    corpus = tiny_corpus(tmp_path / "c", n_train=20000, n_eval=8, frames=False, text=False)
+    run_dump(tmp_path / "d", corpus)  # 20,000 lines of output: more than a pipe holds
+    done = subprocess.run(["bash", "-c", f"{sys.executable} -m cpfd.cli query {tmp_path / 'd'} "
+                                         "'SELECT sample_id FROM teacher' | head -3; echo status ${PIPESTATUS[0]}"],
+                          capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "status 141", done.stdout[-300:] + done.stderr
+    assert done.stderr == "", done.stderr
+
+
+def test_commands_are_listed_in_pipeline_order_with_their_whole_summary():
+    result = CliRunner().invoke(cpfd, ["--help"])
+    listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.startswith("  ") and
+              not line.startswith("   ")]
+    assert listed[:4] == ["synth", "import", "export-manifest", "info"] and listed[-1] == "experiment"
+    assert "..." not in result.output.split("Commands:")[1]
