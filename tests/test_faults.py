@@ -4,7 +4,6 @@ trust what it keeps, and two corpora whose ids once hashed alike."""
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
