@@ -297,8 +297,15 @@ def training_options(f):
     """Options shared by every command that trains a model; defaults from `pipeline.options`."""
     options = [
         click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder to write."),
-        click.option("--epochs", type=click.IntRange(min=1), default=TRAIN.epochs, show_default=True,
-                     help="Passes over the train split."),
+        click.option("--epochs", type=click.IntRange(min=1), default=TRAIN.epochs,
+                     help="Passes over the training rows (default: auto, enough epochs for --min-steps optimizer "
+                          "steps; the best epoch on the validation split is kept either way)."),
+        click.option("--min-steps", type=click.IntRange(min=1), default=TRAIN.min_steps, show_default=True,
+                     help="The auto schedule's floor of optimizer steps (without --epochs)."),
+        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=TRAIN.val_fraction,
+                     show_default=True,
+                     help="Share of the train split's ids (by hash) held out to pick the kept epoch and the F1 "
+                          "threshold; the eval split only reports."),
         click.option("--max-steps", type=click.IntRange(min=1), default=TRAIN.max_steps,
                      help="Stop after this many optimizer steps instead."),
         click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN.batch_size, show_default=True,

@@ -97,6 +97,75 @@ def collate(table: pa.Table, inputs: Inputs, tokenizer, max_length: int, widths:
     return batch
 
 
+def id_uniforms(ids: pa.Array | pa.ChunkedArray, salt: str) -> np.ndarray:
+    """A number in [0, 1) per sample id, from a 64-bit FNV-1a hash of `salt` + the id's UTF-8 bytes.
+
+    The same on every machine and in every process (no Python hash randomization), computed column
+    by column over the ids' bytes with numpy (no loop over rows), so a training split, a validation
+    split or a fold follows from the id alone and needs no stored state."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    ids = ids.cast(pa.large_binary())
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset: ids.offset + n + 1]
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    prime = np.uint64(0x100000001B3)
+    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for byte in salt.encode():
+            h = (h ^ np.uint64(byte)) * prime
+        for k in range(int(lengths.max(initial=0))):
+            alive = lengths > k
+            byte = np.zeros(n, dtype=np.uint64)
+            byte[alive] = data[offsets[:-1][alive] + k]
+            h = np.where(alive, (h ^ byte) * prime, h)
+        h ^= h >> np.uint64(33)  # fold the high bits down: FNV's low bits mix poorly
+        h = h * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """The rows of a split whose id hashes (`id_uniforms` with `salt`) into [lo, hi), or outside it.
+
+    validation_rows(0.1) is the validation split carved from train; training_rows(0.1) the rest;
+    with cross-fitting, fold k of K is [k/K, (k+1)/K) under the salt "cpfd.fold"."""
+
+    salt: str
+    lo: float = 0.0
+    hi: float = 1.0
+    inside: bool = True
+
+    def mask(self, ids) -> np.ndarray:
+        u = id_uniforms(ids, self.salt)
+        hit = (u >= self.lo) & (u < self.hi)
+        return hit if self.inside else ~hit
+
+
+VALIDATION_SALT = "cpfd.validation"
+FOLD_SALT = "cpfd.fold"
+
+
+def validation_rows(fraction: float) -> RowSelection:
+    return RowSelection(VALIDATION_SALT, 0.0, fraction, inside=True)
+
+
+def training_rows(fraction: float) -> RowSelection:
+    return RowSelection(VALIDATION_SALT, 0.0, fraction, inside=False)
+
+
+def fold_rows(k: int, folds: int, inside: bool = True) -> RowSelection:
+    return RowSelection(FOLD_SALT, k / folds, (k + 1) / folds, inside=inside)
+
+
+def fold_of(ids, folds: int) -> np.ndarray:
+    """The fold (0..folds-1) of each id."""
+    return np.minimum((id_uniforms(ids, FOLD_SALT) * folds).astype(np.int64), folds - 1)
+
+
 def deal(units: Sequence, part: int, parts: int) -> list:
     """Round-robin share `part` of `parts` (rank x worker) of the work units."""
     return list(units[part::parts])
@@ -129,6 +198,7 @@ class CorpusBatches(IterableDataset):
         shuffle: bool = False,
         seed: int = 0,
         extra_open: Callable[[], Callable[[WorkUnit], dict]] | None = None,
+        select: Sequence[RowSelection] = (),
     ):
         # An opened Corpus was verified by its caller; a path is verified here, once, in the parent.
         corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
@@ -146,10 +216,20 @@ class CorpusBatches(IterableDataset):
         self.skip_batches = 0  # batches of this epoch already trained on (set when resuming)
         self.extra_open = extra_open
         self.units = corpus.work_units(split)
-        self.num_rows = corpus.num_rows(split)
+        self.select = tuple(select)
+        # Rows of each unit that the selections keep: read once, here (ids only), for the batch count.
+        self.unit_rows = [u.rows for u in self.units] if not self.select else [
+            int(self._mask(table.column(0)).sum()) for table in corpus.iter_batches(split, ["sample_id"], self.units)]
+        self.num_rows = sum(self.unit_rows)
         self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features),
                        "image_size": corpus.image_size}
         self._corpus = None
+
+    def _mask(self, ids) -> np.ndarray:
+        mask = np.ones(len(ids), dtype=bool)
+        for selection in self.select:
+            mask &= selection.mask(ids)
+        return mask
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Reshuffle for a new epoch (same seed + epoch -> same order), optionally starting
@@ -167,28 +247,33 @@ class CorpusBatches(IterableDataset):
     def __len__(self) -> int:  # batches, for progress bars (one process, no remainders lost)
         return -(-self.num_rows // self.batch_size)
 
-    def my_units(self) -> list[WorkUnit]:
-        units = list(self.units)
+    def my_units(self) -> list[tuple[WorkUnit, int]]:
+        """This process's (unit, selected rows) pairs for the epoch, in the order it reads them."""
+        pairs = list(zip(self.units, self.unit_rows))
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
-            units = [units[i] for i in order]
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(pairs))
+            pairs = [pairs[i] for i in order]
         part, parts = process_share()
-        return deal(units, part, parts)
+        return deal(pairs, part, parts)
 
     def __iter__(self) -> Iterator[dict]:
         if self._corpus is None:
             self._corpus = Corpus(self.corpus_path, verify="fast")
         extra = self.extra_open() if self.extra_open is not None else None
-        columns = self.inputs.columns()
+        columns = self.inputs.columns() + (["sample_id"] if self.select else [])
         pending: pa.Table | None = None
         pending_extra: dict | None = None
         skip = self.my_skip_rows()
-        for unit in self.my_units():
-            if skip >= unit.rows:  # a resumed epoch: these rows were trained on already
-                skip -= unit.rows
+        for unit, rows in self.my_units():
+            if skip >= rows:  # a resumed epoch: these rows were trained on already (or none are selected)
+                skip -= rows
                 continue
             table = self._corpus.read_unit(unit, columns)
             more = extra(unit) if extra is not None else {}
+            if self.select:  # only the selected rows, the dump's columns with them
+                keep = self._mask(table.column("sample_id"))
+                table = table.filter(pa.array(keep)).drop_columns(["sample_id"])
+                more = {k: v[keep] for k, v in more.items()}
             if self.shuffle:
                 order = np.random.default_rng([self.seed, self.epoch, unit.shard, unit.row_group]).permutation(table.num_rows)
                 table = table.take(order)

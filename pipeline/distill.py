@@ -164,5 +164,5 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
             rows = write_alpha_log(dump, mapping, params, target / alpha_log.resolve().relative_to(out.resolve())
                                    if inside else alpha_log)
             announce(f"wrote alpha for {rows} training rows to {alpha_log}")
-        return train(stage.model, stage.train_set, stage.eval_set, cpfd_objective(mapping, params, temperature), target,
+        return train(stage.model, stage.train_set, stage.val_set, cpfd_objective(mapping, params, temperature), target,
                      train_options, stage.record, resume=resume)

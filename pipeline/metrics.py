@@ -25,8 +25,12 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(f1[i]), float(thresholds[i]) if len(thresholds) else 0.5
 
 
-def classification_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
-    """Metrics of a classifier from its logits (N, C) and integer labels (N,)."""
+def classification_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float | None = None) -> dict:
+    """Metrics of a classifier from its logits (N, C) and integer labels (N,).
+
+    Binary tasks with a `threshold` (the one that was best on the validation split) add
+    `f1_at_val_threshold`: the F1 a user gets who sets the threshold without seeing these labels.
+    `best_f1` and `best_threshold` are chosen on these very labels: optimistic, for reference."""
     labels = np.asarray(labels, dtype=np.int64)
     probs = softmax(np.asarray(logits, dtype=np.float64))
     num_classes = probs.shape[1]
@@ -45,6 +49,10 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
                 best_threshold=threshold,
             )
         out["f1"] = float(f1_score(labels, (scores >= 0.5).astype(int), pos_label=1, zero_division=0))
+        if threshold is not None and threshold == threshold:
+            out["val_threshold"] = float(threshold)
+            out["f1_at_val_threshold"] = float(f1_score(labels, (scores >= threshold).astype(int), pos_label=1,
+                                                        zero_division=0))
         out["positive_rate"] = float((labels == 1).mean()) if len(labels) else float("nan")
     else:
         onehot = np.eye(num_classes)[labels]

@@ -18,10 +18,19 @@ MAX_HIDDEN_SIZE, MAX_LAYERS, MAX_LENGTH_TOKENS, MAX_VOCAB = 8192, 128, 8192, 1_0
 MAX_BATCH_SIZE = 1 << 20
 
 
+# The default schedule ("auto"): enough epochs for at least `min_steps` optimizer steps, so that a
+# corpus of a few hundred rows gets as many updates as a large one, within these bounds. The kept
+# epoch is the best on the validation split, so the later epochs of a long schedule cannot hurt it.
+AUTO_MIN_EPOCHS = 3
+AUTO_MAX_EPOCHS = 200
+
+
 @dataclass
 class TrainOptions:
-    epochs: int = 5
+    epochs: int | None = None  # None: the "auto" schedule (see resolve_epochs)
+    min_steps: int = 600  # the auto schedule's floor of optimizer steps
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    val_fraction: float = 0.1  # share of the train split's ids held out to pick the kept epoch
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -50,6 +59,16 @@ class TrainOptions:
             raise CpfdError(f"--seed must be in [0, 2**32), got {self.seed}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise CpfdError(f"--batch-size must be in [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
+        if not (math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1):
+            raise CpfdError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+
+    def resolve_epochs(self, steps_per_epoch: int) -> tuple[int, str]:
+        """(epochs, rule): --epochs as given ("fixed"), or the auto schedule: at least
+        `min_steps` optimizer steps, between AUTO_MIN_EPOCHS and AUTO_MAX_EPOCHS epochs."""
+        if self.epochs is not None:
+            return self.epochs, "fixed"
+        wanted = math.ceil(self.min_steps / max(steps_per_epoch, 1))
+        return min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, wanted)), "auto"
 
 
 @dataclass

@@ -21,7 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from cpfd.pipeline.data import CorpusBatches, Inputs, collate, list_column_to_matrix, make_loader
+from cpfd.pipeline.data import (
+    CorpusBatches,
+    Inputs,
+    collate,
+    list_column_to_matrix,
+    make_loader,
+    training_rows,
+    validation_rows,
+)
 from cpfd.pipeline.metrics import classification_metrics, softmax
 from cpfd.pipeline.scoring import inference, resolve_device, score_batches
 from cpfd.pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
@@ -30,7 +38,7 @@ from cpfd.pipeline.train import cross_entropy_loss, set_seed, train
 from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError, warn
-from cpfd.storage.model_folder import CONFIG, TOKENIZER, prepare_model_dir, read_model_config
+from cpfd.storage.model_folder import CONFIG, TOKENIZER, prepare_model_dir, read_model_config, read_training_record
 from cpfd.storage.outputs import check_paths, exclusive, replacing
 
 # A training run of fewer optimizer steps than this is warned about: it is unlikely to converge.
@@ -235,18 +243,21 @@ class Stage:
     model: torch.nn.Module
     tokenizer: object
     train_set: CorpusBatches
-    eval_set: CorpusBatches | None
+    val_set: CorpusBatches | None  # rows of the train split held out to pick the kept epoch
     record: dict  # training.json's start: stage, command, architecture, corpus, options (+ the stage's own)
 
 
 def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_options: ModelOptions,
                   train_options: TrainOptions, overwrite: bool, resume: bool, command: str,
-                  record: dict | None = None, extra_open=None) -> Stage:
+                  record: dict | None = None, extra_open=None, select=()) -> Stage:
     """The one set-up of every training stage: checks, model folder, tokenizer, seed, model, datasets, record.
 
     `role` is "teacher" (DF-X-VLM) or "student" (X-VLM); `stage` names it in training.json
     (train-teacher, train-student, distill); `record` adds the stage's own entries (the dump and
-    the distillation for distill); `extra_open` adds aligned columns to the training batches.
+    the distillation for distill); `extra_open` adds aligned columns to the training batches;
+    `select` narrows the training rows further (a cross-fitted teacher's folds). The validation
+    split (`--val-fraction` of the train split's ids, by hash) is held out of training and picks
+    the kept epoch.
     """
     model_options.check(corpus.image_size if corpus.has_frames else None)
     train_options.check()
@@ -255,11 +266,13 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
     if not resume:
         for problem in corpus.split_problems():
             warn(problem)
-        steps = train_options.max_steps or train_options.epochs * -(-corpus.num_rows("train") // train_options.batch_size)
+        per_epoch = -(-corpus.num_rows("train") // train_options.batch_size)
+        epochs, _ = train_options.resolve_epochs(per_epoch)
+        steps = train_options.max_steps or epochs * per_epoch
         if steps < FEW_STEPS:
             warn(f"training takes {steps} optimizer steps ({corpus.num_rows('train')} rows, batch "
-                 f"{train_options.batch_size}, {train_options.epochs} epochs): too few to converge; "
-                 "raise --epochs or lower --batch-size")
+                 f"{train_options.batch_size}, {epochs} epochs): too few to converge; "
+                 "raise --epochs (or leave it out: the auto schedule) or lower --batch-size")
     out = Path(out)
     prepare_model_dir(out, overwrite, resume)
     tokenizer = prepare_tokenizer(corpus, model_options)
@@ -267,10 +280,18 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
     model = build_model(role, corpus, tokenizer, model_options)
     if tokenizer is not None:
         save_tokenizer(tokenizer, out / TOKENIZER)
+    fraction = train_options.val_fraction
     train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size, shuffle=True,
-                            seed=train_options.seed, extra_open=extra_open)
-    eval_set = (dataset_for(model, corpus, "eval", tokenizer, train_options.batch_size)
-                if corpus.num_rows("eval") else None)
+                            seed=train_options.seed, extra_open=extra_open,
+                            select=(training_rows(fraction),) + tuple(select))
+    val_set = (dataset_for(model, corpus, "train", tokenizer, train_options.batch_size,
+                           select=(validation_rows(fraction),)) if fraction > 0 else None)
+    if train_set.num_rows == 0:
+        raise CpfdError(f"{corpus.path}: no training rows are left once the validation split is held out "
+                        f"(--val-fraction {fraction})")
+    if val_set is not None and val_set.num_rows == 0:
+        warn(f"{corpus.path}: the validation split (--val-fraction {fraction}) holds no rows: the last epoch is kept")
+        val_set = None
     record = {
         "stage": stage,
         "command": command,
@@ -280,7 +301,7 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
         **(record or {}),
         "options": {"model": asdict(model_options)},
     }
-    return Stage(model, tokenizer, train_set, eval_set, record)
+    return Stage(model, tokenizer, train_set, val_set, record)
 
 
 def has_model(folder: Path) -> bool:
@@ -315,7 +336,7 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
     with model_output(out, overwrite=overwrite, resume=resume, inputs=model_inputs(corpus, model_options)) as target:
         stage = prepare_stage(corpus, target, role=role, stage=f"train-{role}", model_options=model_options,
                               train_options=train_options, overwrite=overwrite, resume=resume, command=command)
-        return train(stage.model, stage.train_set, stage.eval_set, cross_entropy_loss, target, train_options,
+        return train(stage.model, stage.train_set, stage.val_set, cross_entropy_loss, target, train_options,
                      stage.record, resume=resume)
 
 
@@ -351,7 +372,8 @@ def evaluate_model(model_dir, corpus_path, *, split: str = "eval", out=None, bat
     dataset = dataset_for(model, corpus, split, tokenizer, batch_size)
     labels, logits = score_batches(model, make_loader(dataset), device, progress=progress, desc=f"evaluate {split}",
                                    total=len(dataset))
-    metrics = classification_metrics(labels, logits)
+    record = read_training_record(model_dir) or {}
+    metrics = classification_metrics(labels, logits, threshold=record.get("threshold"))
     if out is not None:
         ids = corpus.read_column(split, "sample_id").to_pylist()  # dataset order is corpus order here
         write_predictions(out, ids, labels, logits)
@@ -362,8 +384,9 @@ def evaluate_model(model_dir, corpus_path, *, split: str = "eval", out=None, bat
 def format_evaluation(metrics: dict, out=None) -> str:
     """What `cpfd evaluate` prints: the model, the split and one metric a line."""
     lines = [f"{metrics['architecture']} {metrics['model']} on {metrics['corpus']} ({metrics['split']}, {metrics['rows']} rows)"]
-    lines += [f"  {key:<15}{metrics[key]:.4f}" for key in ("roc_auc", "pr_auc", "f1", "best_f1", "best_threshold", "accuracy")
-              if key in metrics]
+    lines += [f"  {key:<22}{metrics[key]:.4f}" for key in ("roc_auc", "pr_auc", "f1", "f1_at_val_threshold",
+                                                            "val_threshold", "best_f1", "best_threshold", "accuracy")
+              if metrics.get(key) is not None]
     if out is not None:
         lines.append(f"wrote {out}")
     return "\n".join(lines)

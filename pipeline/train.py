@@ -11,8 +11,12 @@ epoch, `training.json` and the checkpoint.
 - Running sums of the loss (and of what the stage shows) stay on the device; the host reads them
   every `PROGRESS_EVERY` steps for the progress bar, at checkpoints and at the epoch's end. A NaN
   or infinite loss stops the run there with one line naming the first step it appeared at.
-- After each epoch, the eval split is scored (`pipeline.scoring.score_batches`) and the epoch with
-  the best `select_metric` is saved to the model folder (ties go to the later epoch).
+- After each epoch, the validation split (ids of the train split hashed aside, `--val-fraction`)
+  is scored (`pipeline.scoring.score_batches`) and the epoch with the best `select_metric` there
+  is saved to the model folder (ties go to the later epoch). The eval split is never looked at
+  here: it only reports (`cpfd evaluate`).
+- The schedule: `--epochs N`, or by default enough epochs for `min_steps` optimizer steps
+  (`TrainOptions.resolve_epochs`), recorded in training.json with the validation split's size.
 
 Launch: one process (`cpfd train-student ...`) on the CPU or one GPU. With `--device auto` a GPU
 is used when present, under bf16 autocast. Same seed, same data, same machine: the same weights
@@ -63,7 +67,8 @@ class Progress:
 
 # A resumed run continues the interrupted one: options that change its trajectory must agree.
 RESUME_RECORD_KEYS = ("stage", "corpus", "dump", "distillation")  # the data and the loss
-RESUME_MUST_MATCH = ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed")
+RESUME_MUST_MATCH = ("epochs", "min_steps", "max_steps", "val_fraction", "batch_size", "lr", "weight_decay",
+                     "warmup_ratio", "max_grad_norm", "seed")
 
 
 def cross_entropy_loss(output, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -155,7 +160,7 @@ def evaluate(model: torch.nn.Module, dataset: CorpusBatches, device: torch.devic
 def train(
     model: torch.nn.Module,
     train_set: CorpusBatches,
-    eval_set: CorpusBatches | None,
+    val_set: CorpusBatches | None,
     loss_fn: LossFn,
     out_dir: Path,
     options: TrainOptions,
@@ -176,12 +181,17 @@ def train(
     device = resolve_device(options.device)
     model.to(device)
     steps_per_epoch = len(train_set)
-    total_steps = options.max_steps or options.epochs * steps_per_epoch
+    epochs, rule = options.resolve_epochs(steps_per_epoch)
+    total_steps = options.max_steps or epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else 0
     optimizer = adamw(model, options)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_then_linear_decay(int(options.warmup_ratio * total_steps), total_steps))
-    record = {**record, "options": {**record.get("options", {}), **asdict(options)}, "device": str(device), "epochs": []}
+    record = {**record, "options": {**record.get("options", {}), **asdict(options)}, "device": str(device),
+              "schedule": {"rule": "max_steps" if options.max_steps else rule, "epochs": epochs, "steps": total_steps,
+                           "steps_per_epoch": steps_per_epoch, "min_steps": options.min_steps},
+              "validation": {"fraction": options.val_fraction, "rows": val_set.num_rows if val_set is not None else 0},
+              "epochs": []}
     progress = Progress()
     checkpoint = out_dir / CHECKPOINT
     if resume:
@@ -240,21 +250,24 @@ def train(
         metrics = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0],
                    "samples_per_s": seen_here / max(time.perf_counter() - start, 1e-9),
                    **{f"train_{k}": v / max(progress.seen, 1) for k, v in progress.sums.items()}}
-        if eval_set is not None:
-            metrics.update({f"eval_{k}": v for k, v in evaluate(model, eval_set, device, options.num_workers).items()})
-        score = metrics.get(f"eval_{options.select_metric}", -metrics["train_loss"])
+        if val_set is not None:  # the validation split picks the kept epoch; the eval split only reports
+            metrics.update({f"val_{k}": v for k, v in evaluate(model, val_set, device, options.num_workers).items()})
+        # Without validation rows, every epoch scores the same and the last one is kept.
+        score = metrics.get(f"val_{options.select_metric}", 0.0 if val_set is None else -math.inf)
         score = -math.inf if score != score else score  # NaN never wins
         if score >= progress.best_score or "best_epoch" not in record:  # ties go to the later epoch
             progress.best_score = score
             model.save_pretrained(out_dir)
             record["best_epoch"] = epoch + 1
+            # F1 is reported at the threshold that is best on the validation split (binary tasks)
+            record["threshold"] = metrics.get("val_best_threshold")
         record["epochs"].append(metrics)
         write_training_record(out_dir, record)
         progress.epoch, progress.batches = epoch + 1, 0
         save_progress()
         if options.progress:
-            shown = ", ".join(f"{k[5:]} {metrics[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in metrics)
-            tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; eval {shown}" if shown else ""),
+            shown = ", ".join(f"{k[4:]} {metrics[k]:.4f}" for k in ("val_roc_auc", "val_pr_auc", "val_best_f1") if k in metrics)
+            tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; validation {shown}" if shown else ""),
                        file=sys.stderr)
     record["finished"] = True  # what `cpfd experiment` checks before reusing a model folder
     write_training_record(out_dir, record)
@@ -266,5 +279,7 @@ def train(
 def format_training_summary(record: dict, out: Path) -> str:
     """The line a training command prints when it is done: the folder and its kept epoch's metrics."""
     best = record["epochs"][record["best_epoch"] - 1]
-    shown = ", ".join(f"{k[5:]} {best[k]:.4f}" for k in ("eval_roc_auc", "eval_pr_auc", "eval_f1") if k in best)
-    return f"wrote {out} (best epoch {record['best_epoch']}" + (f": {shown})" if shown else ")")
+    shown = ", ".join(f"{k[4:]} {best[k]:.4f}" for k in ("val_roc_auc", "val_pr_auc", "val_best_f1") if k in best)
+    kept = (f"kept epoch {record['best_epoch']} of {len(record['epochs'])}"
+            + (f", by validation ROC AUC: {shown}" if shown else " (no validation rows: the last)"))
+    return f"wrote {out} ({kept})"

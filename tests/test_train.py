@@ -40,7 +40,9 @@ def test_model_folders_hold_what_design_4_3_says(student, teacher):
         record = json.loads((folder / "training.json").read_text())
         assert record["command"].startswith("cpfd train-")
         assert record["best_epoch"] >= 1
-        assert {"train_loss", "eval_roc_auc", "eval_pr_auc", "eval_f1", "samples_per_s"} <= set(record["epochs"][0])
+        assert {"train_loss", "val_roc_auc", "val_pr_auc", "val_f1", "samples_per_s"} <= set(record["epochs"][0])
+        assert not any(k.startswith("eval_") for k in record["epochs"][0])  # the eval split only reports
+        assert record["validation"]["fraction"] == 0.1 and record["validation"]["rows"] > 0
     assert len(json.loads((student / "training.json").read_text())["epochs"]) == 2
     teacher_config = json.loads((teacher / "config.json").read_text())
     assert teacher_config["privileged_features"] == ["reports", "legacy_score"]
