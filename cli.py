@@ -365,19 +365,31 @@ def split_training_options(kw: dict) -> tuple[ModelOptions, TrainOptions]:
 
 @cpfd.command("train-teacher")
 @click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="Cross-fit: train K teachers, teacher k without the training rows of fold k (by a hash of "
+                   "sample_id), so that dump-teacher scores every row with a teacher that never saw it.")
 @training_options
-def train_teacher(corpus, out, overwrite, resume, **kw):
+def train_teacher(corpus, folds, out, overwrite, resume, **kw):
     """Train DF-X-VLM, the teacher: frames + text + features + the privileged dense features.
 
     Example:
 
-        cpfd train-teacher runs/corpus --out runs/teacher --epochs 5
+        cpfd train-teacher runs/corpus --out runs/teacher --folds 5
     """
     need(corpus, "corpus directory")
     from cpfd.pipeline.stages import train_model
     from cpfd.pipeline.train import format_training_summary
 
     model_options, train_options = split_training_options(kw)
+    if folds:
+        from cpfd.pipeline.crossfit import train_cross_fitted_teacher
+
+        data = train_cross_fitted_teacher(corpus, out, folds=folds, model_options=model_options,
+                                          train_options=train_options, overwrite=overwrite, resume=resume,
+                                          command=invocation(), announce=None if train_options.progress is False else click.echo)
+        click.echo(f"wrote {out} ({folds} fold teachers, {', '.join(str(t['training_rows']) for t in data['teachers'])} "
+                   "training rows; folds.json)")
+        return
     record = train_model(corpus, out, role="teacher", model_options=model_options,
                          train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
     click.echo(format_training_summary(record, out))

@@ -85,9 +85,9 @@ def warn_if_uninformative(dump_dir: Path) -> float | None:
         warn(f"{dump_dir}: its rows hold one class, so the teacher's losses cannot tell where to trust it")
         return None
     if auc < UNINFORMATIVE_AUC:
-        warn(f"{dump_dir}: the teacher ranks the labels of its own dumped rows at ROC AUC {auc:.3f}, about chance: its "
-             "losses carry no information, and alphas calibrated from them are noise (train the teacher longer, "
-             "or on more rows)")
+        warn(f"{dump_dir}: the teacher ranks the labels of its own dumped rows at ROC AUC {auc:.3f}, no better than "
+             "chance: its losses carry no information, and alphas calibrated from them are noise (train the teacher "
+             "longer, or on more rows)")
     return float(auc)
 
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cpfd.pipeline.data import Inputs, collate
+from cpfd.pipeline.crossfit import combined_weights_sha256, fold_logits, fold_teachers
+from cpfd.pipeline.data import Inputs, collate, fold_of
 from cpfd.pipeline.scoring import precision, resolve_device, score_batches
 from cpfd.pipeline.stages import check_model_fits_corpus, is_teacher, load_model
 from cpfd.storage.corpus import Corpus
@@ -38,7 +39,7 @@ from cpfd.storage.dump import (
     write_dump_shard,
 )
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.model_folder import WEIGHTS
+from cpfd.storage.model_folder import WEIGHTS, is_cross_fitted
 from cpfd.storage.outputs import check_paths, exclusive, staging_path, swap_in
 
 # How far logits recomputed in another call (a rerun after a crash, another job-array worker,
@@ -65,19 +66,40 @@ def torchrun_share() -> tuple[int, int] | None:
 
 
 class TeacherScorer:
-    """The teacher and what it needs to score corpus rows: logits (n, C) float32 per table."""
+    """The teacher and what it needs to score corpus rows: logits (n, C) float32 per table.
 
-    def __init__(self, teacher_dir: Path, corpus: Corpus, device: str, batch_size: int):
-        self.model, self.tokenizer = load_model(teacher_dir)
-        if not is_teacher(self.model):
-            raise CpfdError(f"{teacher_dir}: is a {self.model.config.architecture}, dump-teacher needs a "
-                            "teacher (DF-X-VLM, from `cpfd train-teacher`)")
-        check_model_fits_corpus(self.model, teacher_dir, corpus)
+    A cross-fitted teacher (`train-teacher --folds K`) is K models: a train-split row is scored by
+    the teacher of its fold, an eval-split row by the mean of all K (`pipeline.crossfit`); the
+    table must then hold `sample_id`."""
+
+    def __init__(self, teacher_dir: Path, corpus: Corpus, device: str, batch_size: int, split: str = "train"):
+        teacher_dir = Path(teacher_dir)
+        self.cross_fitted = is_cross_fitted(teacher_dir)
+        self.dirs = fold_teachers(teacher_dir) if self.cross_fitted else [teacher_dir]
         self.device = resolve_device(device)  # under torchrun: the GPU of LOCAL_RANK
-        self.model.to(self.device)
+        self.models, self.tokenizers = [], []
+        for folder in self.dirs:
+            model, tokenizer = load_model(folder)
+            if not is_teacher(model):
+                raise CpfdError(f"{folder}: is a {model.config.architecture}, dump-teacher needs a "
+                                "teacher (DF-X-VLM, from `cpfd train-teacher`)")
+            check_model_fits_corpus(model, folder, corpus)
+            self.models.append(model.to(self.device))
+            self.tokenizers.append(tokenizer)
+        self.model = self.models[0]
+        self.teacher_dir, self.split = teacher_dir, split
         self.inputs = Inputs.for_corpus(corpus, privileged=True)
         self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
         self.batch_size = batch_size
+
+    def provenance(self) -> dict:
+        """The dump's `teacher` entry: folder, weights hash and config (and each fold's, when cross-fitted)."""
+        if not self.cross_fitted:
+            return {"dir": str(self.teacher_dir), "weights_sha256": file_sha256(self.teacher_dir / WEIGHTS),
+                    "config": self.model.config.to_dict()}
+        folds = [{"fold": k, "dir": str(d), "weights_sha256": file_sha256(d / WEIGHTS)} for k, d in enumerate(self.dirs)]
+        return {"dir": str(self.teacher_dir), "weights_sha256": combined_weights_sha256(folds),
+                "config": self.model.config.to_dict(), "folds": folds}
 
     def computed_with(self) -> dict:
         """How this scorer computes logits; each dump shard records it, `--verify` reads it back."""
@@ -90,12 +112,27 @@ class TeacherScorer:
             "torch": torch.__version__,
         }
 
+    def _model_logits(self, k: int, table, batch_size: int) -> np.ndarray:
+        batches = (collate(table.slice(start, batch_size), self.inputs, self.tokenizers[k],
+                           self.models[k].config.max_length, self.widths)
+                   for start in range(0, table.num_rows, batch_size))
+        return score_batches(self.models[k], batches, self.device)[1]
+
     def logits(self, table, batch_size: int | None = None) -> np.ndarray:
         """(n, C) float32 logits of the table's rows, in batches of `batch_size` (default: the scorer's)."""
         batch_size = batch_size or self.batch_size
-        batches = (collate(table.slice(start, batch_size), self.inputs, self.tokenizer, self.model.config.max_length,
-                           self.widths) for start in range(0, table.num_rows, batch_size))
-        return score_batches(self.model, batches, self.device)[1]
+        if not self.cross_fitted:
+            return self._model_logits(0, table, batch_size)
+        logits, _ = fold_logits(lambda k, rows: self._model_logits(k, table.take(rows), batch_size),
+                                table.column("sample_id"), self.split, len(self.models))
+        return logits
+
+    def folds(self, table) -> np.ndarray | None:
+        """The `fold` column of a cross-fitted dump for these rows (None for a single teacher)."""
+        if not self.cross_fitted:
+            return None
+        ids = table.column("sample_id")
+        return fold_of(ids, len(self.models)).astype(np.int32) if self.split == "train" else np.full(len(ids), -1, np.int32)
 
 
 def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_size: int = 256,
@@ -111,9 +148,8 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
     if not 0 <= shard_index < num_shards:
         raise CpfdError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
     check_paths({"--out": out}, {"TEACHER": teacher_dir, "CORPUS": corpus.path})
-    scorer = TeacherScorer(teacher_dir, corpus, device, batch_size)
-    weights = teacher_dir / WEIGHTS
-    teacher = {"dir": str(teacher_dir), "weights_sha256": file_sha256(weights), "config": scorer.model.config.to_dict()}
+    scorer = TeacherScorer(teacher_dir, corpus, device, batch_size, split)
+    teacher = scorer.provenance()
     provenance = dump_provenance(corpus, split, teacher)
     # --overwrite over a finished dump writes the new one beside it (every job-array worker into the
     # same staging folder) and swaps it in once complete: a failure never loses the old dump.
@@ -134,7 +170,9 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
                 labels = table.column("label").to_numpy()
                 logits = scorer.logits(table)
                 bar.update(table.num_rows)
-                yield table.column("sample_id"), labels, logits, cross_entropy(logits, labels).astype(np.float32)
+                arrays = (table.column("sample_id"), labels, logits, cross_entropy(logits, labels).astype(np.float32))
+                folds = scorer.folds(table)
+                yield arrays if folds is None else (*arrays, folds)
 
         for shard in todo:
             write_dump_shard(target, corpus, split, shard, row_groups(shard), provenance, computed=scorer.computed_with())
@@ -188,7 +226,7 @@ def verify_dump(teacher_dir, corpus_path, dump_dir, *, rows: int, seed: int = 0,
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus)
     split = dump.split
-    scorer = TeacherScorer(Path(teacher_dir), corpus, device, batch_size)
+    scorer = TeacherScorer(Path(teacher_dir), corpus, device, batch_size, split)
     now = scorer.computed_with()
     units = corpus.work_units(split)
     total = sum(u.rows for u in units)
@@ -196,7 +234,7 @@ def verify_dump(teacher_dir, corpus_path, dump_dir, *, rows: int, seed: int = 0,
     picked = np.sort(rng.choice(total, size=min(rows, total), replace=False))
     worst_logits = worst_loss = 0.0
     dumped_with = []
-    columns = scorer.inputs.columns()
+    columns = ["sample_id", *scorer.inputs.columns()]
     for unit in units:
         local = picked[(picked >= unit.offset) & (picked < unit.offset + unit.rows)] - unit.offset
         if not len(local):

@@ -7,7 +7,15 @@ from pathlib import Path
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.dump import DUMP_MANIFEST, describe_dump, format_dump_description
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.model_folder import CONFIG, TOKENIZER, WEIGHTS, read_model_config, read_training_record
+from cpfd.storage.model_folder import (
+    CONFIG,
+    TOKENIZER,
+    WEIGHTS,
+    is_cross_fitted,
+    read_folds,
+    read_model_config,
+    read_training_record,
+)
 
 
 def describe_model(path: Path) -> dict:
@@ -32,7 +40,7 @@ def describe_model(path: Path) -> dict:
             "command": record.get("command"),
             "epochs": len(record.get("epochs", [])),
             "best_epoch": best,
-            "best": {k: v for k, v in record["epochs"][best - 1].items() if k.startswith("eval_")} if best else {},
+            "best": {k: v for k, v in record["epochs"][best - 1].items() if k.startswith("val_")} if best else {},
             "distillation": record.get("distillation"),
         }
     return {
@@ -75,7 +83,13 @@ def describe(path: str | Path) -> dict:
         return describe_dump(path)
     if (path / CONFIG).exists():
         return describe_model(path)
-    raise CpfdError(f"{path}: not a cpfd corpus, dump or model folder (no corpus.json, _manifest.json or config.json)")
+    if is_cross_fitted(path):
+        data = read_folds(path)
+        return {"kind": "cross-fitted teacher", "path": str(path), "folds": data["folds"], "rule": data["rule"],
+                "eval_rule": data.get("eval_rule"), "teachers": data["teachers"],
+                "fold_models": [describe_model(path / t["dir"]) for t in data["teachers"]]}
+    raise CpfdError(f"{path}: not a cpfd corpus, dump or model folder (no corpus.json, _manifest.json, config.json "
+                    "or folds.json)")
 
 
 def format_description(d: dict) -> str:
@@ -97,6 +111,12 @@ def format_description(d: dict) -> str:
         return "\n".join(lines)
     if d["kind"] == "dump":
         return format_dump_description(d)
+    if d["kind"] == "cross-fitted teacher":
+        lines = [f"cross-fitted teacher {d['path']}  ({d['folds']} folds of DF-X-VLM)",
+                 f"  fold rule: {d['rule']}", f"  eval split: {d['eval_rule']}"]
+        lines += [f"  fold {t['fold']}: {d['path']}/{t['dir']}, trained on {t['training_rows']:,} rows "
+                  f"(weights sha256 {t['weights_sha256'][:12]})" for t in d["teachers"]]
+        return "\n".join(lines)
     inputs = [f"{d['frames_per_video']} frames of {d['image_size']}px ({d['vision_backbone']})" if d["frames_per_video"] else None,
               f"title + ocr_text ({d['text_backbone']})" if d["has_text"] else None,
               f"{len(d['features'])} features" if d["features"] else None,
@@ -109,7 +129,8 @@ def format_description(d: dict) -> str:
     ]
     t = d["training"]
     if t:
-        best = ", ".join(f"{k[5:]} {v:.4f}" for k, v in t["best"].items() if k in ("eval_roc_auc", "eval_pr_auc", "eval_f1"))
+        best = ", ".join(f"validation {k[4:]} {v:.4f}" for k, v in t["best"].items()
+                         if k in ("val_roc_auc", "val_pr_auc", "val_best_f1") and v == v)
         lines.append(f"  trained by: {t['command']}")
         lines.append(f"  {t['epochs']} epoch(s), best epoch {t['best_epoch']}" + (f": {best}" if best else ""))
         if t.get("distillation"):

@@ -38,7 +38,14 @@ from cpfd.pipeline.train import cross_entropy_loss, set_seed, train
 from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError, warn
-from cpfd.storage.model_folder import CONFIG, TOKENIZER, prepare_model_dir, read_model_config, read_training_record
+from cpfd.storage.model_folder import (
+    CONFIG,
+    TOKENIZER,
+    is_cross_fitted,
+    prepare_model_dir,
+    read_model_config,
+    read_training_record,
+)
 from cpfd.storage.outputs import check_paths, exclusive, replacing
 
 # A training run of fewer optimizer steps than this is warned about: it is unlikely to converge.
@@ -52,10 +59,22 @@ STUDENT_ARCHITECTURE = "X-VLM"
 # Statistics and tokenizer from the training split
 # ---------------------------------------------------------------------------------------------
 
-def feature_stats(corpus: Corpus, column: str, width: int) -> tuple[list[float], list[float]]:
-    """NaN-aware mean and std of a dense-feature column over the train split, streamed."""
+def training_tables(corpus: Corpus, columns: list[str], rows=()):
+    """The train split's row groups, only `columns`, only the rows the selections keep (a model's
+    training rows: not its validation rows, nor a cross-fitted teacher's held-out fold)."""
+    for table in corpus.iter_batches("train", [*columns, "sample_id"] if rows else columns):
+        if rows:
+            keep = np.ones(table.num_rows, dtype=bool)
+            for selection in rows:
+                keep &= selection.mask(table.column("sample_id"))
+            table = table.filter(pa.array(keep)).select(columns)
+        yield table
+
+
+def feature_stats(corpus: Corpus, column: str, width: int, rows=()) -> tuple[list[float], list[float]]:
+    """NaN-aware mean and std of a dense-feature column over the training rows, streamed."""
     total, total_sq, count = np.zeros(width), np.zeros(width), np.zeros(width)
-    for table in corpus.iter_batches("train", [column]):
+    for table in training_tables(corpus, [column], rows):
         x = list_column_to_matrix(table.column(0), width).astype(np.float64)
         present = ~np.isnan(x)
         x = np.where(present, x, 0.0)
@@ -68,29 +87,31 @@ def feature_stats(corpus: Corpus, column: str, width: int) -> tuple[list[float],
     return mean.tolist(), std.tolist()
 
 
-def train_texts(corpus: Corpus):
-    for table in corpus.iter_batches("train", ["title", "ocr_text"]):
+def train_texts(corpus: Corpus, rows=()):
+    for table in training_tables(corpus, ["title", "ocr_text"], rows):
         for title, ocr in zip(table.column(0).to_pylist(), table.column(1).to_pylist()):
             yield f"{title or ''} {ocr or ''}"
 
 
-def prepare_tokenizer(corpus: Corpus, options: ModelOptions):
+def prepare_tokenizer(corpus: Corpus, options: ModelOptions, rows=()):
+    """A pretrained folder's tokenizer, or WordPiece trained on the training rows' text."""
     if not corpus.has_text:
         return None
     if options.text_model:
         return load_tokenizer(options.text_model)
-    return train_wordpiece_tokenizer(train_texts(corpus), vocab_size=options.vocab_size)
+    return train_wordpiece_tokenizer(train_texts(corpus, rows), vocab_size=options.vocab_size)
 
 
 # ---------------------------------------------------------------------------------------------
 # Building and loading models
 # ---------------------------------------------------------------------------------------------
 
-def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
-    """A fresh X-VLM (role "student") or DF-X-VLM (role "teacher") sized for `corpus`."""
+def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions, rows=()):
+    """A fresh X-VLM (role "student") or DF-X-VLM (role "teacher") sized for `corpus`, its dense
+    features normalized with statistics of the training rows (`rows`: the selections that pick them)."""
     from cpfd.student.xvlm import XVLMConfig, XVLMForClassification
 
-    feature_mean, feature_std = feature_stats(corpus, "features", len(corpus.features)) if corpus.features else ([], [])
+    feature_mean, feature_std = feature_stats(corpus, "features", len(corpus.features), rows) if corpus.features else ([], [])
     common = dict(
         num_classes=corpus.num_classes,
         classes=corpus.classes,
@@ -116,7 +137,7 @@ def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions):
         else:
             from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
 
-            mean, std = feature_stats(corpus, "privileged", len(corpus.privileged_features))
+            mean, std = feature_stats(corpus, "privileged", len(corpus.privileged_features), rows)
             config = DFXVLMConfig.build(
                 **common, privileged_features=corpus.privileged_features, privileged_mean=mean, privileged_std=std
             )
@@ -159,6 +180,9 @@ def check_forward(model, corpus: Corpus, options: ModelOptions) -> None:
 def load_model(model_dir: Path, allow_teacher: bool = True):
     """(model, tokenizer or None) from a model folder; safetensors only."""
     model_dir = Path(model_dir)
+    if is_cross_fitted(model_dir):
+        raise CpfdError(f"{model_dir}: is a cross-fitted teacher (folds.json): one model per fold; use one fold's "
+                        f"folder ({model_dir / 'fold-0'}), or dump them all with `cpfd dump-teacher`")
     architecture = read_model_config(model_dir).get("architecture")
     if architecture == STUDENT_ARCHITECTURE:
         from cpfd.student.xvlm import XVLMForClassification as cls
@@ -275,15 +299,15 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
                  "raise --epochs (or leave it out: the auto schedule) or lower --batch-size")
     out = Path(out)
     prepare_model_dir(out, overwrite, resume)
-    tokenizer = prepare_tokenizer(corpus, model_options)
+    fraction = train_options.val_fraction
+    rows = (training_rows(fraction),) + tuple(select)  # what the model learns from, tokenizer and statistics too
+    tokenizer = prepare_tokenizer(corpus, model_options, rows)
     set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(role, corpus, tokenizer, model_options)
+    model = build_model(role, corpus, tokenizer, model_options, rows)
     if tokenizer is not None:
         save_tokenizer(tokenizer, out / TOKENIZER)
-    fraction = train_options.val_fraction
     train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size, shuffle=True,
-                            seed=train_options.seed, extra_open=extra_open,
-                            select=(training_rows(fraction),) + tuple(select))
+                            seed=train_options.seed, extra_open=extra_open, select=rows)
     val_set = (dataset_for(model, corpus, "train", tokenizer, train_options.batch_size,
                            select=(validation_rows(fraction),)) if fraction > 0 else None)
     if train_set.num_rows == 0:

@@ -190,6 +190,7 @@ def train(
     record = {**record, "options": {**record.get("options", {}), **asdict(options)}, "device": str(device),
               "schedule": {"rule": "max_steps" if options.max_steps else rule, "epochs": epochs, "steps": total_steps,
                            "steps_per_epoch": steps_per_epoch, "min_steps": options.min_steps},
+              "training_rows": train_set.num_rows,
               "validation": {"fraction": options.val_fraction, "rows": val_set.num_rows if val_set is not None else 0},
               "epochs": []}
     progress = Progress()

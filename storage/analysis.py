@@ -4,7 +4,7 @@ DuckDB scans the Parquet files itself (`read_parquet([...files])`, column projec
 streaming aggregation), so memory stays flat whatever the dump's size: nothing is loaded into
 pandas. Views on a connection from `connect(dump_dir, corpus_dir, predictions)`:
 
-    teacher      sample_id, label, teacher_loss, logits, teacher_pred (argmax of logits),
+    teacher      sample_id, label, teacher_loss, logits, [fold: a cross-fitted dump's], teacher_pred (argmax of logits),
                  teacher_prob (softmax probability of class 1 for binary tasks, of the predicted
                  class otherwise)
     corpus       sample_id, label, split, title, ocr_text, privileged, features (both splits;
@@ -59,7 +59,7 @@ def _one_line(e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _teacher_view(files: Sequence[Path], num_classes: int) -> str:
+def _teacher_view(files: Sequence[Path], num_classes: int, folds: bool = False) -> str:
     if num_classes == 2:
         # Array indexing is 1-based; ties go to class 0, like list_position of the first max.
         pred = "CAST(logits[2] > logits[1] AS INTEGER)"
@@ -72,8 +72,8 @@ def _teacher_view(files: Sequence[Path], num_classes: int) -> str:
         # p(argmax) = exp(max - max) / sum exp(x - max) = 1 / sum exp(x - max): no overflow.
         prob = f"1.0 / list_sum(list_transform(logits, {_lambda('x', 'exp(x::DOUBLE - list_max(logits))')}))"
     return (
-        "CREATE VIEW teacher AS SELECT sample_id, label, teacher_loss, logits, "
-        f"{pred} AS teacher_pred, {prob} AS teacher_prob FROM read_parquet({_file_list(files)})"
+        "CREATE VIEW teacher AS SELECT sample_id, label, teacher_loss, logits, " + ("fold, " if folds else "")
+        + f"{pred} AS teacher_pred, {prob} AS teacher_prob FROM read_parquet({_file_list(files)})"
     )
 
 
@@ -134,7 +134,7 @@ def connect(
         raise CpfdError(f"{predictions}: no such predictions file")
     con = duckdb.connect(":memory:")
     try:
-        con.execute(_teacher_view(files, int(manifest["num_classes"])))
+        con.execute(_teacher_view(files, int(manifest["num_classes"]), bool(manifest["teacher"].get("folds"))))
         read = [*files]
         if corpus is not None:
             con.execute(_corpus_view(corpus))

@@ -102,7 +102,9 @@ def cpfd_version() -> str:
 def dump_provenance(corpus: Corpus, split: str, teacher: dict, created_at: str | None = None) -> dict:
     """The manifest less its shard list: what every shard's key-value metadata holds.
 
-    `teacher` is {"dir": str, "weights_sha256": str, "config": dict (the teacher's config.json)}.
+    `teacher` is {"dir": str, "weights_sha256": str, "config": dict (the teacher's config.json)}, and
+    for a cross-fitted teacher also "folds": [{"fold", "dir", "weights_sha256"}, ...] (then the
+    shards get a `fold` column).
     `created_at` defaults to now (UTC, ISO 8601); pass a fixed one for byte-identical reruns.
     """
     _check_split(corpus, split)
@@ -115,6 +117,8 @@ def dump_provenance(corpus: Corpus, split: str, teacher: dict, created_at: str |
             "dir": str(teacher["dir"]),
             "weights_sha256": str(teacher["weights_sha256"]),
             "config": teacher["config"],
+            # a cross-fitted teacher: each fold's folder and weights (weights_sha256 then hashes them all)
+            **({"folds": teacher["folds"]} if teacher.get("folds") else {}),
         },
         "corpus": {"path": str(corpus.path.resolve()), "fingerprint": corpus.fingerprint, "split": split},
         "num_classes": corpus.num_classes,
@@ -182,6 +186,11 @@ def _check_provenance(provenance: dict, corpus: Corpus, split: str) -> None:
         raise ValueError(f"provenance does not describe this corpus split: it has {_difference(provenance, want)}")
 
 
+def _has_folds(provenance: dict) -> bool:
+    """Whether a dump (its provenance or manifest) comes from a cross-fitted teacher: a `fold` column."""
+    return bool((provenance.get("teacher") or {}).get("folds"))
+
+
 def _footer(file: Path) -> tuple[pq.FileMetaData, dict | None]:
     """(Parquet metadata, stored provenance or None); CpfdError if the file is not readable."""
     try:
@@ -200,14 +209,15 @@ def _footer_json(md: pq.FileMetaData, key: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _shard_problem(md: pq.FileMetaData, num_classes: int, rows: int, groups: list[int]) -> str | None:
+def _shard_problem(md: pq.FileMetaData, num_classes: int, rows: int, groups: list[int], folds: bool = False) -> str | None:
     """What is wrong with a dump shard's layout against its corpus shard, or None."""
     try:
         schema = md.schema.to_arrow_schema().remove_metadata()
     except Exception as e:
         return f"unreadable schema ({e})"
-    if not schema.equals(dump_schema(num_classes)):
-        return f"columns do not match dump schema version {DUMP_SCHEMA_VERSION} with {num_classes} classes"
+    if not schema.equals(dump_schema(num_classes, folds)):
+        return (f"columns do not match dump schema version {DUMP_SCHEMA_VERSION} with {num_classes} classes"
+                + (" and a fold column" if folds else ""))
     if md.num_rows != rows:
         return f"holds {md.num_rows} rows, the corpus shard has {rows}"
     have = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
@@ -356,7 +366,7 @@ def plan_dump(
             raise CpfdError(f"{file}: not a shard of corpus split {split}; delete it or pass --overwrite")
         if owned:
             record = _footer_json(md, DIGESTS_KEY)
-            problem = (_shard_problem(md, corpus.num_classes, rows[index], groups[index])
+            problem = (_shard_problem(md, corpus.num_classes, rows[index], groups[index], _has_folds(want))
                        or _content_problem(record, digests[index]) or _values_problem(file, record, corpus.num_classes))
             if problem:
                 raise CpfdError(f"{file}: {problem}; delete it or pass --overwrite")
@@ -428,10 +438,13 @@ def _check_finished_labels(manifest: dict, corpus: Corpus, split: str, out: Path
 def _row_group_table(
     arrays: Sequence, corpus_rows: pa.Table, num_classes: int, schema: pa.Schema, where: str
 ) -> pa.Table:
-    """Check one row group of teacher outputs against the corpus rows; build its Arrow table."""
-    if len(arrays) != 4:
-        raise ValueError(f"{where}: expected (sample_ids, labels, logits, teacher_loss), got {len(arrays)} arrays")
-    sample_ids, labels, logits, loss = arrays
+    """Check one row group of teacher outputs against the corpus rows; build its Arrow table.
+    A cross-fitted dump's schema has `fold`: then a fifth array gives it."""
+    folds = "fold" in schema.names
+    if len(arrays) != 4 + folds:
+        raise ValueError(f"{where}: expected (sample_ids, labels, logits, teacher_loss{', fold' if folds else ''}), "
+                         f"got {len(arrays)} arrays")
+    sample_ids, labels, logits, loss = arrays[:4]
     n = corpus_rows.num_rows
     logits = np.asarray(logits)
     loss = np.asarray(loss)
@@ -467,10 +480,13 @@ def _row_group_table(
             f"{where}: teacher_loss of row {i} is {loss[i]:.6g}, the cross-entropy of its logits is {expected[i]:.6g}"
         )
     flat = pa.array(logits.reshape(-1), type=pa.float32())
-    return pa.Table.from_arrays(
-        [ids, pa.array(labels, type=pa.int32()), pa.FixedSizeListArray.from_arrays(flat, num_classes), pa.array(loss)],
-        schema=schema,
-    )
+    columns = [ids, pa.array(labels, type=pa.int32()), pa.FixedSizeListArray.from_arrays(flat, num_classes), pa.array(loss)]
+    if folds:
+        fold = np.asarray(arrays[4]).astype(np.int32)
+        if fold.shape != (n,):
+            raise CpfdError(f"{where}: fold of shape {fold.shape}, expected ({n},)")
+        columns.append(pa.array(fold, type=pa.int32()))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -516,7 +532,7 @@ def write_dump_shard(
     out.mkdir(parents=True, exist_ok=True)
     final = out / corpus_file.name
     tmp = final.with_name(f".{final.name}.{os.getpid()}{TMP_SUFFIX}")  # per process: two writers never share one
-    schema = dump_schema(num_classes).with_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
+    schema = dump_schema(num_classes, _has_folds(provenance)).with_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
     corpus_pf = pq.ParquetFile(corpus_file)
     writer = None
     rows, ids_hash, labels_hash, values_hash = 0, IdDigest(), hashlib.sha256(), hashlib.sha256()
@@ -587,7 +603,8 @@ def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, prov
         if have is None or _identity(have) != _identity(provenance):
             return False
         recorded = _footer_json(md, DIGESTS_KEY)
-        problem = _shard_problem(md, corpus.num_classes, rows[i], groups[i]) or _content_problem(recorded, digests[i])
+        problem = (_shard_problem(md, corpus.num_classes, rows[i], groups[i], _has_folds(provenance))
+                   or _content_problem(recorded, digests[i]))
         if problem:
             raise CpfdError(f"{file}: {problem}; delete it and rerun")
         entry = {"file": file.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows[i]}
@@ -722,7 +739,8 @@ class TeacherDump:
                 what = "no cpfd dump shard" if provenance is None else f"a shard of {_difference(provenance, m)}"
                 raise CpfdError(f"{file}: {what}, not of the dump {DUMP_MANIFEST} describes")
             record = _footer_json(md, DIGESTS_KEY)
-            problem = _shard_problem(md, self.num_classes, rows, groups) or _content_problem(record, corpus_digests[shard])
+            problem = (_shard_problem(md, self.num_classes, rows, groups, _has_folds(m))
+                       or _content_problem(record, corpus_digests[shard]))
             if problem:
                 raise CpfdError(f"{file}: {problem}")
             if record is not None and corpus_digests[shard][1] is not None:

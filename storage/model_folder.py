@@ -36,6 +36,14 @@ CHECKPOINT = "checkpoint.safetensors"
 TOKENIZER = "tokenizer"
 MODEL_FILES = (CONFIG, WEIGHTS, TRAINING, CHECKPOINT, TOKENIZER)
 
+# A cross-fitted teacher (`train-teacher --folds K`) is a folder of K model folders, fold-0 ..
+# fold-(K-1), and this file, written last: what the folder is and each fold's weights.
+FOLDS = "folds.json"
+FOLDS_SHAPE = {
+    "kind": str, "folds": int, "rule": str, "salt": str, "validation_fraction": (int, float),
+    "teachers": [{"fold": int, "dir": str, "training_rows": int, "weights_sha256": str}],
+}
+
 # What every reader of config.json relies on (the model classes check every field when they build).
 MODEL_CONFIG_SHAPE = {
     "architecture": str, "num_classes": int, "classes": [str], "frames_per_video": int, "image_size": int,
@@ -195,3 +203,30 @@ def describe_differences(missing: list[str], unexpected: list[str], wrong: list[
              for names, what in ((missing, "tensors missing"), (unexpected, "unexpected tensors"),
                                  (wrong, "of another shape")) if names]
     return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-fitted teachers
+# --------------------------------------------------------------------------------------------
+
+
+def is_cross_fitted(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / FOLDS).exists()
+
+
+def read_folds(directory: str | os.PathLike) -> dict:
+    """folds.json of a cross-fitted teacher, checked: K fold folders fold-0 .. fold-(K-1), each there."""
+    directory = Path(directory)
+    path = directory / FOLDS
+    data = read_json_object(path, "cross-fit record")
+    check_json(data, FOLDS_SHAPE, str(path))
+    if data["folds"] < 2 or [t["fold"] for t in data["teachers"]] != list(range(data["folds"])):
+        raise CpfdError(f"{path}: expected teachers for folds 0..{data['folds'] - 1}, in order")
+    for teacher in data["teachers"]:
+        if teacher["dir"] != f"fold-{teacher['fold']}" or not (directory / teacher["dir"] / CONFIG).exists():
+            raise CpfdError(f"{path}: fold {teacher['fold']}'s model folder {directory / teacher['dir']} is missing")
+    return data
+
+
+def write_folds(directory: str | os.PathLike, data: dict) -> None:
+    atomic_write_json(Path(directory) / FOLDS, data)

@@ -60,18 +60,20 @@ def check_columns(columns, available=CORPUS_COLUMNS) -> list[str]:
 DUMP_SCHEMA_VERSION = 2
 
 
-def dump_schema(num_classes: int) -> pa.Schema:
-    """sample_id, label, raw teacher logits (T = 1) and the per-sample teacher loss."""
+def dump_schema(num_classes: int, folds: bool = False) -> pa.Schema:
+    """sample_id, label, raw teacher logits (T = 1) and the per-sample teacher loss; with `folds`
+    (a cross-fitted teacher's dump) also `fold`: which fold teacher scored the row (-1: all of them)."""
     if num_classes < 2:
         raise ValueError(f"a dump needs at least 2 classes, got {num_classes}")
-    return pa.schema(
-        [
-            pa.field("sample_id", pa.string(), nullable=False),
-            pa.field("label", pa.int32(), nullable=False),
-            pa.field("logits", pa.list_(pa.float32(), num_classes), nullable=False),
-            pa.field("teacher_loss", pa.float32(), nullable=False),  # CE of softmax(logits) vs label
-        ]
-    )
+    fields = [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),
+        pa.field("logits", pa.list_(pa.float32(), num_classes), nullable=False),
+        pa.field("teacher_loss", pa.float32(), nullable=False),  # CE of softmax(logits) vs label
+    ]
+    if folds:
+        fields.append(pa.field("fold", pa.int32(), nullable=False))
+    return pa.schema(fields)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +101,8 @@ CORPUS_JSON_SHAPE = {
 
 DUMP_MANIFEST_SHAPE = {
     "schema_version": int,
-    "teacher": {"dir": str, "weights_sha256": str, "config": dict},
+    "teacher": {"dir": str, "weights_sha256": str, "config": dict,
+                "folds?": [{"fold": int, "dir": str, "weights_sha256": str}]},
     "corpus": {"path": str, "fingerprint": str, "split": str},
     "num_classes": int,
     "classes": [str],
