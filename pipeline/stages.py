@@ -34,11 +34,13 @@ from cpfd.pipeline.metrics import classification_metrics, softmax
 from cpfd.pipeline.scoring import inference, resolve_device, score_batches
 from cpfd.pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
 from cpfd.pipeline.options import ModelOptions, TrainOptions
-from cpfd.pipeline.train import cross_entropy_loss, set_seed, train
+from cpfd.pipeline.checkpoint import read_checkpoint
+from cpfd.pipeline.train import check_resume, cross_entropy_loss, set_seed, train
 from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.model_folder import (
+    CHECKPOINT,
     CONFIG,
     TOKENIZER,
     is_cross_fitted,
@@ -299,12 +301,24 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
                  "raise --epochs (or leave it out: the auto schedule) or lower --batch-size")
     out = Path(out)
     prepare_model_dir(out, overwrite, resume)
+    record = {
+        "stage": stage,
+        "command": command,
+        "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
+        **(record or {}),
+        "options": {"model": asdict(model_options)},
+    }
+    if resume:  # refuse another run's resume before anything in OUT is written over
+        check_resume(read_checkpoint(out / CHECKPOINT), train_options, record, out / CHECKPOINT)
     fraction = train_options.val_fraction
     rows = (training_rows(fraction),) + tuple(select)  # what the model learns from, tokenizer and statistics too
-    tokenizer = prepare_tokenizer(corpus, model_options, rows)
+    if resume and corpus.has_text:
+        tokenizer = load_tokenizer(out / TOKENIZER)  # the interrupted run's own
+    else:
+        tokenizer = prepare_tokenizer(corpus, model_options, rows)
     set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
     model = build_model(role, corpus, tokenizer, model_options, rows)
-    if tokenizer is not None:
+    if tokenizer is not None and not resume:
         save_tokenizer(tokenizer, out / TOKENIZER)
     train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size, shuffle=True,
                             seed=train_options.seed, extra_open=extra_open, select=rows)
@@ -316,15 +330,8 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
     if val_set is not None and val_set.num_rows == 0:
         warn(f"{corpus.path}: the validation split (--val-fraction {fraction}) holds no rows: the last epoch is kept")
         val_set = None
-    record = {
-        "stage": stage,
-        "command": command,
-        "architecture": model.config.architecture,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
-        **(record or {}),
-        "options": {"model": asdict(model_options)},
-    }
+    record = {"stage": stage, "command": command, "architecture": model.config.architecture,
+              "num_parameters": sum(p.numel() for p in model.parameters()), **record}
     return Stage(model, tokenizer, train_set, val_set, record)
 
 
