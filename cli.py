@@ -22,12 +22,13 @@ from pathlib import Path
 
 import click
 
-from cpfd.pipeline.options import ModelOptions, TrainOptions
+from cpfd.pipeline.options import EXPERIMENT_LR
+from cpfd.pipeline.options import ExperimentOptions, ModelOptions, TrainOptions
 from cpfd.pipeline.synth import PRESETS, STORIES
 from cpfd.storage.errors import CpfdError, CpfdWarning
 from cpfd.student.mappings import MAPPINGS, param_help, param_names
 
-TRAIN, MODEL = TrainOptions(), ModelOptions()
+TRAIN, MODEL, EXPERIMENT = TrainOptions(), ModelOptions(), ExperimentOptions()
 DEVICES = ("auto", "cpu", "cuda")  # pipeline.scoring.DEVICES, without importing torch here
 SPLITS = ("train", "eval")
 
@@ -650,68 +651,97 @@ def float_list(ctx, param, value):
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/experiment"), show_default=True,
               help="Experiment folder; rerunning on it reuses finished steps.")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None,
-              help="Your corpus (from `cpfd import`); default: a synthetic one from --preset.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="task1",
-              show_default=True, help="Synthetic preset when no --corpus is given.")
-@click.option("--train-samples", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Synthetic train videos.")
-@click.option("--eval-samples", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Synthetic eval videos.")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Training seeds 0..N-1; tables show mean and spread.")
-@click.option("--mappings", default=",".join(m for m in MAPPINGS if m != "constant"), show_default=True,
-              help="CPFD mappings to compare (Table 6).")
-@click.option("--primary-mapping", type=click.Choice([m for m in MAPPINGS if m != "constant"]), default="exp-decay",
-              show_default=True, help="The mapping of Table 3's CPFD row, fixed before the results are seen.")
+              help="Your corpus (from `cpfd import`); default: a synthetic one (the options below).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help=f"Synthetic corpus: preset [default: {EXPERIMENT.preset}].")
+@click.option("--train-samples", type=click.IntRange(min=1), default=None,
+              help=f"Synthetic corpus: train videos [default: {EXPERIMENT.train_samples}].")
+@click.option("--eval-samples", type=click.IntRange(min=1), default=None,
+              help=f"Synthetic corpus: eval videos [default: {EXPERIMENT.eval_samples}].")
+@click.option("--story", type=click.Choice(STORIES), default=None,
+              help=f"Synthetic corpus: where the privileged signals come from [default: {EXPERIMENT.story}].")
+@click.option("--privileged-strength", type=click.FloatRange(min=0), default=None,
+              help="Synthetic corpus: how much of the label the privileged features carry beyond frames and text "
+                   f"[default: {EXPERIMENT.privileged_strength:g}].")
+@click.option("--seeds", type=click.IntRange(min=1), default=EXPERIMENT.seeds, show_default=True,
+              help="Training seeds 0..N-1; tables show mean and spread, comparisons intervals over seeds.")
+@click.option("--mappings", default=",".join(EXPERIMENT.mappings), show_default=True,
+              help=f"CPFD mappings to compare (Table 6); any of {', '.join(m for m in MAPPINGS if m != 'constant')}.")
+@click.option("--primary-mapping", type=click.Choice([m for m in MAPPINGS if m != "constant"]),
+              default=EXPERIMENT.primary_mapping, show_default=True,
+              help="The mapping of Table 3's CPFD row, fixed before the results are seen.")
 @click.option("--temperatures", default="1", show_default=True, callback=float_list,
               help="Distillation temperatures for Table 7, e.g. 0.5,1,2.")
-@click.option("--pfd-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Alpha of vanilla PFD.")
+@click.option("--pfd-alpha", type=click.FloatRange(0, 1), default=EXPERIMENT.pfd_alpha, show_default=True,
+              help="Alpha of vanilla PFD.")
 @click.option("--no-matched-pfd", is_flag=True, help="Skip PFD at each mapping's mean alpha (Table 6).")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Epochs of every training.")
+@click.option("--cross-fit", type=click.IntRange(min=0), default=0, show_default=True,
+              help="K >= 2: also a cross-fitted teacher of K folds, its dumps, and PFD and CPFD trained from them.")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=EXPERIMENT.bootstrap, show_default=True,
+              help="Replicates of the paired bootstrap over eval rows behind each comparison's interval.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of every training (default: the auto schedule, at least --min-steps optimizer steps).")
+@click.option("--min-steps", type=click.IntRange(min=1), default=TRAIN.min_steps, show_default=True,
+              help="The auto schedule's floor of optimizer steps.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=TRAIN.val_fraction,
+              show_default=True, help="Share of the train split held out to pick each model's epoch and threshold.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN.batch_size, show_default=True,
               help="Videos per batch.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TRAIN.lr, show_default=True,
-              help="Peak learning rate.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=EXPERIMENT_LR, show_default=True,
+              help="Peak learning rate (the experiment's default was chosen on validation splits, docs/results.md).")
 @device_option
 @click.option("--num-workers", type=click.IntRange(min=0), default=TRAIN.num_workers, show_default=True,
               help="DataLoader workers.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads (default: 1 for the tiny models built from a config, all cores otherwise).")
 @click.option("--vision-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local pretrained vision model folder for every model.")
 @click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Local pretrained text model folder for every model.")
+              help="Local pretrained text model folder for every model, e.g. all-MiniLM-L6-v2.")
 @click.option("--hidden-size", type=click.IntRange(min=8), default=MODEL.hidden_size, show_default=True,
               help="Width of the encoders built from a config.")
 @click.option("--num-layers", type=click.IntRange(min=1), default=MODEL.num_layers, show_default=True,
               help="Layers of the encoders built from a config.")
 @quiet_option
-def experiment(out, corpus, preset, train_samples, eval_samples, seeds, mappings, primary_mapping, temperatures,
-               pfd_alpha, no_matched_pfd, epochs, batch_size, lr, device, num_workers, vision_model, text_model,
-               hidden_size, num_layers, quiet):
-    """The whole comparison on one corpus: teacher, baseline, PFD, CPFD; then report.md.
+def experiment(out, corpus, preset, train_samples, eval_samples, story, privileged_strength, seeds, mappings,
+               primary_mapping, temperatures, pfd_alpha, no_matched_pfd, cross_fit, bootstrap, epochs, min_steps,
+               val_fraction, batch_size, lr, device, num_workers, threads, vision_model, text_model, hidden_size,
+               num_layers, quiet):
+    """The whole comparison on one corpus: teacher, baseline, PFD, CPFD, with statistics; then report.md.
 
     Runs corpus -> teacher -> baseline -> dump -> PFD -> CPFD per mapping -> evaluate, for each
-    seed, and writes the paper's tables and figures for your data (docs/experiment.md).
-    Interrupted? Run the same command again: finished steps are reused.
+    seed, and writes the paper's tables and figures for your data, with paired intervals and a
+    verdict for each comparison (docs/experiment.md). Interrupted? Run the same command again:
+    finished steps are reused.
 
     Example:
 
-        cpfd experiment --out runs/exp --preset task3 --seeds 3 --temperatures 0.5,1,2
+        cpfd experiment --out runs/exp --preset task3 --seeds 3 --cross-fit 5
     """
+    synthetic = {"--preset": preset, "--train-samples": train_samples, "--eval-samples": eval_samples,
+                 "--story": story, "--privileged-strength": privileged_strength}
+    if corpus is not None and any(v is not None for v in synthetic.values()):
+        given = ", ".join(k for k, v in synthetic.items() if v is not None)
+        raise CpfdError(f"{given} describe the synthetic corpus, which --corpus replaces; leave them out")
     need(corpus, "corpus directory")
-    from cpfd.pipeline.experiment import ExperimentOptions, run_experiment
+    from cpfd.pipeline.experiment import run_experiment
     from cpfd.pipeline.report import format_experiment_summary
 
     if quiet:
         silence_progress_of_libraries()
     options = ExperimentOptions(
-        out=out, corpus=corpus, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seeds=seeds,
-        mappings=[m.strip() for m in mappings.split(",") if m.strip()], primary_mapping=primary_mapping,
-        temperatures=temperatures, pfd_alpha=pfd_alpha, matched_pfd=not no_matched_pfd, progress=not quiet,
+        out=out, corpus=corpus, preset=preset or EXPERIMENT.preset,
+        train_samples=train_samples or EXPERIMENT.train_samples, eval_samples=eval_samples or EXPERIMENT.eval_samples,
+        story=story or EXPERIMENT.story,
+        privileged_strength=EXPERIMENT.privileged_strength if privileged_strength is None else privileged_strength,
+        seeds=seeds, mappings=[m.strip() for m in mappings.split(",") if m.strip()], primary_mapping=primary_mapping,
+        temperatures=temperatures, pfd_alpha=pfd_alpha, matched_pfd=not no_matched_pfd, cross_fit=cross_fit,
+        bootstrap=bootstrap, threads=threads, progress=not quiet,
     )
     model_options = ModelOptions(vision_model=vision_model, text_model=text_model, hidden_size=hidden_size,
                                  num_layers=num_layers)
-    train_options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=num_workers,
-                                 progress=not quiet)
+    train_options = TrainOptions(epochs=epochs, min_steps=min_steps, val_fraction=val_fraction, batch_size=batch_size,
+                                 lr=lr, device=device, num_workers=num_workers, progress=not quiet)
     report = run_experiment(options, model_options, train_options, command=invocation())
     click.echo(format_experiment_summary(report, out))
 

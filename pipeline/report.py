@@ -1,9 +1,16 @@
-"""The experiment's report: the paper's Tables 1 and 3-7 and Figures 3 and 5 for one corpus.
+"""The experiment's report: the paper's Tables 1 and 3-7 and Figures 3 and 5 for one corpus, with
+paired statistics for every comparison that matters.
 
-`write_report` reads what the experiment steps wrote (each model's eval metrics and eval
-predictions, the teacher dumps) and writes `report.json` (every number) and `report.md`
-(the tables), plus `fig_teacher_loss.png` and `fig_alpha.png`. Nothing here trains or re-scores
-a model except the serving-latency measurement of Table 4.
+`write_report` reads what the experiment steps wrote (each model's eval metrics and predictions, the
+teacher dumps, the synthetic corpus's truth file when there is one) and writes `report.json` (every
+number) and `report.md` (the tables, and one line per comparison saying what the data showed),
+plus the figures. Nothing here trains or re-scores a model except the serving-latency measurement
+of Table 4.
+
+The F1 of every table is taken at the threshold each model found best on its validation split (so
+no eval label chose it); F1@0.5 stands beside it. Comparisons (`pipeline.stats`): per metric, the
+per-seed paired differences, a 95% interval over seeds and one from a paired bootstrap over eval
+rows, and a verdict that calls a difference only when both intervals exclude 0.
 """
 
 from __future__ import annotations
@@ -19,19 +26,20 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from cpfd.pipeline.experiment import eval_paths
-from cpfd.storage.analysis import connect, inspect_dump
 from cpfd.storage.atomic import atomic_write_bytes, atomic_write_json
 from cpfd.storage.corpus import Corpus
+from cpfd.storage.dump import read_dump_columns
 
-METRICS = ("roc_auc", "pr_auc", "f1", "best_f1")
-METRIC_NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "f1": "F1@0.5", "best_f1": "best F1"}
+METRICS = ("roc_auc", "pr_auc", "f1_val", "f1_05")
+METRIC_NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "f1_val": "F1 (val. threshold)", "f1_05": "F1@0.5"}
+EVAL_KEYS = {"roc_auc": "roc_auc", "pr_auc": "pr_auc", "f1_val": "f1_at_val_threshold", "f1_05": "f1"}
 
 
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers
 # ---------------------------------------------------------------------------------------------
 
-def summarize(values: list[float]) -> dict:
+def summarize(values: list) -> dict:
     """Mean, sample standard deviation (None for one seed), and the values themselves."""
     clean = [v for v in values if v is not None and not math.isnan(v)]
     return {
@@ -41,8 +49,8 @@ def summarize(values: list[float]) -> dict:
     }
 
 
-def fmt(summary: dict, bold: bool = False) -> str:
-    if math.isnan(summary["mean"]):
+def fmt(summary: dict | None, bold: bool = False) -> str:
+    if summary is None or math.isnan(summary["mean"]):
         return "n/a"
     text = f"{summary['mean']:.4f}" + (f" ± {summary['std']:.4f}" if summary["std"] is not None else "")
     return f"**{text}**" if bold else text
@@ -55,10 +63,29 @@ def gap_closed(student: float, baseline: float, teacher: float) -> float | None:
     return (student - baseline) / (teacher - baseline)
 
 
-def hit_rate_at_matched_recall(baseline_probs: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
-    """Paper Table 5 replayed offline: each model recalls as many eval videos as the baseline does
-    at its 0.5 threshold (its top-k by score); the hit rate is the precision of that set."""
-    k = int((baseline_probs >= 0.5).sum())
+def strictly_best(models: dict, names: list[str], metric: str) -> str | None:
+    """The one model with the highest mean of `metric` among `names`; None on a tie (nothing is bold)."""
+    means = {n: models[n][metric]["mean"] for n in names if not math.isnan(models[n][metric]["mean"])}
+    if not means:
+        return None
+    top = max(means.values())
+    winners = [n for n, v in means.items() if v == top]
+    return winners[0] if len(winners) == 1 else None
+
+
+def metric_of(evaluation: dict, metric: str):
+    """A report metric from an eval.json; a task of more classes has one (macro) F1 for both F1 columns."""
+    value = evaluation.get(EVAL_KEYS[metric])
+    if value is None and metric == "f1_val":
+        value = evaluation.get("f1")
+    return value
+
+
+def hit_rate_at_matched_recall(baseline_probs: np.ndarray, baseline_threshold: float, probs: np.ndarray,
+                               labels: np.ndarray) -> dict:
+    """Paper Table 5 replayed offline: each model recalls as many eval videos as the baseline does at
+    its validation threshold (its top-k by score); the hit rate is the precision of that set."""
+    k = int((baseline_probs >= baseline_threshold).sum())
     if k == 0:
         return {"recalled": 0, "hit_rate": None}
     top = np.argsort(-probs, kind="stable")[:k]
@@ -76,8 +103,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def read_predictions(path: Path) -> dict:
-    t = pq.read_table(path, columns=["label", "prob"])
-    return {"label": t.column("label").to_numpy(), "prob": t.column("prob").to_numpy()}
+    t = pq.read_table(path, columns=["sample_id", "label", "prob", "pred"])
+    return {"sample_id": t.column("sample_id").to_pylist(), "label": t.column("label").to_numpy(),
+            "prob": t.column("prob").to_numpy().astype(np.float64), "pred": t.column("pred").to_numpy()}
+
+
+def predicted(predictions: dict, threshold: float | None) -> np.ndarray:
+    """Each row's predicted class: positive at the validation threshold (binary), else the argmax."""
+    if threshold is None:
+        return predictions["pred"]
+    return (predictions["prob"] >= threshold).astype(np.int64)
 
 
 def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos: int = 32, repeats: int = 3) -> dict:
@@ -106,60 +141,115 @@ def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos
             "parameters": sum(p.numel() for p in model.parameters()), "videos": n, "device": str(device)}
 
 
-def teacher_loss_by_outcome(dump_dir: Path, predictions: Path) -> dict:
-    """Teacher loss of every dumped row, split by (student correct?, label), via DuckDB."""
-    con = connect(dump_dir, predictions=predictions)
-    try:
-        rows = con.execute(
-            "SELECT p.pred = p.label, t.label, t.teacher_loss FROM teacher t "
-            "JOIN predictions p USING (sample_id)"
-        ).fetchnumpy()
-    finally:
-        con.close()
-    values = list(rows.values())
-    correct, label, loss = (np.asarray(v) for v in values)
-    return {(bool(c), int(y)): loss[(correct == c) & (label == y)] for c in (True, False) for y in np.unique(label)}
+def teacher_loss_by_outcome(dump_dir: Path, predictions: dict, threshold: float | None, classes: list[str]) -> dict:
+    """Paper Table 1 on held-out rows: the teacher's loss on each eval row, by the student's outcome
+    (correct at its validation threshold, or not) and the row's class. Also the raw groups for Figure 3."""
+    dump = read_dump_columns(dump_dir, ["sample_id", "label", "teacher_loss"])
+    if dump.column("sample_id").to_pylist() != predictions["sample_id"]:
+        raise ValueError(f"{dump_dir}: rows differ from the predictions' (both should be the eval split, in order)")
+    labels, loss = dump.column("label").to_numpy(), dump.column("teacher_loss").to_numpy().astype(np.float64)
+    correct = predicted(predictions, threshold) == labels
+    table = {"groups": [*classes, "overall"]}
+    groups = {}
+    for outcome, mask in (("correct", correct), ("incorrect", ~correct)):
+        table[outcome] = {}
+        for y, name in [*enumerate(classes), (None, "overall")]:
+            cell = mask if y is None else mask & (labels == y)
+            table[outcome][name] = {"mean_teacher_loss": float(loss[cell].mean()) if cell.any() else None,
+                                    "count": int(cell.sum())}
+            if y is not None:
+                groups[(outcome == "correct", y)] = loss[cell]
+    return {"table": table, "groups": groups}
+
+
+def student_ceiling(corpus: Corpus, val_fraction: float) -> float | None:
+    """The student's ceiling on a synthetic corpus: ROC AUC on the eval split of a logistic regression
+    on the three visible latents, fitted on the training rows (docs/synthetic.md). None otherwise."""
+    from cpfd.pipeline.synth import read_truth
+
+    truth = read_truth(corpus.path) if corpus.num_classes == 2 else None
+    if truth is None or not {"latent_object", "latent_motion", "latent_text"} <= set(truth.column_names):
+        return None
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from cpfd.pipeline.data import training_rows
+
+    frame = truth.to_pandas().set_index("sample_id")
+    visible = ["latent_object", "latent_motion", "latent_text"]
+    ids = {split: corpus.read_column(split, "sample_id") for split in ("train", "eval")}
+    labels = {split: np.array(corpus.read_column(split, "label").to_pylist()) for split in ("train", "eval")}
+    train = training_rows(val_fraction).mask(ids["train"])
+    x_train = frame.loc[np.array(ids["train"].to_pylist())[train], visible].to_numpy()
+    x_eval = frame.loc[ids["eval"].to_pylist(), visible].to_numpy()
+    model = LogisticRegression().fit(x_train, labels["train"][train])
+    return float(roc_auc_score(labels["eval"], model.predict_proba(x_eval)[:, 1]))
+
+
+def train_loss_by_truth(dump_dir: Path, corpus: Corpus) -> dict:
+    """The train-split teacher loss by label and, when the synthetic truth file says, by whether the
+    stored label was flipped from the true one (for analysis only: no model ever reads it)."""
+    from cpfd.pipeline.synth import read_truth
+
+    dump = read_dump_columns(dump_dir, ["sample_id", "label", "teacher_loss"])
+    labels, loss = dump.column("label").to_numpy(), dump.column("teacher_loss").to_numpy().astype(np.float64)
+    truth = read_truth(corpus.path)
+    flipped = None
+    if truth is not None:
+        frame = truth.to_pandas().set_index("sample_id")
+        flipped = frame.loc[dump.column("sample_id").to_pylist(), "flipped"].to_numpy().astype(bool)
+    out = {}
+    for y, name in enumerate(corpus.classes):
+        for flip in ((False, True) if flipped is not None else (None,)):
+            mask = (labels == y) if flip is None else (labels == y) & (flipped == flip)
+            key = name if flip is None else f"{name}, label {'flipped' if flip else 'true'}"
+            out[key] = loss[mask]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
 
-def figure_teacher_loss(groups: dict, classes: list[str], path: Path) -> None:
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    all_losses = np.concatenate([v for v in groups.values() if len(v)])
-    lo, hi = max(all_losses.min(), 1e-6), max(all_losses.max(), 1e-5)
-    bins = np.logspace(np.log10(lo), np.log10(hi), 40)
+    return plt
+
+
+def _log_bins(arrays) -> np.ndarray:
+    values = np.concatenate([a for a in arrays if len(a)]) if any(len(a) for a in arrays) else np.array([1e-3, 1.0])
+    lo, hi = max(values.min(), 1e-6), max(values.max(), 1e-5)
+    return np.logspace(np.log10(lo), np.log10(hi), 40)
+
+
+def figure_teacher_loss(groups: dict, classes: list[str], path: Path, title: str) -> None:
+    plt = _plt()
+    bins = _log_bins(groups.values())
     fig, axes = plt.subplots(1, len(classes), figsize=(5 * len(classes), 3.6), squeeze=False)
     for ax, (y, name) in zip(axes[0], enumerate(classes)):
         for correct, color in ((True, "tab:green"), (False, "tab:red")):
             losses = groups.get((correct, y), np.zeros(0))
-            if not len(losses):
-                continue
-            ax.hist(losses, bins=bins, alpha=0.6, color=color, density=True,
-                    label=f"student {'correct' if correct else 'incorrect'} (n={len(losses)})")
+            if len(losses):
+                ax.hist(losses, bins=bins, alpha=0.6, color=color, density=True,
+                        label=f"student {'correct' if correct else 'incorrect'} (n={len(losses)})")
         ax.set_xscale("log")
         ax.set_title(f"label {name}")
         ax.set_xlabel("teacher loss")
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("density")
-    fig.suptitle("Teacher loss by student correctness (eval split, baseline student, seed 0)")
+    fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
 
 
 def figure_alpha(runs: dict, loss_max: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from cpfd.student.cpfd import alpha_from_loss
 
+    plt = _plt()
     losses = np.linspace(0, loss_max, 400)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, run in runs.items():
@@ -174,11 +264,28 @@ def figure_alpha(runs: dict, loss_max: float, path: Path) -> None:
     save_figure(fig, path)
 
 
+def figure_loss_by_truth(dumps: dict, path: Path) -> None:
+    """Train-split teacher loss by label and flipped, in-sample beside cross-fitted."""
+    plt = _plt()
+    bins = _log_bins([a for groups in dumps.values() for a in groups.values()])
+    fig, axes = plt.subplots(1, len(dumps), figsize=(6 * len(dumps), 3.8), squeeze=False)
+    for ax, (title, groups) in zip(axes[0], dumps.items()):
+        for key, losses in groups.items():
+            if len(losses):
+                ax.hist(losses, bins=bins, alpha=0.5, density=True, label=f"{key} (n={len(losses)})")
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("teacher loss on training rows")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("density")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def save_figure(fig, path: Path) -> None:
     import io
 
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
@@ -189,123 +296,201 @@ def save_figure(fig, path: Path) -> None:
 # The report
 # ---------------------------------------------------------------------------------------------
 
+def comparisons_to_make(options, names: set) -> list[tuple[str, str, str]]:
+    """(label, model A, model B) of every comparison the report makes: A - B."""
+    p = f"cpfd-{options.primary_mapping}"
+    pairs = [("PFD vs X-VLM", "pfd", "baseline"), ("CPFD vs X-VLM", p, "baseline"), ("CPFD vs PFD", p, "pfd"),
+             ("CPFD vs PFD at its mean alpha", p, f"pfd-{options.primary_mapping}")]
+    pairs += [(f"CPFD ({m}) vs PFD at its mean alpha", f"cpfd-{m}", f"pfd-{m}")
+              for m in options.mappings if m != options.primary_mapping]
+    if options.cross_fit:
+        pairs += [("cross-fitted CPFD vs in-sample CPFD", f"{p}-cf", p), ("cross-fitted PFD vs in-sample PFD", "pfd-cf", "pfd"),
+                  ("cross-fitted CPFD vs cross-fitted PFD", f"{p}-cf", "pfd-cf"), ("cross-fitted CPFD vs X-VLM", f"{p}-cf", "baseline")]
+    return [(label, a, b) for label, a, b in pairs if a in names and b in names and a != b]
+
+
+def run_comparisons(out: Path, seeds: list[int], results: dict, pairs, replicates: int) -> dict:
+    """Paired statistics of each pair over seeds and eval rows (`pipeline.stats.compare`)."""
+    from cpfd.pipeline.stats import compare
+
+    found = {}
+    for label, a, b in pairs:
+        preds = {name: [read_predictions(eval_paths(out / f"seed-{s}", results[s][name].get("distillation", {}).get(
+            "same_as", name))[1]) for s in seeds] for name in (a, b)}
+        labels = preds[a][0]["label"]
+        thresholds = {name: [results[s][name].get("val_threshold", 0.5) for s in seeds] for name in (a, b)}
+        found[label] = {"a": a, "b": b, **compare(
+            labels, np.stack([p["prob"] for p in preds[a]]), np.stack([p["prob"] for p in preds[b]]),
+            thresholds_a=thresholds[a], thresholds_b=thresholds[b], replicates=replicates, seed=0)}
+    return found
+
+
 def write_report(out: Path, corpus: Corpus, options, results: dict, model_options, train_options, command: str) -> dict:
-    """Write report.json, report.md and the two figures; return the report dict."""
+    """Write report.json, report.md and the figures; return the report dict."""
+    from cpfd.pipeline.stats import format_comparison
+
     seeds = sorted(results)
     seed0 = out / f"seed-{seeds[0]}"
     names = list(results[seeds[0]])
-    models = {name: {m: summarize([results[s][name].get(m) for s in seeds]) for m in METRICS} for name in names}
+    binary = corpus.num_classes == 2
+    models = {name: {m: summarize([metric_of(results[s][name], m) for s in seeds]) for m in METRICS} for name in names}
     primary = f"cpfd-{options.primary_mapping}"
+    base_threshold = [results[s]["baseline"].get("val_threshold") for s in seeds]
     provenance = (f"corpus `{corpus.path}` (task {corpus.meta.get('task')}, fingerprint {corpus.fingerprint[:12]}, "
                   f"{corpus.num_rows('train')} train / {corpus.num_rows('eval')} eval videos); "
                   f"seeds {', '.join(map(str, seeds))}; command `{command}`")
 
-    # Table 3
+    # Table 3 (and its cross-fitted rows)
     table3_models = [("X-VLM", "baseline"), ("DF-X-VLM (teacher)", "teacher"),
                      (f"PFD-X-VLM (alpha {options.pfd_alpha:g})", "pfd"), (f"CPFD-X-VLM ({options.primary_mapping})", primary)]
-    students = ["baseline", "pfd", primary]
-    best = {m: max(students, key=lambda n: models[n][m]["mean"] if not math.isnan(models[n][m]["mean"]) else -1) for m in METRICS}
+    if options.cross_fit:
+        table3_models += [("PFD-X-VLM, cross-fitted dump", "pfd-cf"),
+                          (f"CPFD-X-VLM ({options.primary_mapping}), cross-fitted dump", f"{primary}-cf")]
+    students = [n for _, n in table3_models if n != "teacher"]
+    best = {m: strictly_best(models, students, m) for m in METRICS}
     gaps = {name: {m: gap_closed(models[name][m]["mean"], models["baseline"][m]["mean"], models["teacher"][m]["mean"])
-                   for m in METRICS} for name in ("pfd", primary)}
-    table3 = {"models": {label: models[name] for label, name in table3_models}, "gap_closed": gaps}
+                   for m in METRICS} for name in students if name != "baseline"}
+    ceiling = student_ceiling(corpus, train_options.val_fraction)
+    table3 = {"models": {label: models[name] for label, name in table3_models}, "gap_closed": gaps,
+              "ceiling_roc_auc": ceiling}
+
+    comparisons = run_comparisons(out, seeds, results, comparisons_to_make(options, set(names)),
+                                  options.bootstrap) if binary else {}
 
     # Table 6 and 7
     table6 = {}
     for mapping in options.mappings:
-        run = results[seeds[0]][f"cpfd-{mapping}"]["distillation"]
+        name, matched = f"cpfd-{mapping}", f"pfd-{mapping}"
+        run = results[seeds[0]][name]["distillation"]
         table6[mapping] = {
-            "cpfd": models[f"cpfd-{mapping}"],
-            "mean_alpha": summarize([results[s][f"cpfd-{mapping}"]["distillation"]["mean_alpha"] for s in seeds]),
-            "params_seed0": run["params"],
-            "calibrated": run["calibrated"],
-            "pfd_matched": models.get(f"pfd-{mapping}"),
+            "cpfd": models[name],
+            "mean_alpha": summarize([results[s][name]["distillation"]["mean_alpha"] for s in seeds]),
+            "params_seed0": run["params"], "calibrated": run["calibrated"],
+            "pfd_matched": models.get(matched),
+            "pfd_matched_is_pfd": bool(matched in names and results[seeds[0]][matched]["distillation"].get("same_as")),
         }
-    table7 = {}
-    for t in options.temperatures:
-        name = primary if t == 1.0 else f"{primary}-T{t:g}"
-        table7[f"{t:g}"] = models[name]
+    table7 = {f"{t:g}": models[primary if t == 1.0 else f"{primary}-T{t:g}"] for t in options.temperatures}
 
-    # Table 1 and Figure 3: held-out videos, teacher loss vs the baseline student's correctness
-    table1 = [inspect_dump(out / f"seed-{s}" / "dump-eval", predictions=eval_paths(out / f"seed-{s}", "baseline")[1])["table1"]
-              for s in seeds]
-    groups = teacher_loss_by_outcome(seed0 / "dump-eval", eval_paths(seed0, "baseline")[1])
-    figure_teacher_loss(groups, corpus.classes, out / "fig_teacher_loss.png")
-    loss_q99 = float(np.quantile(np.concatenate([v for v in groups.values() if len(v)]), 0.99))
+    # Table 1 and Figure 3: held-out videos, teacher loss by the baseline student's outcome
+    table1, table1_cf = [], []
+    for s in seeds:
+        base = read_predictions(eval_paths(out / f"seed-{s}", "baseline")[1])
+        t = base_threshold[seeds.index(s)] if binary else None
+        found = teacher_loss_by_outcome(out / f"seed-{s}" / "dump-eval", base, t, corpus.classes)
+        table1.append(found["table"])
+        if s == seeds[0]:
+            figure_teacher_loss(found["groups"], corpus.classes, out / "fig_teacher_loss.png",
+                                "Teacher loss by baseline-student correctness (eval split, seed 0)")
+            loss_q99 = float(np.quantile(np.concatenate([v for v in found["groups"].values() if len(v)]), 0.99))
+        if options.cross_fit:
+            table1_cf.append(teacher_loss_by_outcome(out / f"seed-{s}" / "dump-cf-eval", base, t, corpus.classes)["table"])
     figure_alpha({m: results[seeds[0]][f"cpfd-{m}"]["distillation"] for m in options.mappings}
                  | {"pfd": results[seeds[0]]["pfd"]["distillation"]}, max(loss_q99, 1e-3), out / "fig_alpha.png")
 
-    # Table 5 (offline replay of the online A/B protocol)
+    # Cross-fitting: the training rows' teacher loss by label (and flipped), both dumps
+    by_truth = None
+    if options.cross_fit:
+        dumps = {"in-sample dump (teacher scored its own training rows)": train_loss_by_truth(seed0 / "dump", corpus),
+                 "cross-fitted dump (each row by a teacher that never saw it)": train_loss_by_truth(seed0 / "dump-cf", corpus)}
+        figure_loss_by_truth(dumps, out / "fig_teacher_loss_crossfit.png")
+        by_truth = {title: {k: {"mean": float(v.mean()) if len(v) else None, "count": int(len(v))}
+                            for k, v in groups.items()} for title, groups in dumps.items()}
+
+    # Table 5 (offline replay of the online A/B protocol), binary tasks
     table5 = {}
-    for name in ["baseline", "teacher", "pfd", primary]:
-        rates = []
-        for s in seeds:
-            base = read_predictions(eval_paths(out / f"seed-{s}", "baseline")[1])
-            pred = read_predictions(eval_paths(out / f"seed-{s}", name)[1])
-            rates.append(hit_rate_at_matched_recall(base["prob"], pred["prob"], pred["label"]))
-        table5[name] = {"hit_rate": summarize([r["hit_rate"] for r in rates]), "recalled": [r["recalled"] for r in rates]}
+    if binary:
+        for name in ["baseline", "teacher", "pfd", primary]:
+            rates = []
+            for s, t in zip(seeds, base_threshold):
+                base = read_predictions(eval_paths(out / f"seed-{s}", "baseline")[1])
+                pred = read_predictions(eval_paths(out / f"seed-{s}", name)[1])
+                rates.append(hit_rate_at_matched_recall(base["prob"], t if t is not None else 0.5, pred["prob"],
+                                                        pred["label"]))
+            table5[name] = {"hit_rate": summarize([r["hit_rate"] for r in rates]), "recalled": [r["recalled"] for r in rates]}
 
     # Table 4 (serving cost, measured here)
     cost = {"teacher": serving_latency(seed0 / "teacher", corpus), "student": serving_latency(seed0 / primary, corpus)}
-    table4 = {**cost, "dense_features_needed": {"teacher": len(corpus.privileged_features), "student": 0},
+    table4 = {**cost, "dense_features_needed": {"teacher": len(corpus.features) + len(corpus.privileged_features),
+                                                "student": len(corpus.features)},
+              "privileged_features_needed": {"teacher": len(corpus.privileged_features), "student": 0},
               "latency_ratio_batch1": cost["teacher"]["ms_per_video_batch1"] / cost["student"]["ms_per_video_batch1"],
               "parameter_ratio": cost["teacher"]["parameters"] / cost["student"]["parameters"]}
 
     report = {
         "command": command,
         "corpus": {"path": str(corpus.path), "task": corpus.meta.get("task"), "fingerprint": corpus.fingerprint,
-                   "train_rows": corpus.num_rows("train"), "eval_rows": corpus.num_rows("eval"), "classes": corpus.classes},
+                   "train_rows": corpus.num_rows("train"), "eval_rows": corpus.num_rows("eval"), "classes": corpus.classes,
+                   "synthetic": corpus.meta.get("synthetic")},
         "seeds": seeds,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
         "model_options": asdict(model_options),
         "train_options": asdict(train_options),
         "results": {str(s): results[s] for s in seeds},
-        "tables": {"table1": table1, "table3": table3, "table4": table4, "table5": table5, "table6": table6, "table7": table7},
+        "comparisons": comparisons,
+        "tables": {"table1": table1, "table1_crossfit": table1_cf or None, "table3": table3, "table4": table4,
+                   "table5": table5, "table6": table6, "table7": table7, "crossfit_train_loss": by_truth},
     }
-    atomic_write_json(out / "report.json", json.loads(json.dumps(report, default=str)))
-    atomic_write_bytes(out / "report.md", render_markdown(report, models, table3_models, best, gaps, primary, provenance,
-                                                         corpus, options).encode())
+    report = json.loads(json.dumps(report, default=str))
+    atomic_write_json(out / "report.json", report)
+    lines = [format_comparison(label, found) for label, found in comparisons.items()]
+    atomic_write_bytes(out / "report.md", render_markdown(report, models, table3_models, best, gaps, provenance, corpus,
+                                                          options, lines).encode())
     return report
 
 
-def format_experiment_summary(report: dict, out: Path) -> str:
-    """What `cpfd experiment` prints at the end: Table 3's means, and where the report is."""
-    lines = [f"{label:<28} ROC {row['roc_auc']['mean']:.4f}  PR {row['pr_auc']['mean']:.4f}  F1 {row['f1']['mean']:.4f}"
-             for label, row in report["tables"]["table3"]["models"].items()]
-    return "\n".join(lines + [f"wrote {Path(out) / 'report.md'}"])
-
-
-def render_markdown(report, models, table3_models, best, gaps, primary, provenance, corpus, options) -> str:
+def render_markdown(report, models, table3_models, best, gaps, provenance, corpus, options, comparison_lines) -> str:
     t = report["tables"]
+    seeds = report["seeds"]
     out = ["# CPFD experiment report", "", f"Produced from {provenance}.", "",
-           "Metrics on the eval split; mean ± sample standard deviation over seeds (no ± with one seed). "
-           "F1@0.5 is the positive-class F1 at probability 0.5, best F1 the best over thresholds. "
-           "Each model's kept epoch is the one with the best eval ROC AUC (the same rule for every model).", ""]
+           "Metrics on the eval split; mean ± sample standard deviation over seeds (no ± with one seed). Every model "
+           "kept the epoch that was best on its validation split (ids of the train split held out by hash, "
+           f"{report['train_options']['val_fraction']:g} of them) and found its F1 threshold there: the eval split "
+           "chose nothing. F1@0.5 is the positive-class F1 at probability 0.5.", ""]
 
     out += ["## Table 3: teacher, baseline, PFD and CPFD", ""]
-    rows = []
-    for label, name in table3_models:
-        rows.append([label] + [fmt(models[name][m], bold=(best[m] == name)) for m in METRICS])
+    rows = [[label] + [fmt(models[name][m], bold=(best.get(m) == name)) for m in METRICS] for label, name in table3_models]
     out.append(markdown_table(["model"] + [METRIC_NAMES[m] for m in METRICS], rows))
+    ceiling = t["table3"]["ceiling_roc_auc"]
+    if ceiling is not None:
+        base = models["baseline"]["roc_auc"]["mean"]
+        out += ["", f"The student's ceiling on this synthetic corpus (a logistic regression on the three visible "
+                f"latents, docs/synthetic.md): ROC AUC {ceiling:.4f}; X-VLM is {ceiling - base:+.4f} from it."]
     out += ["", "Gap closed, (student - X-VLM) / (teacher - X-VLM), on the means:", ""]
     out.append(markdown_table(["student"] + [METRIC_NAMES[m] for m in METRICS],
                               [[name] + [("n/a" if gaps[name][m] is None else f"{gaps[name][m]:+.1%}") for m in METRICS]
                                for name in gaps]))
-    out += ["", f"Bold: the best student per metric. CPFD's mapping ({options.primary_mapping}) was fixed before the run "
-            "(`--primary-mapping`); Table 6 has all mappings.", ""]
+    out += ["", "Bold: the best student per metric, when one is strictly best. A gap closed is a ratio of means "
+            + ("over one seed, " if len(seeds) == 1 else "")
+            + "and says nothing about noise: the comparisons below do. CPFD's mapping "
+            f"({options.primary_mapping}) was fixed before the run (`--primary-mapping`); Table 6 has all mappings.", ""]
+
+    out += ["## What the data showed", ""]
+    if comparison_lines:
+        out += ["Paired differences A - B per metric (F1 at each model's validation threshold), with 95% intervals "
+                "over seeds (Student t on the per-seed differences; none with one seed) and over eval rows (a "
+                "paired bootstrap); a difference is called better or worse only when both intervals exclude 0 "
+                "(pipeline/stats.py).", ""]
+        out += [f"- {line}" for line in comparison_lines]
+    else:
+        out.append("Paired statistics need a task of two classes; this one has "
+                   f"{corpus.num_classes}: compare the tables' means and spreads.")
+    out.append("")
 
     out += ["## Table 6: mappings, each beside PFD at the same mean alpha", ""]
     rows = []
     for mapping, row in t["table6"].items():
         params = ", ".join(f"{k}={v:.3g}" for k, v in row["params_seed0"].items())
         pfd = row["pfd_matched"]
+        same = " (= PFD)" if row.get("pfd_matched_is_pfd") else ""
         rows.append([mapping, params, fmt(row["mean_alpha"]), fmt(row["cpfd"]["roc_auc"]), fmt(row["cpfd"]["pr_auc"]),
-                     fmt(row["cpfd"]["f1"]), fmt(pfd["roc_auc"]) if pfd else "-", fmt(pfd["pr_auc"]) if pfd else "-",
-                     fmt(pfd["f1"]) if pfd else "-"])
+                     fmt(row["cpfd"]["f1_val"]), (fmt(pfd["roc_auc"]) + same) if pfd else "-",
+                     fmt(pfd["pr_auc"]) if pfd else "-", fmt(pfd["f1_val"]) if pfd else "-"])
     out.append(markdown_table(["mapping", "parameters (seed 0)", "mean alpha", "CPFD ROC", "CPFD PR", "CPFD F1",
                                "PFD@mean-alpha ROC", "PFD@mean-alpha PR", "PFD@mean-alpha F1"], rows))
     out += ["", f"PFD at alpha {options.pfd_alpha:g}: ROC {fmt(models['pfd']['roc_auc'])}, PR {fmt(models['pfd']['pr_auc'])}, "
-            f"F1 {fmt(models['pfd']['f1'])}. Parameters not given were calibrated from the teacher-loss quantiles "
-            "(docs/method.md).", ""]
+            f"F1 {fmt(models['pfd']['f1_val'])}. Parameters not given were calibrated from the teacher-loss quantiles "
+            "(docs/method.md). Where a mapping's mean alpha is PFD's own alpha, PFD at that alpha is vanilla PFD and "
+            "is not trained twice (= PFD).", ""]
 
     out += [f"## Table 7: temperature ({options.primary_mapping})", ""]
     out.append(markdown_table(["T"] + [METRIC_NAMES[m] for m in METRICS],
@@ -314,50 +499,93 @@ def render_markdown(report, models, table3_models, best, gaps, primary, provenan
         out += ["", "Only T=1 was run; pass `--temperatures 0.5,1,2` for the ablation."]
     out.append("")
 
-    out += ["## Table 1: mean teacher loss by baseline-student correctness (eval split, DuckDB)", ""]
-    groups = t["table1"][0]["groups"]
-    rows = []
-    for outcome in ("correct", "incorrect"):
-        cells = []
-        for g in groups:
-            means = [s[outcome][g]["mean_teacher_loss"] for s in t["table1"]]
-            counts = [s[outcome][g]["count"] for s in t["table1"]]
-            cells.append(f"{fmt(summarize(means))} (n={sum(counts) // len(counts)})")
-        rows.append([f"student {outcome}"] + cells)
-    out.append(markdown_table(["mean teacher loss @"] + groups, rows))
-    out += ["", "Teacher: DF-X-VLM dumped on the eval split; student: the baseline X-VLM's eval predictions "
-            "(`cpfd inspect DUMP --predictions P`). Figure 3: `fig_teacher_loss.png`.", "",
+    out += table1_markdown("## Table 1: mean teacher loss by baseline-student outcome (eval split)", t["table1"])
+    out += ["Teacher: DF-X-VLM dumped on the eval split; student: the baseline X-VLM's eval predictions, "
+            "correct or not at its validation threshold. Figure 3: `fig_teacher_loss.png`.", "",
             "![teacher loss](fig_teacher_loss.png)", ""]
 
-    out += ["## Table 5 (offline): hit rate at the baseline's recall volume", ""]
-    rows = [[name, fmt(v["hit_rate"]), str(v["recalled"][0])] for name, v in t["table5"].items()]
-    out.append(markdown_table(["model", "hit rate", "videos recalled (seed 0)"], rows))
-    base = t["table5"]["baseline"]["hit_rate"]["mean"]
-    if t["table5"]["baseline"]["recalled"][0] == 0:
-        out += ["", "The baseline recalls no eval video at probability 0.5 here, so the protocol has no volume to "
-                "match: the hit rates are undefined (train longer, or see Table 3's threshold-free metrics)."]
-    out += ["", "Each model recalls as many eval videos as the baseline does at probability 0.5 (its top-k by score); "
-            "the hit rate is the share of positives among them, the paper's online A/B protocol replayed on the eval "
-            "split." + (" Relative to X-VLM: " + ", ".join(
-                f"{n} {v['hit_rate']['mean'] / base - 1:+.1%}" for n, v in t["table5"].items()
-                if n != "baseline" and not math.isnan(v["hit_rate"]["mean"])) + "."
-                if base and not math.isnan(base) else ""), ""]
+    if options.cross_fit:
+        out += cross_fit_markdown(t, models, options)
+
+    if t["table5"]:
+        out += ["## Table 5 (offline): hit rate at the baseline's recall volume", ""]
+        rows = [[name, fmt(v["hit_rate"]), str(v["recalled"][0])] for name, v in t["table5"].items()]
+        out.append(markdown_table(["model", "hit rate", "videos recalled (seed 0)"], rows))
+        base = t["table5"]["baseline"]["hit_rate"]["mean"]
+        if t["table5"]["baseline"]["recalled"][0] == 0:
+            out += ["", "The baseline recalls no eval video at its validation threshold here, so the protocol has no "
+                    "volume to match: the hit rates are undefined (see Table 3's threshold-free metrics)."]
+        out += ["", "Each model recalls as many eval videos as the baseline does at its validation threshold (its "
+                "top-k by score); the hit rate is the share of positives among them, the paper's online A/B protocol "
+                "replayed on the eval split." + (" Relative to X-VLM: " + ", ".join(
+                    f"{n} {v['hit_rate']['mean'] / base - 1:+.1%}" for n, v in t["table5"].items()
+                    if n != "baseline" and not math.isnan(v["hit_rate"]["mean"])) + "."
+                    if base and not math.isnan(base) else ""), ""]
 
     c = t["table4"]
     out += ["## Table 4: serving cost, teacher vs student (measured on this machine)", ""]
     out.append(markdown_table(
-        ["", "parameters", "ms / video (batch 1)", "ms / video (batch 32)", "dense features needed at serving"],
+        ["", "parameters", "ms / video (batch 1)", "ms / video (batch 32)", "dense features needed at serving",
+         "of them privileged"],
         [["DF-X-VLM (teacher)", f"{c['teacher']['parameters']:,}", f"{c['teacher']['ms_per_video_batch1']:.2f}",
-          f"{c['teacher']['ms_per_video_batched']:.3f}", str(c["dense_features_needed"]["teacher"])],
+          f"{c['teacher']['ms_per_video_batched']:.3f}", str(c["dense_features_needed"]["teacher"]),
+          str(c["privileged_features_needed"]["teacher"])],
          ["CPFD X-VLM (student)", f"{c['student']['parameters']:,}", f"{c['student']['ms_per_video_batch1']:.2f}",
-          f"{c['student']['ms_per_video_batched']:.3f}", "0"]]))
+          f"{c['student']['ms_per_video_batched']:.3f}", str(c["dense_features_needed"]["student"]), "0"]]))
     out += ["", f"Teacher / student: {c['parameter_ratio']:.2f}x parameters, {c['latency_ratio_batch1']:.2f}x latency at "
             "batch 1. The model latency understates the teacher's real cost: at serving time each of its "
-            f"{c['dense_features_needed']['teacher']} privileged features must first be computed or fetched "
-            "(report counts, legacy model scores, engagement), which is the cost the paper's Table 4 measures.", ""]
+            f"{c['privileged_features_needed']['teacher']} privileged features must first be computed or fetched "
+            "(report counts, legacy model scores, engagement), which is the cost the paper's Table 4 measures; the "
+            "student reads only the non-privileged features known at upload.", ""]
 
     out += ["## Figure 5: alpha against teacher loss", "", "![alpha](fig_alpha.png)", ""]
     out += ["## How to reproduce", "", f"```\n{report['command']}\n```", "",
             "Model folders and dumps are under `seed-N/`, each model's eval metrics and predictions under `seed-N/eval/`; "
-            "`report.json` holds every number above.", ""]
+            "`report.json` holds every number above, the comparisons' per-seed differences and intervals included.", ""]
     return "\n".join(out)
+
+
+def table1_markdown(heading: str, tables: list[dict]) -> list[str]:
+    groups = tables[0]["groups"]
+    rows = []
+    for outcome in ("correct", "incorrect"):
+        cells = []
+        for g in groups:
+            means = [s[outcome][g]["mean_teacher_loss"] for s in tables]
+            counts = [s[outcome][g]["count"] for s in tables]
+            cells.append(f"{fmt(summarize(means))} (n={sum(counts) // len(counts)})")
+        rows.append([f"student {outcome}"] + cells)
+    return [heading, "", markdown_table(["mean teacher loss @"] + groups, rows), ""]
+
+
+def cross_fit_markdown(t: dict, models: dict, options) -> list[str]:
+    out = [f"## Cross-fitted teacher ({options.cross_fit} folds): in-sample beside out-of-fold teacher losses", "",
+           "The in-sample dump scores each training row with the teacher that trained on it; the cross-fitted dump "
+           "with the fold teacher that never saw it (docs/method.md, \"Cross-fitted teacher dumps\"). PFD and CPFD "
+           "from each are in Table 3 and in the comparisons above.", ""]
+    if t["crossfit_train_loss"]:
+        rows = []
+        titles = list(t["crossfit_train_loss"])
+        keys = list(t["crossfit_train_loss"][titles[0]])
+        for key in keys:
+            rows.append([key] + [f"{t['crossfit_train_loss'][title][key]['mean']:.4f} "
+                                 f"(n={t['crossfit_train_loss'][title][key]['count']})"
+                                 if t["crossfit_train_loss"][title][key]["mean"] is not None else "-" for title in titles])
+        out += ["Mean teacher loss on the training rows (seed 0), by label and, where the synthetic corpus knows it, "
+                "by whether annotators flipped the label (for analysis only; no model reads it):", "",
+                markdown_table(["rows"] + titles, rows), "", "![teacher loss, in-sample and cross-fitted]"
+                "(fig_teacher_loss_crossfit.png)", ""]
+    out += table1_markdown("### Table 1 with the cross-fitted teacher (eval split: the mean of the fold teachers)",
+                           t["table1_crossfit"])
+    return out
+
+
+def format_experiment_summary(report: dict, out: Path) -> str:
+    """What `cpfd experiment` prints at the end: Table 3's means, the verdicts, and where the report is."""
+    lines = [f"{label:<44} ROC {row['roc_auc']['mean']:.4f}  PR {row['pr_auc']['mean']:.4f}  "
+             f"F1 {row['f1_val']['mean']:.4f}" for label, row in report["tables"]["table3"]["models"].items()]
+    for label, found in report["comparisons"].items():
+        lines.append(f"{label}: " + ", ".join(f"{name} {v['verdict']}" for name, v in
+                                              (("ROC AUC", found["metrics"]["roc_auc"]),
+                                               ("PR AUC", found["metrics"]["pr_auc"]), ("F1", found["metrics"]["f1"]))))
+    return "\n".join(lines + [f"wrote {Path(out) / 'report.md'}"])
