@@ -1,0 +1,228 @@
+"""Maps, not points: where PFD and CPFD pay off, over the synthetic generator's knobs (issue 13, item 4).
+
+    .venv/bin/python benchmarks/maps.py --out runs/maps --seeds 3 --jobs 2                 # everything
+    .venv/bin/python benchmarks/maps.py --out runs/maps --only presets,strength            # some parts
+    .venv/bin/python benchmarks/maps.py --out runs/maps --summary                          # tables + figures only
+
+Every point is one `cpfd experiment` (defaults unless said; one torch thread each, `--jobs` at a
+time), so every number comes with paired intervals over seeds and eval rows (pipeline/stats.py):
+
+    presets    the five presets, the default experiment plus --cross-fit 3 (docs/results.md's
+               main table, and in-sample against cross-fitted teacher dumps)
+    strength   task1, --privileged-strength 0, 0.5, 1, 2, 4, for --story latent and consequence:
+               the gain of PFD and CPFD (exp-decay) over X-VLM against the privileged features'
+               predictive power (Yang et al., NeurIPS 2022, find PFD's gain non-monotone in it)
+    size       task1, 500, 1,000, 2,000 and 5,000 training videos (10x)
+    alpha      on the strength=1 latent point's teachers and dumps: PFD at alpha 0.25, 0.5, 0.75,
+               0.9, each beside CPFD at the same mean alpha (threshold at the median teacher loss,
+               alpha_high = a + d, alpha_low = a - d, d = min(0.4, a, 1 - a): half the rows on
+               each side, so the mean is exactly a)
+
+Steps already done are reused (each experiment folder resumes), so rerunning finishes a cut run.
+It writes OUT/summary.json, OUT/summary.md and OUT/fig_map_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+PRESETS = ["task1", "task2", "task3", "task4", "task5"]
+STRENGTHS = [0.0, 0.5, 1.0, 2.0, 4.0]
+STORIES = ["latent", "consequence"]
+SIZES = [500, 1000, 2000, 5000]
+ALPHAS = [0.25, 0.5, 0.75, 0.9]
+MAP_ARGS = ["--mappings", "exp-decay", "--no-matched-pfd"]  # a map point: teacher, X-VLM, PFD, CPFD
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cpfd(*args) -> None:
+    done = subprocess.run([sys.executable, "-m", "cpfd.cli", *map(str, args)], env=ENV, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"cpfd {' '.join(map(str, args))} failed:\n{done.stderr[-2000:]}")
+
+
+def experiment(out: Path, seeds: int, *args) -> Path:
+    start = time.perf_counter()
+    cpfd("experiment", "--out", out, "--seeds", seeds, "--threads", 1, "--quiet", *args)
+    print(f"{time.perf_counter() - start:7.0f} s  {out}", flush=True)
+    return out
+
+
+def points(root: Path, seeds: int, only: set) -> list[tuple[Path, list]]:
+    todo = []
+    if "presets" in only:
+        todo += [(root / "presets" / p, ["--preset", p, "--cross-fit", 3]) for p in PRESETS]
+    if "strength" in only or "alpha" in only:
+        todo += [(root / "strength" / f"{story}-S{s:g}", ["--preset", "task1", "--story", story,
+                                                          "--privileged-strength", s, *MAP_ARGS])
+                 for s in STRENGTHS for story in STORIES if "strength" in only or (story, s) == ("latent", 1.0)]
+    if "size" in only:
+        todo += [(root / "size" / f"n{n}", ["--preset", "task1", "--train-samples", n, *MAP_ARGS]) for n in SIZES]
+    return todo
+
+
+# ---- the alpha sweep, on an existing point's teachers and dumps ---------------------------------
+
+def alpha_sweep(root: Path, seeds: int) -> None:
+    point = root / "strength" / "latent-S1"
+    corpus = point / "corpus"
+    for seed in range(seeds):
+        seed_dir = point / f"seed-{seed}"
+        out = root / "alpha" / f"seed-{seed}"
+        for a in ALPHAS:
+            d = min(0.4, a, 1 - a)
+            runs = {f"pfd-{a:g}": ["--mapping", "constant", "--alpha", a],
+                    f"cpfd-{a:g}": ["--mapping", "threshold", "--alpha-high", a + d, "--alpha-low", a - d]}
+            for name, args in runs.items():
+                model = out / name
+                if not (model / "training.json").exists() or not json.loads((model / "training.json").read_text()).get("finished"):
+                    cpfd("distill", corpus, seed_dir / "dump", "--out", model, *args, "--seed", seed, "--lr", "1e-3",
+                         "--overwrite", "--quiet")
+                if not (out / f"{name}.parquet").exists():
+                    cpfd("evaluate", model, corpus, "--out", out / f"{name}.parquet", "--json", "--quiet")
+        print(f"alpha sweep, seed {seed}: done", flush=True)
+
+
+# ---- summary ------------------------------------------------------------------------------------
+
+def gains(report: dict) -> dict:
+    """PFD / CPFD minus X-VLM (and CPFD minus PFD) per metric: mean paired difference, intervals, verdict."""
+    out = {}
+    for label in ("PFD vs X-VLM", "CPFD vs X-VLM", "CPFD vs PFD", "CPFD vs PFD at its mean alpha",
+                  "cross-fitted CPFD vs in-sample CPFD", "cross-fitted PFD vs in-sample PFD",
+                  "cross-fitted CPFD vs cross-fitted PFD"):
+        found = report["comparisons"].get(label)
+        if found:
+            out[label] = {m: {"mean": v["seeds"]["mean"], "seed_interval": v["seeds"]["interval"],
+                              "row_interval": v["rows"]["interval"], "verdict": v["verdict"]}
+                          for m, v in found["metrics"].items()}
+    t3 = report["tables"]["table3"]
+    models = {label: {m: (row[m]["mean"], row[m]["std"]) for m in ("roc_auc", "pr_auc", "f1_val")}
+              for label, row in t3["models"].items()}
+    return {"gains": out, "models": models, "ceiling": t3.get("ceiling_roc_auc"), "seeds": report["seeds"]}
+
+
+def alpha_summary(root: Path, seeds: int) -> dict:
+    from cpfd.pipeline.stats import compare
+
+    def probs(path):
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path, columns=["label", "prob"])
+        return t.column("label").to_numpy(), t.column("prob").to_numpy().astype(np.float64)
+
+    point = root / "strength" / "latent-S1"
+    out = {}
+    for a in ALPHAS:
+        rows = {}
+        for name in (f"pfd-{a:g}", f"cpfd-{a:g}", "baseline"):
+            paths = [(point / f"seed-{s}" / "eval" / "baseline.parquet") if name == "baseline"
+                     else (root / "alpha" / f"seed-{s}" / f"{name}.parquet") for s in range(seeds)]
+            if not all(p.exists() for p in paths):
+                return out
+            loaded = [probs(p) for p in paths]
+            thresholds = []
+            for s in range(seeds):
+                record = (point / f"seed-{s}" / "baseline" if name == "baseline" else root / "alpha" / f"seed-{s}" / name)
+                thresholds.append(json.loads((record / "training.json").read_text()).get("threshold") or 0.5)
+            rows[name] = (loaded[0][0], np.stack([p for _, p in loaded]), thresholds)
+        labels = rows["baseline"][0]
+        found = {}
+        for label, a_name, b_name in (("PFD vs X-VLM", f"pfd-{a:g}", "baseline"), ("CPFD vs X-VLM", f"cpfd-{a:g}", "baseline"),
+                                      ("CPFD vs PFD at the same mean alpha", f"cpfd-{a:g}", f"pfd-{a:g}")):
+            c = compare(labels, rows[a_name][1], rows[b_name][1], thresholds_a=rows[a_name][2],
+                        thresholds_b=rows[b_name][2], replicates=1000, seed=0)
+            found[label] = {m: {"mean": v["seeds"]["mean"], "seed_interval": v["seeds"]["interval"],
+                                "row_interval": v["rows"]["interval"], "verdict": v["verdict"]}
+                            for m, v in c["metrics"].items()}
+        out[f"{a:g}"] = found
+    return out
+
+
+def figure(path: Path, xs, series: dict, xlabel: str, title: str, log_x: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for label, points in series.items():
+        ys = [p["mean"] if p else np.nan for p in points]
+        lo = [p["mean"] - p["seed_interval"][0] if p and p["seed_interval"] else 0 for p in points]
+        hi = [p["seed_interval"][1] - p["mean"] if p and p["seed_interval"] else 0 for p in points]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+    ax.axhline(0, color="grey", lw=0.8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("ROC AUC gain over X-VLM (95% interval over seeds)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summarize(root: Path, seeds: int) -> dict:
+    def load(folder: Path):
+        report = folder / "report.json"
+        return gains(json.loads(report.read_text())) if report.exists() else None
+
+    summary = {"presets": {p: load(root / "presets" / p) for p in PRESETS},
+               "strength": {story: {f"{s:g}": load(root / "strength" / f"{story}-S{s:g}") for s in STRENGTHS}
+                            for story in STORIES},
+               "size": {str(n): load(root / "size" / f"n{n}") for n in SIZES},
+               "alpha": alpha_summary(root, seeds)}
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def roc(point, label):
+        return (point or {}).get("gains", {}).get(label, {}).get("roc_auc")
+
+    series = {}
+    for story in STORIES:
+        for label, name in (("PFD vs X-VLM", "PFD"), ("CPFD vs X-VLM", "CPFD")):
+            series[f"{name}, story {story}"] = [roc(summary["strength"][story][f"{s:g}"], label) for s in STRENGTHS]
+    figure(root / "fig_map_strength.png", STRENGTHS, series, "privileged strength",
+           "task1: distillation gain against the privileged features' predictive power")
+    figure(root / "fig_map_size.png", SIZES, {name: [roc(summary["size"][str(n)], label) for n in SIZES]
+                                             for label, name in (("PFD vs X-VLM", "PFD"), ("CPFD vs X-VLM", "CPFD"))},
+           "training videos", "task1: distillation gain against the training-set size", log_x=True)
+    if summary["alpha"]:
+        figure(root / "fig_map_alpha.png", ALPHAS,
+               {name: [summary["alpha"].get(f"{a:g}", {}).get(label, {}).get("roc_auc") for a in ALPHAS]
+                for label, name in (("PFD vs X-VLM", "PFD at alpha"), ("CPFD vs X-VLM", "CPFD (threshold) at mean alpha"))},
+               "alpha (mean alpha for CPFD)", "task1: PFD's alpha swept, CPFD at the same mean alpha")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/maps"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only", default="presets,strength,size,alpha")
+    parser.add_argument("--summary", action="store_true", help="only summarize what is there")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if not args.summary:
+        print(f"# {' '.join(sys.argv)}   ({os.cpu_count()} CPUs, {args.jobs} experiments at a time, 1 thread each)")
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for future in [pool.submit(experiment, out, args.seeds, *a) for out, a in points(args.out, args.seeds, only)]:
+                future.result()
+        if "alpha" in only:
+            alpha_sweep(args.out, args.seeds)
+    summarize(args.out, args.seeds)
+    print(f"wrote {args.out / 'summary.json'} and the figures")
+
+
+if __name__ == "__main__":
+    main()
