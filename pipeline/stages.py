@@ -458,7 +458,7 @@ def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, dev
     def batches():
         rows = []
         for record in iter_manifest(manifest, require_label=False):
-            problem = input_problem(config, frames=bool(record["frames"]), text="text" in record["kinds"],
+            problem = input_problem(config, frames=bool(record["frames"] or record.get("video")), text="text" in record["kinds"],
                                     features=set(record["features"] or ()) if "features" in record["kinds"] else None)
             if problem:
                 raise CpfdError(f"{manifest}:{record['line']}: {problem}")
