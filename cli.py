@@ -221,20 +221,30 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
 @click.option("--classes", type=str, default=None,
               help="Comma-separated class names in index order, for string labels (default: sorted names).")
 @click.option("--frames-per-video", type=click.IntRange(1, 256), default=4, show_default=True,
-              help="Frames kept per video: evenly sampled if more, the last repeated if fewer.")
+              help="Frames kept per video: image files evenly sampled if more, the last repeated if fewer; "
+                   "a video file sampled at the centres of N equal segments of its duration.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=64, show_default=True,
-              help="Frames are resized to this square size and re-encoded as PNG.")
+              help="Frames are resized to this square size: image files stretched and re-encoded as PNG, "
+                   "video frames cropped to their centred square and encoded as JPEG.")
 @click.option("--task", type=str, default=None, help="Task name stored in corpus.json (default: the manifest's name).")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=262_144, show_default=True,
               help="Rows per Parquet shard (a shard is the unit of dump-teacher job arrays).")
+@click.option("--on-bad", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="A frame or video file that is missing or does not decode: stop with an error naming the line "
+                   "and the file, or skip the line and list it in OUT/skipped.jsonl.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Processes that check and decode frames and videos; the corpus is the same whatever the number.")
 @overwrite_option
 @quiet_option
-def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size, task, rows_per_shard, overwrite, quiet):
+def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size, task, rows_per_shard, on_bad, workers,
+            overwrite, quiet):
     """Turn a JSON Lines manifest (docs/formats.md) into a corpus.
+
+    A line gives its frames as image files (`frames`) or as one video file (`video`).
 
     Example:
 
-        cpfd import videos.jsonl runs/my-corpus --classes ok,violating
+        cpfd import videos.jsonl runs/my-corpus --classes ok,violating --workers 4 --on-bad skip
     """
     need(manifest, "manifest file")
     from cpfd.storage.manifest import import_manifest
@@ -243,10 +253,11 @@ def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size,
         manifest, out, eval_fraction=eval_fraction,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         frames_per_video=frames_per_video, image_size=image_size, task=task, rows_per_shard=rows_per_shard,
-        overwrite=overwrite, progress=not quiet,
+        overwrite=overwrite, progress=not quiet, on_bad=on_bad, workers=workers,
     )
+    skipped = f", skipped {report['skipped']} (see {report['skipped_report']})" if report["skipped_report"] else ""
     click.echo(f"read {report['lines_read']} lines, wrote {report['rows_written']} rows "
-               f"(train {report['train_rows']}, eval {report['eval_rows']}) to {out}")
+               f"(train {report['train_rows']}, eval {report['eval_rows']}) to {out}{skipped}")
 
 
 @cpfd.command("export-manifest")

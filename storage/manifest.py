@@ -5,12 +5,14 @@ A manifest holds one JSON object per video (or per sample, for a tabular manifes
     {"id": "v1", "frames": ["v1/0.jpg", "v1/1.jpg"], "title": "...", "ocr_text": "...",
      "privileged": {"reports": 3, "legacy_score": 0.8}, "features": {"duration": 12.5},
      "label": "violating", "split": "train"}
+    {"id": "v2", "video": "clips/v2.mp4", ...}      # or the frames as one video file
 
-The rules for one line live in `parse_line` and `frame_paths`, so that the serve path
-(`cpfd predict MODEL MANIFEST`, which reads manifests without labels) applies the same ones
-with `require_label=False`. `scan_manifest` is the whole-file pass (unique ids, the same kinds
-of fields on every line, feature names, class names, frame files exist) and `import_manifest`
-the two-pass import:
+The rules for one line live in `parse_line`, `frame_paths` and `video_path`, so that the serve
+path (`cpfd predict MODEL MANIFEST`, which reads manifests without labels) applies the same ones
+with `require_label=False`, and `to_row` turns a line into a corpus row (image files through
+`storage/images.py`, a video file through `storage/video.py`). `scan_manifest` is the
+whole-file pass (unique ids, the same kinds of fields on every line, feature names, class names,
+frame and video files exist and open) and `import_manifest` the two-pass import:
 
     pass 1  scan_manifest: stream the lines, validate them all; nothing is written
     pass 2  stream the lines again, load and resize frames, write rows with CorpusWriter
@@ -19,8 +21,21 @@ Every mistake in the input raises CpfdError(f"{manifest}:{line}: <problem>"): on
 can act on. Pass 1 refuses every value pass 2 could fail to store: strings UTF-8 cannot encode
 (JSON lone surrogates such as "\ud83d"), numbers that do not fit their column, and anything over
 the size limits below (docs/formats.md, "Limits"); it also opens the header of every frame pass 2
-will decode. Because pass 2 runs inside `with CorpusWriter(...)`, an error there (an image whose
-data is damaged past its header) leaves no corpus.json behind.
+will decode, and probes every video file. Because pass 2 runs inside `with CorpusWriter(...)`, an
+error there (an image whose data is damaged past its header, a video stream damaged past its
+first frame) leaves no corpus.json behind.
+
+Bad files (`on_bad`): a frame or video file that is missing or does not open or decode is the
+line's error ("error"), or ("skip") the line is left out of the corpus and listed in
+OUT/skipped.jsonl; the line itself is still validated in full, and still counts for the classes
+and feature columns, so where a bad file is found (pass 1 or pass 2) never changes the corpus.
+
+Workers (`workers` > 1): the files of each line are checked (pass 1) and decoded (pass 2) in a
+pool of `spawn` processes, at most LINES_IN_FLIGHT_PER_WORKER x workers lines (never more than
+MAX_LINES_IN_FLIGHT) in flight, while this process reads the manifest and commits rows in
+manifest order: the corpus is the same, byte for byte, as with one worker. The functions the pool runs (`_check_files`, `_load_frames`) are top-level and take
+plain values. A script that calls `import_manifest(workers=...)` needs the usual
+`if __name__ == "__main__":` guard of multiprocessing's `spawn`.
 """
 
 from __future__ import annotations
@@ -29,24 +44,42 @@ import difflib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import shlex
+import signal
 import sys
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from cpfd.storage.atomic import atomic_write_bytes
 from cpfd.storage.corpus import CORPUS_JSON, Corpus, CorpusWriter
 from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.outputs import check_paths
 from cpfd.storage.images import ImageError, check_image, load_frames, select_frames
+from cpfd.storage.video import VideoError, load_video_frames, probe_video
 
-FIELDS = ("id", "frames", "title", "ocr_text", "privileged", "features", "label", "split")
+FIELDS = ("id", "frames", "video", "title", "ocr_text", "privileged", "features", "label", "split")
 
 # The kinds of input a line can carry; every line of one manifest carries the same kinds.
+# `video` is the `frames` kind too: the same frames, given as one video file.
 KINDS = ("frames", "text", "features", "privileged")
+
+# What `import_manifest` does with a line whose frame or video file is bad (missing, does not open
+# or decode): the line's error, or the line left out and listed in OUT/skipped.jsonl.
+ON_BAD = ("error", "skip")
+SKIPPED_JSONL = "skipped.jsonl"
+MAX_WORKERS = 256  # --workers (the CLI's range too)
+# Lines in flight with workers: enough queued that no worker waits for the next line while one
+# long video is decoded, few enough that memory does not grow with the manifest.
+LINES_IN_FLIGHT_PER_WORKER = 8
+MAX_LINES_IN_FLIGHT = 256
 
 # A float64 rounds to a finite float32 below this (float32's max plus half a unit in the last
 # place, 2**128 - 2**103); from here up Arrow silently stores inf.
@@ -185,6 +218,15 @@ def _frames(value, err) -> list[str]:
     return value
 
 
+def _video(value, err) -> str:
+    if not isinstance(value, str) or not value:
+        raise err(f"video must be the path of one video file (a non-empty string), got {_show(value)}")
+    _check_string(value, f"video path {_name(value)}", MAX_PATH_BYTES, err)
+    if "\0" in value:
+        raise err(f"video path {_name(value)} holds a NUL character, which no file name can")
+    return value
+
+
 def _label(value, require_label: bool, err) -> int | str | None:
     if value is None:
         if require_label:
@@ -210,8 +252,10 @@ def parse_line(text: str | bytes, line_no: int, manifest_path: str | Path, *, re
 
     `text` is the line as str, or as bytes read from the file (UTF-8; a BOM is allowed on line 1).
     The record has every key of FIELDS plus `line` and `kinds`; absent fields are None.
-    `frames` is the list of paths as written (see `frame_paths`), `privileged` / `features`
-    map name -> float or None (missing), `kinds` is the frozenset of KINDS the line carries.
+    `frames` is the list of paths as written (see `frame_paths`), `video` the video path as
+    written (see `video_path`; a line has one or the other, and either is the `frames` kind),
+    `privileged` / `features` map name -> float or None (missing), `kinds` is the frozenset of
+    KINDS the line carries.
     Every value of an accepted record can be stored in a corpus (see `to_row`).
     Raises CpfdError(f"{manifest_path}:{line_no}: ...") on the first problem found.
     """
@@ -259,15 +303,22 @@ def parse_line(text: str | bytes, line_no: int, manifest_path: str | Path, *, re
     if split is not None and split not in ("train", "eval"):
         raise err(f"split must be \"train\" or \"eval\", got {_show(split)}")
 
+    if "frames" in obj and "video" in obj:
+        raise err("has both frames and video; give the frames as image files (frames) or as one video "
+                  "file (video), not both")
     frames = _frames(obj["frames"], err) if "frames" in obj else None
+    video = _video(obj["video"], err) if "video" in obj else None
 
     kinds = {k for k in ("frames", "privileged", "features") if k in obj}
+    if video is not None:
+        kinds.add("frames")
     if "title" in obj or "ocr_text" in obj:
         kinds.add("text")
     return {
         "line": line_no,
         "id": sample_id,
         "frames": frames,
+        "video": video,
         "title": _text(obj.get("title"), "title", err),
         "ocr_text": _text(obj.get("ocr_text"), "ocr_text", err),
         "privileged": _number_map(obj.get("privileged"), "privileged", err),
@@ -304,11 +355,35 @@ def count_lines(manifest: str | Path) -> int:
         return sum(1 for _ in f)
 
 
-def _is_file(p: Path, as_written: str, manifest_path, line_no: int) -> bool:
+@dataclass(frozen=True)
+class BadFile:
+    """A frame or video file of one line that cannot be used: missing, not a file, or it does not
+    open or decode. What `on_bad` decides about; plain values, so a worker process can return it."""
+
+    kind: str  # "frame" or "video"
+    file: str  # the path as the manifest wrote it
+    reason: str  # e.g. "does not exist (/data/v9/3.jpg)", "is truncated or damaged: ..."
+
+    def message(self) -> str:
+        return f"{self.kind} file {self.file!r} {self.reason}"
+
+
+def _resolve(as_written: str, base: Path) -> Path:
+    """A path as the manifest wrote it: relative to the manifest's folder `base`, or absolute."""
+    p = Path(as_written)
+    return p if p.is_absolute() else base / p
+
+
+def _not_a_file(p: Path, kind: str, as_written: str) -> BadFile | None:
+    """None when `p` is an existing file; else what is wrong with it."""
     try:
-        return p.is_file()
+        if p.is_file():
+            return None
+        what = "is not a file" if p.exists() else "does not exist"
     except OSError as e:  # not "no such file": a name too long, a folder we may not read
-        raise line_error(manifest_path, line_no, f"frame file {as_written!r} cannot be read ({e.strerror})") from None
+        return BadFile(kind, as_written, f"cannot be read ({e.strerror})")
+    shown = str(p) if str(p).isprintable() else repr(str(p))  # a newline in a path: still one line
+    return BadFile(kind, as_written, f"{what} ({shown})")
 
 
 def frame_paths(record: dict, manifest_path: str | Path, *, check: bool = True) -> list[Path]:
@@ -319,14 +394,23 @@ def frame_paths(record: dict, manifest_path: str | Path, *, check: bool = True) 
     base = Path(manifest_path).parent
     paths = []
     for f in record["frames"] or []:
-        p = Path(f)
-        p = p if p.is_absolute() else base / p
-        if check and not _is_file(p, f, manifest_path, record["line"]):
-            what = "is not a file" if p.exists() else "does not exist"
-            shown = str(p) if str(p).isprintable() else repr(str(p))  # a newline in a path: still one line
-            raise line_error(manifest_path, record["line"], f"frame file {f!r} {what} ({shown})")
+        p = _resolve(f, base)
+        if check and (bad := _not_a_file(p, "frame", f)):
+            raise line_error(manifest_path, record["line"], bad.message())
         paths.append(p)
     return paths
+
+
+def video_path(record: dict, manifest_path: str | Path, *, check: bool = True) -> Path | None:
+    """The record's video file (None for a line without `video`), a relative path resolved
+    against the manifest's folder. With `check`, a path that is not an existing file raises the
+    line's error."""
+    if record.get("video") is None:
+        return None
+    p = _resolve(record["video"], Path(manifest_path).parent)
+    if check and (bad := _not_a_file(p, "video", record["video"])):
+        raise line_error(manifest_path, record["line"], bad.message())
+    return p
 
 
 def feature_vector(values: dict[str, float | None] | None, names: Sequence[str]) -> list[float]:
@@ -342,6 +426,127 @@ def hashed_split(sample_id: str, eval_fraction: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# A line's files: checked in pass 1, decoded in pass 2 (in worker processes with `workers` > 1)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_files(frames: list[str] | None, video: str | None, base: str, frames_per_video: int | None) -> BadFile | None:
+    """Pass 1's look at one line's files: each exists; with `frames_per_video`, the header of each
+    image file `select_frames` keeps is read (`check_image`), and a video file is probed
+    (`probe_video`: every packet read, the first frame decoded). None when all is well."""
+    if video is not None:
+        path = _resolve(video, Path(base))
+        if (bad := _not_a_file(path, "video", video)) or not frames_per_video:
+            return bad
+        try:
+            probe_video(path)
+        except VideoError as e:
+            return BadFile("video", video, e.reason)
+        return None
+    paths = [_resolve(f, Path(base)) for f in frames or []]
+    for f, path in zip(frames or [], paths):
+        if bad := _not_a_file(path, "frame", f):
+            return bad
+    for i in sorted(set(select_frames(len(paths), frames_per_video))) if frames_per_video and paths else []:
+        try:
+            check_image(paths[i])
+        except ImageError as e:
+            return BadFile("frame", frames[i], e.reason)
+    return None
+
+
+def _load_frames(frames: list[str] | None, video: str | None, base: str, frames_per_video: int,
+                 image_size: int) -> list[bytes] | BadFile:
+    """The `frames_per_video` encoded frames a corpus stores for one line (image files through
+    `load_frames`, a video file through `load_video_frames`), or the file that failed."""
+    if video is not None:
+        try:
+            return load_video_frames(_resolve(video, Path(base)), frames_per_video, image_size)
+        except VideoError as e:
+            return BadFile("video", video, e.reason)
+    paths = [_resolve(f, Path(base)) for f in frames or []]
+    try:
+        return load_frames(paths, frames_per_video, image_size)
+    except ImageError as e:
+        as_written = frames[paths.index(e.path)] if e.path in paths else str(e.path)
+        return BadFile("frame", as_written, e.reason)
+
+
+def _ignore_interrupt() -> None:
+    # Ctrl-C reaches the whole process group: a worker leaves it to the parent, which stops the
+    # import (CorpusWriter removes what it wrote) instead of each worker printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Pool:
+    """`workers` processes for the line jobs above, and how many lines may be in flight."""
+
+    def __init__(self, workers: int):
+        # spawn, not fork: this process may already run threads (tqdm's monitor, Arrow's pools).
+        self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_ignore_interrupt)
+        self.window = min(MAX_LINES_IN_FLIGHT, LINES_IN_FLIGHT_PER_WORKER * workers)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_order(pool: _Pool | None, fn: Callable, jobs: Iterable[tuple[tuple, tuple | None]],
+              manifest: Path) -> Iterator[tuple]:
+    """(key, fn(*args)) for each (key, args) of `jobs`, in the order of `jobs`: here, or on the
+    pool with at most `pool.window` jobs in flight (args None: result None, nothing to run).
+    A key is a tuple that starts with the manifest line number.
+
+    An exception raised while reading `jobs` (a line's own error) comes after the results of
+    the jobs read before it, so that with or without a pool problems are met in line order.
+    """
+    if pool is None:
+        for key, args in jobs:
+            yield key, None if args is None else fn(*args)
+        return
+    jobs = iter(jobs)
+    pending: deque[tuple[object, Future | None]] = deque()
+    reading, error = True, None
+    while True:
+        if reading and len(pending) < pool.window:
+            try:
+                key, args = next(jobs)
+            except StopIteration:
+                reading = False
+            except Exception as e:  # the lines before it go first
+                reading, error = False, e
+            else:
+                pending.append((key, None if args is None else pool.executor.submit(fn, *args)))
+            continue
+        if not pending:
+            break
+        key, future = pending.popleft()
+        try:
+            result = None if future is None else future.result()
+        except BrokenProcessPool:
+            # A worker was killed (out of memory, a signal) or crashed inside a decoder: which of the
+            # lines in flight it held is not known.
+            last = pending[-1][0][0] if pending else key[0]
+            raise CpfdError(f"{manifest}: a worker process died (killed, out of memory, or crashed in a decoder) "
+                            f"while lines {key[0]} to {last} were in flight; rerun with --workers 1 to find "
+                            "the file") from None
+        yield key, result
+    if error is not None:
+        raise error
+
+
+def _skip_entry(line: int, sample_id: str, bad: BadFile) -> dict:
+    """One line of OUT/skipped.jsonl."""
+    return {"line": line, "id": sample_id, "file": bad.file, "reason": bad.reason}
+
+
+def _nothing_left(manifest: Path, skipped: list[dict]) -> CpfdError:
+    first = skipped[0]
+    return CpfdError(f"{manifest}: every line has a bad file ({len(skipped):,} skipped), so nothing is left to "
+                     f"import; the first, line {first['line']}: {first['file']!r} {first['reason']}")
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file (pass 1)
 # --------------------------------------------------------------------------------------------
 
@@ -350,20 +555,26 @@ def _describe_kinds(kinds) -> str:
     return ", ".join(k for k in KINDS if k in kinds) or "no inputs"
 
 
+def _describe_frames(video: bool) -> str:
+    return "a video file (video)" if video else "image files (frames)"
+
+
 @dataclass
 class ManifestScan:
     """What pass 1 learned about a manifest."""
 
     lines_read: int = 0  # physical lines, blank ones included
-    samples: int = 0
+    samples: int = 0  # lines with a sample, skipped ones included
     first_line: int = 0
     kinds: frozenset = frozenset()
+    video: bool = False  # the frames come as video files (`video`), not image files (`frames`)
     label_kind: type | None = None  # int or str
     label_names: set = field(default_factory=set)
     max_label: int = -1
     privileged_features: list[str] = field(default_factory=list)  # sorted union of names
     features: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # on_bad="skip": OUT/skipped.jsonl lines, in line order
 
     @property
     def has_frames(self) -> bool:
@@ -409,17 +620,28 @@ def scan_manifest(
     frames_per_video: int | None = None,
     out: str | Path | None = None,
     progress: bool = False,
+    on_bad: str = "error",
+    pool: _Pool | None = None,
 ) -> ManifestScan:
     """Pass 1: validate every line and the file as a whole, streaming; writes nothing.
 
     Class names: `classes` if given (labels must be among them, or index them); else the
     sorted set of string labels (at most MAX_CLASSES); else, for int labels, "0".."max" (at
-    least 2 classes). With `check_frames`, every listed frame file must exist; with
-    `frames_per_video` too, the header of each frame `select_frames` keeps is read: it must be
-    an image Pillow knows, of at most MAX_FRAME_PIXELS (what `to_row` will decode). A frame file
-    inside `out` (the corpus folder an import writes, and --overwrite replaces) is refused.
+    least 2 classes). Every line gives its frames the same way: all image files (`frames`) or
+    all video files (`video`). With `check_frames`, every listed frame or video file must exist;
+    with `frames_per_video` too, the header of each frame `select_frames` keeps is read (it must
+    be an image Pillow knows, of at most MAX_FRAME_PIXELS: what `to_row` will decode), and each
+    video file is probed (`probe_video`). A frame or video file inside `out` (the corpus folder an
+    import writes, and --overwrite replaces) is refused.
+
+    A bad file is the line's error, or with `on_bad="skip"` the line goes into `scan.skipped`
+    (the line's own fields are still checked, and still count for classes and feature names).
+    `pool` (import_manifest's worker processes) checks the files of several lines at once; the
+    first problem is still the first in line order.
     """
     manifest = Path(manifest)
+    if on_bad not in ON_BAD:
+        raise CpfdError(f"on_bad must be one of {', '.join(ON_BAD)}, got {on_bad!r}")
     if classes is not None:
         classes = _check_classes(classes)
     class_set = set(classes or ())  # up to MAX_CLASSES names, looked up once per line
@@ -429,69 +651,87 @@ def scan_manifest(
     feat_names: set[str] = set()
     first_label_line = 0
     out_dir = Path(os.path.realpath(out)) if out is not None else None
-    records = iter_manifest(manifest, require_label=require_label)
-    # leave=False: the bar is erased when done, so an error stays the only line on the terminal.
-    for rec in tqdm(records, desc="check", unit=" lines", file=sys.stderr, disable=not progress, leave=False):
-        line = rec["line"]
+    base = manifest.parent
 
-        def err(problem: str) -> CpfdError:
-            return line_error(manifest, line, problem)
+    def lines() -> Iterator[tuple[tuple[int, str], tuple | None]]:
+        """Each line checked on its own and against the lines before it, with its file job."""
+        nonlocal first_label_line
+        records = iter_manifest(manifest, require_label=require_label)
+        # leave=False: the bar is erased when done, so an error stays the only line on the terminal.
+        for rec in tqdm(records, desc="check", unit=" lines", file=sys.stderr, disable=not progress, leave=False):
+            line = rec["line"]
 
-        if rec["id"] in seen_ids:
-            raise err(f"duplicate id {_name(rec['id'])} (first on line {seen_ids[rec['id']]})")
-        seen_ids[rec["id"]] = line
+            def err(problem: str) -> CpfdError:
+                return line_error(manifest, line, problem)
 
-        if scan.samples == 0:
-            scan.first_line, scan.kinds = line, rec["kinds"]
-        elif rec["kinds"] != scan.kinds:
-            raise err(
-                f"has {_describe_kinds(rec['kinds'])} but line {scan.first_line} has "
-                f"{_describe_kinds(scan.kinds)}; every line needs the same kinds of fields"
-            )
+            if rec["id"] in seen_ids:
+                raise err(f"duplicate id {_name(rec['id'])} (first on line {seen_ids[rec['id']]})")
+            seen_ids[rec["id"]] = line
 
-        label = rec["label"]
-        if label is not None:
-            if scan.label_kind is None:
-                scan.label_kind, first_label_line = type(label), line
-            elif type(label) is not scan.label_kind:
-                kind = {int: "class indices", str: "class names"}
+            video = rec.get("video") is not None
+            if scan.samples == 0:
+                scan.first_line, scan.kinds, scan.video = line, rec["kinds"], video
+            elif rec["kinds"] != scan.kinds:
                 raise err(
-                    f"label {json.dumps(label)} mixes {kind[type(label)]} with the "
-                    f"{kind[scan.label_kind]} used since line {first_label_line}"
+                    f"has {_describe_kinds(rec['kinds'])} but line {scan.first_line} has "
+                    f"{_describe_kinds(scan.kinds)}; every line needs the same kinds of fields"
                 )
-            if isinstance(label, int):
-                if classes is not None and label >= len(classes):
-                    raise err(f"label {label} out of range for {len(classes)} classes (0..{len(classes) - 1})")
-                scan.max_label = max(scan.max_label, label)
-            else:
-                if classes is not None and label not in class_set:
-                    raise err(f"unknown label {_name(label)}; --classes names {_some_names(classes)}")
-                if label not in scan.label_names and len(scan.label_names) >= MAX_CLASSES:
-                    raise err(f"label {_name(label)} is a class name beyond the first {MAX_CLASSES:,}; "
-                              f"a corpus holds at most {MAX_CLASSES:,} classes")
-                scan.label_names.add(label)
+            elif video != scan.video and "frames" in rec["kinds"]:
+                raise err(
+                    f"gives its frames as {_describe_frames(video)} but line {scan.first_line} as "
+                    f"{_describe_frames(scan.video)}; every line gives its frames the same way"
+                )
 
-        for kind, names in (("privileged", priv_names), ("features", feat_names)):
-            names.update(rec[kind] or ())
-            if len(names) > MAX_FEATURES:
-                raise err(f"{kind} brings the feature names of the manifest to {len(names):,}; "
-                          f"the limit is {MAX_FEATURES:,}")
-        if check_frames:
-            paths = frame_paths(rec, manifest)
-            for f, path in zip(rec["frames"] or [], paths if out_dir is not None else []):
-                if out_dir in Path(os.path.realpath(path)).parents:
-                    raise err(f"frame file {f!r} lies inside OUT {out}, which the import writes; move the "
-                              "frames or choose another OUT")
-            if frames_per_video and paths:
-                for i in sorted(set(select_frames(len(paths), frames_per_video))):
-                    try:
-                        check_image(paths[i])
-                    except ImageError as e:
-                        raise err(f"frame file {rec['frames'][i]!r} {e.reason}") from None
-        scan.samples += 1
+            label = rec["label"]
+            if label is not None:
+                if scan.label_kind is None:
+                    scan.label_kind, first_label_line = type(label), line
+                elif type(label) is not scan.label_kind:
+                    kind = {int: "class indices", str: "class names"}
+                    raise err(
+                        f"label {json.dumps(label)} mixes {kind[type(label)]} with the "
+                        f"{kind[scan.label_kind]} used since line {first_label_line}"
+                    )
+                if isinstance(label, int):
+                    if classes is not None and label >= len(classes):
+                        raise err(f"label {label} out of range for {len(classes)} classes (0..{len(classes) - 1})")
+                    scan.max_label = max(scan.max_label, label)
+                else:
+                    if classes is not None and label not in class_set:
+                        raise err(f"unknown label {_name(label)}; --classes names {_some_names(classes)}")
+                    if label not in scan.label_names and len(scan.label_names) >= MAX_CLASSES:
+                        raise err(f"label {_name(label)} is a class name beyond the first {MAX_CLASSES:,}; "
+                                  f"a corpus holds at most {MAX_CLASSES:,} classes")
+                    scan.label_names.add(label)
+
+            for kind, names in (("privileged", priv_names), ("features", feat_names)):
+                names.update(rec[kind] or ())
+                if len(names) > MAX_FEATURES:
+                    raise err(f"{kind} brings the feature names of the manifest to {len(names):,}; "
+                              f"the limit is {MAX_FEATURES:,}")
+            job = None
+            if check_frames and "frames" in rec["kinds"]:
+                files = [rec["video"]] if video else rec["frames"]
+                for f in files if out_dir is not None else []:
+                    if out_dir in Path(os.path.realpath(_resolve(f, base))).parents:
+                        what = "video" if video else "frame"
+                        raise err(f"{what} file {f!r} lies inside OUT {out}, which the import writes; move the "
+                                  f"{what}s or choose another OUT")
+                job = (rec["frames"], rec.get("video"), str(base), frames_per_video)
+            scan.samples += 1
+            yield (line, rec["id"]), job
+
+    for (line, sample_id), bad in _in_order(pool, _check_files, lines(), manifest):
+        if bad is None:
+            continue
+        if on_bad == "error":
+            raise line_error(manifest, line, bad.message())
+        scan.skipped.append(_skip_entry(line, sample_id, bad))
 
     if scan.samples == 0:
         raise CpfdError(f"{manifest}: empty manifest (no lines with a sample)")
+    if len(scan.skipped) == scan.samples:
+        raise _nothing_left(manifest, scan.skipped)
     scan.lines_read = count_lines(manifest)
     scan.privileged_features = sorted(priv_names)
     scan.features = sorted(feat_names)
@@ -520,6 +760,19 @@ def scan_manifest(
 # --------------------------------------------------------------------------------------------
 
 
+def _row(record: dict, label: int, frames: list[bytes], privileged_features: Sequence[str],
+         features: Sequence[str]) -> dict:
+    return {
+        "sample_id": record["id"],
+        "label": label,
+        "title": record["title"] or "",
+        "ocr_text": record["ocr_text"] or "",
+        "frames": frames,
+        "privileged": feature_vector(record["privileged"], privileged_features),
+        "features": feature_vector(record["features"], features),
+    }
+
+
 def to_row(
     record: dict,
     manifest_path: str | Path,
@@ -530,26 +783,17 @@ def to_row(
     privileged_features: Sequence[str],
     features: Sequence[str],
 ) -> dict:
-    """A corpus row (CORPUS_SCHEMA) for one record: frames loaded and resized, features in
-    corpus order with NaN for missing ones. An image that does not decode raises the line's
-    error naming the file."""
+    """A corpus row (CORPUS_SCHEMA) for one record: frames loaded and resized (from image files,
+    or sampled from the video file), features in corpus order with NaN for missing ones. A file
+    that does not decode raises the line's error naming the file."""
     frames: list[bytes] = []
     if frames_per_video > 0:
-        paths = frame_paths(record, manifest_path, check=False)
-        try:
-            frames = load_frames(paths, frames_per_video, image_size)
-        except ImageError as e:
-            as_written = record["frames"][paths.index(e.path)] if e.path in paths else str(e.path)
-            raise line_error(manifest_path, record["line"], f"frame file {as_written!r} {e.reason}") from None
-    return {
-        "sample_id": record["id"],
-        "label": label,
-        "title": record["title"] or "",
-        "ocr_text": record["ocr_text"] or "",
-        "frames": frames,
-        "privileged": feature_vector(record["privileged"], privileged_features),
-        "features": feature_vector(record["features"], features),
-    }
+        loaded = _load_frames(record["frames"], record.get("video"), str(Path(manifest_path).parent),
+                              frames_per_video, image_size)
+        if isinstance(loaded, BadFile):
+            raise line_error(manifest_path, record["line"], loaded.message())
+        frames = loaded
+    return _row(record, label, frames, privileged_features, features)
 
 
 def import_manifest(
@@ -564,13 +808,19 @@ def import_manifest(
     rows_per_shard: int = 262_144,
     overwrite: bool = False,
     progress: bool = True,
+    on_bad: str = "error",
+    workers: int = 1,
 ) -> dict:
     """`cpfd import`: manifest -> corpus directory. Returns lines_read (blank lines included),
-    rows_written, train_rows, eval_rows, classes and the corpus fingerprint.
+    rows_written, train_rows, eval_rows, classes, the corpus fingerprint, skipped (lines left
+    out for a bad file) and skipped_report (the path of OUT/skipped.jsonl, or None).
 
     Nothing is written until the whole manifest has been validated (pass 1 also reads the
-    header of every frame pass 2 decodes); an existing corpus in `out` is refused before reading
-    (unless `overwrite`) and survives a manifest that fails pass 1.
+    header of every frame pass 2 decodes, and probes every video); an existing corpus in `out`
+    is refused before reading (unless `overwrite`) and survives a manifest that fails pass 1.
+    `on_bad`: "error" (a bad frame or video file is the line's error) or "skip" (the line is
+    left out and listed in OUT/skipped.jsonl; a manifest with nothing left is an error).
+    `workers` > 1 checks and decodes the files in that many processes; the corpus is the same.
     """
     manifest, out = Path(manifest), Path(out)
     if not 0.0 <= eval_fraction <= 1.0:
@@ -579,6 +829,10 @@ def import_manifest(
         raise CpfdError(f"frames_per_video must be in [1, {MAX_FRAMES_PER_VIDEO}], got {frames_per_video}")
     if not 1 <= image_size <= MAX_IMAGE_SIZE:
         raise CpfdError(f"image_size must be in [1, {MAX_IMAGE_SIZE}], got {image_size}")
+    if on_bad not in ON_BAD:
+        raise CpfdError(f"on_bad must be one of {', '.join(ON_BAD)}, got {on_bad!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise CpfdError(f"workers must be in [1, {MAX_WORKERS}], got {workers!r}")
     task = task or manifest.stem
     _check_string(task, f"task name {_name(task)}", MAX_NAME_BYTES,
                   lambda problem: CpfdError(f"{problem} (name the task with --task)"))
@@ -589,18 +843,27 @@ def import_manifest(
     if (out / CORPUS_JSON).exists() and not overwrite:
         raise CpfdError(f"{out} already holds a corpus ({CORPUS_JSON}); pass --overwrite to replace it")
 
-    scan = scan_manifest(manifest, classes=classes, frames_per_video=frames_per_video, out=out, progress=progress)
-    fpv = frames_per_video if scan.has_frames else 0
-    command = ["cpfd", "import", str(manifest), str(out), "--eval-fraction", str(eval_fraction),
-               "--frames-per-video", str(frames_per_video), "--image-size", str(image_size)]
-    if classes is not None:
-        command += ["--classes", ",".join(scan.classes)]
+    pool = _Pool(workers) if workers > 1 else None
+    try:
+        scan = scan_manifest(manifest, classes=classes, frames_per_video=frames_per_video, out=out,
+                             progress=progress, on_bad=on_bad, pool=pool)
+        fpv = frames_per_video if scan.has_frames else 0
+        # --workers is left out: it does not change what is written.
+        command = ["cpfd", "import", str(manifest), str(out), "--eval-fraction", str(eval_fraction),
+                   "--frames-per-video", str(frames_per_video), "--image-size", str(image_size)]
+        if classes is not None:
+            command += ["--classes", ",".join(scan.classes)]
+        if on_bad != "error":
+            command += ["--on-bad", on_bad]
 
-    meta, rows = _write_corpus(  # CorpusWriter removes an OUT it created if the write fails
-        manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
-        task=task, rows_per_shard=rows_per_shard, overwrite=overwrite,
-        created_by=shlex.join(command), progress=progress,
-    )
+        meta, rows, skipped = _write_corpus(  # CorpusWriter removes an OUT it created if the write fails
+            manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
+            task=task, rows_per_shard=rows_per_shard, overwrite=overwrite,
+            created_by=shlex.join(command), progress=progress, on_bad=on_bad, pool=pool,
+        )
+    finally:
+        if pool is not None:
+            pool.close()
     for problem in Corpus(out, verify="fast").split_problems():
         warn(problem)
     splits = meta["splits"]
@@ -611,16 +874,36 @@ def import_manifest(
         "eval_rows": splits["eval"]["rows"],
         "classes": scan.classes,
         "fingerprint": meta["fingerprint"],
+        "skipped": len(skipped),
+        "skipped_report": str(out / SKIPPED_JSONL) if on_bad == "skip" else None,
     }
 
 
 def _write_corpus(
     manifest: Path, out: Path, scan: ManifestScan, *, frames_per_video: int, image_size: int,
     eval_fraction: float, task: str, rows_per_shard: int, overwrite: bool, created_by: str, progress: bool,
-) -> tuple[dict, int]:
-    """Pass 2 of `import_manifest`: stream the manifest again and write every row."""
+    on_bad: str, pool: _Pool | None,
+) -> tuple[dict, int, list[dict]]:
+    """Pass 2 of `import_manifest`: stream the manifest again and write every row, in manifest
+    order (the files of the lines in flight are decoded on `pool`). Returns the corpus.json
+    content, the rows written and the skipped lines (pass 1's and pass 2's, in line order)."""
     fpv = frames_per_video
     class_index = {c: i for i, c in enumerate(scan.classes)}
+    skipped_before = {entry["line"] for entry in scan.skipped}
+    found_now: list[dict] = []  # lines whose file only fails to decode here
+    base = str(manifest.parent)
+
+    def lines() -> Iterator[tuple[tuple[int, dict, int], tuple | None]]:
+        for rec in iter_manifest(manifest):
+            if rec["line"] in skipped_before:
+                continue
+            label = rec["label"]
+            index = label if isinstance(label, int) else class_index.get(label)
+            if index is None or index >= len(scan.classes):
+                # Only if the file changed since pass 1.
+                raise line_error(manifest, rec["line"], f"label {json.dumps(label)} not among the classes")
+            yield (rec["line"], rec, index), ((rec["frames"], rec.get("video"), base, fpv, image_size) if fpv else None)
+
     rows = 0
     with CorpusWriter(
         out,
@@ -634,27 +917,36 @@ def _write_corpus(
         rows_per_shard=rows_per_shard,
         overwrite=overwrite,
         created_by=created_by,
-    ) as writer, tqdm(total=scan.samples, desc="import", unit=" videos" if fpv else " rows",
+    ) as writer, tqdm(total=scan.samples - len(scan.skipped), desc="import", unit=" videos" if fpv else " rows",
                       file=sys.stderr, disable=not progress) as bar:
         bar.leave = False  # kept on screen only once the corpus is written (below)
-        for rec in iter_manifest(manifest):
-            label = rec["label"]
-            index = label if isinstance(label, int) else class_index.get(label)
-            if index is None or index >= len(scan.classes):
-                # Only if the file changed since pass 1.
-                raise line_error(manifest, rec["line"], f"label {json.dumps(label)} not among the classes")
-            row = to_row(
-                rec, manifest, label=index, frames_per_video=fpv, image_size=image_size,
-                privileged_features=scan.privileged_features, features=scan.features,
-            )
-            writer.add(rec["split"] or hashed_split(rec["id"], eval_fraction), row)
-            rows += 1
-            bar.update()
-        if rows != scan.samples:
-            raise CpfdError(f"{manifest}: changed while importing ({scan.samples} samples checked, {rows} read)")
-        meta = writer.close()  # inside `with`: a failure here still removes the shards
+        report = writer.out / SKIPPED_JSONL
+        report.unlink(missing_ok=True)  # left by an import that never finished
+        try:
+            for (_, rec, index), frames in _in_order(pool, _load_frames, lines(), manifest):
+                bar.update()
+                if isinstance(frames, BadFile):
+                    if on_bad == "error":
+                        raise line_error(manifest, rec["line"], frames.message())
+                    found_now.append(_skip_entry(rec["line"], rec["id"], frames))
+                    continue
+                row = _row(rec, index, frames or [], scan.privileged_features, scan.features)
+                writer.add(rec["split"] or hashed_split(rec["id"], eval_fraction), row)
+                rows += 1
+            skipped = sorted(scan.skipped + found_now, key=lambda entry: entry["line"])
+            if rows + len(skipped) != scan.samples:
+                raise CpfdError(f"{manifest}: changed while importing ({scan.samples} samples checked, "
+                                f"{rows + len(skipped)} read)")
+            if rows == 0:
+                raise _nothing_left(manifest, skipped)
+            if on_bad == "skip":
+                atomic_write_bytes(report, "".join(json.dumps(entry) + "\n" for entry in skipped).encode())
+            meta = writer.close()  # inside `with`: a failure here still removes the shards
+        except BaseException:
+            report.unlink(missing_ok=True)  # before the writer's cleanup, which removes an OUT left empty
+            raise
         bar.leave = True
-    return meta, rows
+    return meta, rows, skipped
 
 
 # --------------------------------------------------------------------------------------------
