@@ -41,12 +41,12 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray, threshold: fl
         if len(present) < 2:  # AUCs are undefined on one class; say so rather than crash
             out.update(roc_auc=float("nan"), pr_auc=float("nan"), best_f1=float("nan"), best_threshold=float("nan"))
         else:
-            f1_best, threshold = best_f1(labels, scores)
+            f1_best, threshold_best = best_f1(labels, scores)
             out.update(
                 roc_auc=float(roc_auc_score(labels, scores)),
                 pr_auc=float(average_precision_score(labels, scores)),
                 best_f1=f1_best,
-                best_threshold=threshold,
+                best_threshold=threshold_best,
             )
         out["f1"] = float(f1_score(labels, (scores >= 0.5).astype(int), pos_label=1, zero_division=0))
         if threshold is not None and threshold == threshold:
