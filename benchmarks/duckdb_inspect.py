@@ -5,7 +5,7 @@
 
 Builds, in a temp dir, a tabular corpus and its dump the way benchmarks/stream_teacher_columns.py
 does (2 classes, row groups of 65,536, the dump written by storage.dump's writer), plus a
-predictions file (DESIGN.md 4.5) for every row. Then, in a fresh subprocess each (so peak RSS
+predictions file (docs/formats.md, "Predictions file") for every row. Then, in a fresh subprocess each (so peak RSS
 is the analysis's own), times:
 
     inspect            rows, label counts, accuracy, exact quantiles, 20-bin histograms, means

@@ -21,7 +21,7 @@ codec) opens the dump with `open_dump` and reads every row group in these passes
                  finite, loss = CE of the logits; the manifest set aside for that pass)
 
 and reports rows/s (open + first pass together, as a worker sees its first epoch) and the
-subprocess's peak RSS (VmHWM). Targets (DESIGN.md 6, issue): >= 20 million rows/s, < 300 MB
+subprocess's peak RSS (VmHWM). Targets (from the issue): >= 20 million rows/s, < 300 MB
 peak RSS, and the same peak RSS for 1M and 5M rows.
 """
 

@@ -10,7 +10,7 @@ pandas. Views on a connection from `connect(dump_dir, corpus_dir, predictions)`:
     corpus       sample_id, label, split, title, ocr_text, privileged, features (both splits;
                  never `frames`) -- when a corpus is given, or the dump's own corpus is where the
                  manifest says and has the dump's fingerprint
-    predictions  sample_id, label, logits, prob, pred (the `cpfd evaluate` file, DESIGN.md 4.5)
+    predictions  sample_id, label, logits, prob, pred (the `cpfd evaluate` file, docs/formats.md "Predictions file")
 
 Example:
     run_query("dump", "SELECT label, avg(teacher_loss) FROM teacher GROUP BY label")

@@ -1,4 +1,4 @@
-"""The corpus directory (DESIGN.md 4.2): an atomic shard writer and a validating, streaming reader.
+"""The corpus directory (docs/formats.md, "Corpus directory"): an atomic shard writer and a validating, streaming reader.
 
     corpus/corpus.json               written last; a folder without it is not a corpus
     corpus/train/part-00000.parquet  CORPUS_SCHEMA, row groups of at most 64k rows

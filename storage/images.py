@@ -1,7 +1,7 @@
 """Video frames on disk and in the corpus: choose, load, resize, encode and decode them.
 
 A corpus stores each video as `frames_per_video` encoded images of `image_size` x `image_size`
-pixels (DESIGN.md 4.2). `cpfd import` builds them from image files with `load_frames`; the
+pixels (docs/formats.md, "Frames"). `cpfd import` builds them from image files with `load_frames`; the
 serve path (`cpfd predict`) does the same with a manifest's frames, and the training data
 pipeline turns stored frames back into pixels with `decode_frames`.
 

@@ -1,4 +1,4 @@
-"""The model folder (DESIGN.md 4.3): its file names, its atomic writes, and the checks on what is read back.
+"""The model folder (docs/formats.md, "Model folder"): its file names, its atomic writes, and the checks on what is read back.
 
     MODEL/config.json               the model's config: architecture, sizes, classes, feature names and
                                     their training-split statistics; written last, so a folder counts

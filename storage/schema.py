@@ -51,7 +51,7 @@ def check_columns(columns, available=CORPUS_COLUMNS) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Teacher dump (DESIGN.md 4.4): one Parquet shard per corpus shard, same rows, same row groups.
+# Teacher dump (docs/formats.md, "Teacher dump"): one Parquet shard per corpus shard, same rows, same row groups.
 # --------------------------------------------------------------------------------------------
 
 # Bump when a dump column is added, removed or changes type, or what its manifest and footers record

@@ -1,4 +1,4 @@
-"""The CPFD loss and the alpha mappings (paper sections 3.3-3.4, Table 2; DESIGN.md section 5).
+"""The CPFD loss and the alpha mappings (paper sections 3.3-3.4, Table 2; docs/method.md).
 
 Three groups of small pure functions, used by `cpfd distill`, `cpfd calibrate` and the training loop:
 
@@ -191,7 +191,7 @@ _MAPPING_FNS = {
 def alpha_from_loss(teacher_loss, mapping: str, **params):
     """Per-sample distillation weight a_i from the teacher loss L_i, by one of `MAPPINGS`.
 
-    Formulas (DESIGN.md section 5, paper Table 2), each non-increasing in L and within [0, 1]:
+    Formulas (docs/method.md, "The five mappings"; paper Table 2), each non-increasing in L and within [0, 1]:
       constant:    a = alpha
       threshold:   a = alpha_high if L < tau else alpha_low     (L == tau -> alpha_low)
       neg-sigmoid: a = 1 / (1 + exp(beta * (L - center)))      (L == center -> 0.5)

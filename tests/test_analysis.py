@@ -50,7 +50,7 @@ def binary(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictions(tmp_path_factory, binary):
-    """A student's predictions (DESIGN.md 4.5) on the dumped rows, plus rows the dump lacks."""
+    """A student's predictions (docs/formats.md, "Predictions file") on the dumped rows, plus rows the dump lacks."""
     _, _, a = binary
     rng = np.random.default_rng(7)
     n = len(a["ids"])

@@ -1,4 +1,4 @@
-"""The command line as a whole: every command of DESIGN.md 4.6 exists and explains itself."""
+"""The command line as a whole: every command of docs/commands.md exists and explains itself."""
 
 import pytest
 from click.testing import CliRunner

@@ -1,4 +1,4 @@
-"""`cpfd dump-teacher` end to end through the CLI: the offline stage of DESIGN.md 2 and 4.4.
+"""`cpfd dump-teacher` end to end through the CLI: the offline stage of docs/method.md and docs/formats.md ("Teacher dump").
 
 A tiny teacher is trained once on a corpus of three train shards (40 + 40 + 20 rows, row groups of
 at most 16), dumped once, and every test reads or re-dumps from there. The storage-level checks of
