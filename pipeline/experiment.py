@@ -20,6 +20,10 @@ an interrupted experiment):
     pfd-cf, cpfd-M-cf, pfd-M-cf                         PFD, CPFD (primary M) and matched PFD from it
     evaluate     cpfd evaluate on the eval split, for every model
 
+With --nproc-per-node N, every training and dump step runs as `torchrun --standalone
+--nproc-per-node N -m cpfd.cli train-... / distill ... / dump-teacher ...` (the same options, on
+the command line); evaluation and the report run here.
+
 Every training keeps a validation split carved from the train split (by a hash of sample_id) to
 pick its epoch and its F1 threshold; the eval split only reports. Layout of DIR:
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -43,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpfd.pipeline.options import ExperimentOptions, ModelOptions, TrainOptions, check_experiment_options
+from cpfd.pipeline.options import ExperimentOptions, ModelOptions, TrainOptions, check_experiment_options, command_line
 from cpfd.pipeline.stages import evaluate_model, train_model
 from cpfd.storage.atomic import atomic_write_json
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
@@ -106,6 +111,22 @@ class Experiment:
     def seed_options(self, seed: int) -> TrainOptions:
         return TrainOptions(**{**asdict(self.train_options), "seed": seed})
 
+    def training_args(self, seed: int) -> list[str]:
+        return command_line(self.model_options, self.seed_options(seed))
+
+    def torchrun(self, name: str, *args) -> None:
+        """One training or dump as a torchrun job of --nproc-per-node processes on this machine
+        (`--standalone`: a free port of its own); its warnings and errors go to stderr, its result
+        line nowhere."""
+        n = self.options.nproc_per_node
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
+                   "-m", "cpfd.cli", *map(str, args)]
+        threads = max(1, torch_threads(self.options, self.model_options) // n)  # the cores, shared out
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        if done.returncode:
+            raise CpfdError(f"step {name}: its torchrun job (cpfd {args[0]}, {n} processes) failed with exit status "
+                            f"{done.returncode}; its messages are above")
+
     # ---- steps ------------------------------------------------------------------------------
     def corpus(self) -> Corpus:
         o = self.options
@@ -117,9 +138,13 @@ class Experiment:
         from cpfd.pipeline.synth import write_synthetic_corpus
 
         say(f"synthesizing corpus {path} (preset {o.preset}, story {o.story}, privileged strength {o.privileged_strength:g})")
+        # Under torchrun each process x worker needs row groups of its own (the default row group
+        # holds 8,192 rows: the whole of a small corpus), so then: 4 or more per process and worker.
+        parts = o.nproc_per_node * max(self.train_options.num_workers, 1)
+        row_group_rows = 8_192 if parts == 1 else max(1, min(8_192, (o.train_samples or 8_192) // (4 * parts)))
         write_synthetic_corpus(path, preset=o.preset, train_samples=o.train_samples, eval_samples=o.eval_samples,
                                seed=0, story=o.story, privileged_strength=o.privileged_strength, overwrite=True,
-                               progress=o.progress)
+                               progress=o.progress, row_group_rows=row_group_rows)
         return Corpus(path)
 
     def train(self, seed_dir: Path, name: str, role: str, seed: int, folds: int = 0) -> None:
@@ -130,6 +155,11 @@ class Experiment:
             return
         resume = (out / CHECKPOINT).exists() or (folds > 0 and out.exists())
         command = f"{self.command} (step {name})"
+        if self.options.nproc_per_node > 1:
+            self.timed(f"{seed_dir.name}/{name}", self.torchrun, name, f"train-{role}", self.corpus_path,
+                       *(["--folds", folds] if folds else []), "--out", out, *self.training_args(seed),
+                       "--resume" if resume else "--overwrite")
+            return
         if folds:
             from cpfd.pipeline.crossfit import train_cross_fitted_teacher
 
@@ -147,7 +177,11 @@ class Experiment:
         out = seed_dir / name
         done = (out / DUMP_MANIFEST).exists()
         self.announce(f"{seed_dir.name}: dump-teacher {teacher} --split {split}", reused=done)
-        if not done:
+        if not done and self.options.nproc_per_node > 1:  # the processes split the shards
+            self.timed(f"{seed_dir.name}/{name}", self.torchrun, name, "dump-teacher", seed_dir / teacher,
+                       self.corpus_path, "--out", out, "--split", split, "--device", self.train_options.device,
+                       *([] if self.options.progress else ["--quiet"]))
+        elif not done:
             self.timed(f"{seed_dir.name}/{name}", dump_teacher, seed_dir / teacher, self.corpus_path, out,
                        split=split, device=self.train_options.device, progress=self.options.progress)
         return out
@@ -159,7 +193,12 @@ class Experiment:
         out = seed_dir / name
         done = training_finished(out)
         self.announce(f"{seed_dir.name}: distill {name} ({mapping}, T={temperature:g})", reused=done)
-        if not done:
+        if not done and self.options.nproc_per_node > 1:
+            given = [a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", v)]
+            self.timed(f"{seed_dir.name}/{name}", self.torchrun, name, "distill", self.corpus_path, seed_dir / dump,
+                       "--out", out, "--mapping", mapping, *given, "--temperature", temperature,
+                       *self.training_args(seed), "--resume" if (out / CHECKPOINT).exists() else "--overwrite")
+        elif not done:
             resume = (out / CHECKPOINT).exists()
             self.timed(f"{seed_dir.name}/{name}", distill, self.corpus_path, seed_dir / dump, out,
                        mapping=mapping, params=params, temperature=temperature, model_options=self.model_options,
@@ -190,6 +229,8 @@ class Experiment:
             if o.matched_pfd:
                 alpha = round(runs[name]["mean_alpha"], 6)
                 if abs(alpha - o.pfd_alpha) < 1e-6:  # e.g. threshold at the median: that is vanilla PFD
+                    self.announce(f"{seed_dir.name}: pfd-{mapping}{suffix} is pfd{suffix} (mean alpha {alpha:g})",
+                                  reused=True)
                     runs[f"pfd-{mapping}{suffix}"] = {**runs[f"pfd{suffix}"], "same_as": f"pfd{suffix}"}
                 else:
                     runs[f"pfd-{mapping}{suffix}"] = self.distill(seed_dir, f"pfd-{mapping}{suffix}", seed, dump,

@@ -8,7 +8,7 @@ can check what it is given before loading anything heavy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cpfd.storage.errors import CpfdError
@@ -86,6 +86,7 @@ class ModelOptions:
     patch_size: int = PATCH_SIZE
     vocab_size: int = VOCAB_SIZE  # for the WordPiece tokenizer trained when no text model is given
     max_length: int = MAX_LENGTH  # tokens of title + OCR text
+    dropout: float | None = None  # None: 0.1 in the fusion and heads, the backbones' own; a number: everywhere
 
     def check(self, image_size: int | None = None) -> None:
         """One-line errors for sizes that pass each option's range but cannot work together;
@@ -99,8 +100,33 @@ class ModelOptions:
                                     ("--vocab-size", self.vocab_size, MAX_VOCAB)):
             if value > most:
                 raise CpfdError(f"{option} {value} is above the largest cpfd builds ({most})")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise CpfdError(f"--dropout must be in [0, 1), got {self.dropout}")
         if image_size and self.vision_model is None and self.patch_size > image_size:
             raise CpfdError(f"--patch-size {self.patch_size} is larger than the corpus's frames ({image_size} px)")
+
+
+# TrainOptions no command line sets: they stay at their defaults in a job started from one.
+NOT_ON_COMMAND_LINE = ("select_metric", "max_grad_norm")
+
+
+def command_line(model: ModelOptions, train: TrainOptions) -> list[str]:
+    """The options as a training command's line spells them (`--hidden-size 32 ... --quiet`): how
+    `cpfd experiment --nproc-per-node N` hands them to the torchrun job of each training, and the
+    inverse of the command line's own parsing (cli.split_training_options)."""
+    defaults = TrainOptions()
+    moved = [k for k in NOT_ON_COMMAND_LINE if getattr(train, k) != getattr(defaults, k)]
+    if moved:
+        raise CpfdError(f"{', '.join(moved)} cannot be set on a command line (torchrun jobs take the default)")
+    args: list[str] = []
+    for name, value in [*asdict(model).items(), *asdict(train).items()]:
+        flag = "--" + name.replace("_", "-")
+        if name in NOT_ON_COMMAND_LINE or value is None or value is False:
+            continue
+        if name == "progress":
+            continue  # progress bars are on unless --quiet
+        args += [flag] if value is True else [flag, str(value)]
+    return args + ([] if train.progress else ["--quiet"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,6 +163,7 @@ class ExperimentOptions:
     cross_fit: int = 0  # K > 1: also a cross-fitted teacher, its dumps, and PFD / CPFD from them
     bootstrap: int = 1000  # replicates of the paired bootstrap over eval rows
     threads: int | None = None  # torch intra-op threads; None: 1 for the tiny default models, else all cores
+    nproc_per_node: int = 1  # > 1: each training a torchrun job of this many processes
     progress: bool = True
 
 
@@ -157,5 +184,7 @@ def check_experiment_options(options: ExperimentOptions) -> None:
         raise CpfdError(f"--pfd-alpha must be in [0, 1], got {options.pfd_alpha}")
     if options.cross_fit == 1 or options.cross_fit < 0:
         raise CpfdError(f"--cross-fit must be 0 (off) or at least 2 folds, got {options.cross_fit}")
+    if options.nproc_per_node < 1:
+        raise CpfdError(f"--nproc-per-node must be at least 1, got {options.nproc_per_node}")
     if options.bootstrap < 100:
         raise CpfdError(f"--bootstrap must be at least 100 replicates, got {options.bootstrap}")

@@ -275,7 +275,7 @@ def figure_loss_by_truth(dumps: dict, path: Path) -> None:
                 ax.hist(losses, bins=bins, alpha=0.5, density=True, label=f"{key} (n={len(losses)})")
         ax.set_xscale("log")
         ax.set_title(title)
-        ax.set_xlabel("teacher loss on training rows")
+        ax.set_xlabel("teacher loss on train-split rows")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("density")
     fig.tight_layout()
@@ -571,7 +571,7 @@ def cross_fit_markdown(t: dict, models: dict, options) -> list[str]:
             rows.append([key] + [f"{t['crossfit_train_loss'][title][key]['mean']:.4f} "
                                  f"(n={t['crossfit_train_loss'][title][key]['count']})"
                                  if t["crossfit_train_loss"][title][key]["mean"] is not None else "-" for title in titles])
-        out += ["Mean teacher loss on the training rows (seed 0), by label and, where the synthetic corpus knows it, "
+        out += ["Mean teacher loss on the train-split rows (seed 0), by label and, where the synthetic corpus knows it, "
                 "by whether annotators flipped the label (for analysis only; no model reads it):", "",
                 markdown_table(["rows"] + titles, rows), "", "![teacher loss, in-sample and cross-fitted]"
                 "(fig_teacher_loss_crossfit.png)", ""]

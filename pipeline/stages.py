@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from cpfd.pipeline import distributed
 from cpfd.pipeline.data import (
     CorpusBatches,
     Inputs,
@@ -132,6 +133,7 @@ def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions, row
         fusion_layers=options.fusion_layers,
         patch_size=options.patch_size,
         max_length=options.max_length,
+        dropout=options.dropout,
     )
     try:
         if role == "student":
@@ -285,22 +287,19 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
     split (`--val-fraction` of the train split's ids, by hash) is held out of training and picks
     the kept epoch.
     """
-    model_options.check(corpus.image_size if corpus.has_frames else None)
-    train_options.check()
-    if corpus.num_rows("train") == 0:
-        raise CpfdError(f"{corpus.path}: the train split is empty")
-    if not resume:
-        for problem in corpus.split_problems():
-            warn(problem)
-        per_epoch = -(-corpus.num_rows("train") // train_options.batch_size)
-        epochs, _ = train_options.resolve_epochs(per_epoch)
-        steps = train_options.max_steps or epochs * per_epoch
-        if steps < FEW_STEPS:
-            warn(f"training takes {steps} optimizer steps ({corpus.num_rows('train')} rows, batch "
-                 f"{train_options.batch_size}, {epochs} epochs): too few to converge; "
-                 "raise --epochs (or leave it out: the auto schedule) or lower --batch-size")
+    world = distributed.world()
+
+    def check() -> None:  # the same on every rank: under torchrun rank 0 alone says what is wrong
+        model_options.check(corpus.image_size if corpus.has_frames else None)
+        train_options.check()
+        if train_options.batch_size % world:
+            raise CpfdError(f"--batch-size {train_options.batch_size} is the global batch and must divide evenly "
+                            f"among the {world} processes of this torchrun job")
+        if corpus.num_rows("train") == 0:
+            raise CpfdError(f"{corpus.path}: the train split is empty")
+
+    distributed.on_main(check)
     out = Path(out)
-    prepare_model_dir(out, overwrite, resume)
     record = {
         "stage": stage,
         "command": command,
@@ -308,31 +307,54 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
         **(record or {}),
         "options": {"model": asdict(model_options)},
     }
-    if resume:  # refuse another run's resume before anything in OUT is written over
-        check_resume(read_checkpoint(out / CHECKPOINT), train_options, record, out / CHECKPOINT)
     fraction = train_options.val_fraction
     rows = (training_rows(fraction),) + tuple(select)  # what the model learns from, tokenizer and statistics too
-    if resume and corpus.has_text:
-        tokenizer = load_tokenizer(out / TOKENIZER)  # the interrupted run's own
-    else:
-        tokenizer = prepare_tokenizer(corpus, model_options, rows)
+
+    def folder_and_tokenizer():  # rank 0 alone touches OUT; the other ranks get the tokenizer from it
+        prepare_model_dir(out, overwrite, resume)
+        if resume:  # refuse another run's resume before anything in OUT is written over
+            check_resume(read_checkpoint(out / CHECKPOINT), train_options, record, out / CHECKPOINT)
+            return load_tokenizer(out / TOKENIZER) if corpus.has_text else None  # the interrupted run's own
+        return prepare_tokenizer(corpus, model_options, rows)
+
+    tokenizer = distributed.on_main(folder_and_tokenizer)
     set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
     model = build_model(role, corpus, tokenizer, model_options, rows)
     if tokenizer is not None and not resume:
-        save_tokenizer(tokenizer, out / TOKENIZER)
-    train_set = dataset_for(model, corpus, "train", tokenizer, train_options.batch_size, shuffle=True,
+        distributed.on_main(lambda: save_tokenizer(tokenizer, out / TOKENIZER))
+    # --batch-size is the global batch: each of the torchrun job's processes reads its share of it
+    batch_size = train_options.batch_size // world
+    train_set = dataset_for(model, corpus, "train", tokenizer, batch_size, shuffle=True,
                             seed=train_options.seed, extra_open=extra_open, select=rows)
-    val_set = (dataset_for(model, corpus, "train", tokenizer, train_options.batch_size,
+    val_set = (dataset_for(model, corpus, "train", tokenizer, batch_size,
                            select=(validation_rows(fraction),)) if fraction > 0 else None)
     if train_set.num_rows == 0:
         raise CpfdError(f"{corpus.path}: no training rows are left once the validation split is held out "
                         f"(--val-fraction {fraction})")
-    if val_set is not None and val_set.num_rows == 0:
-        warn(f"{corpus.path}: the validation split (--val-fraction {fraction}) holds no rows: the last epoch is kept")
-        val_set = None
+    if not resume:
+        distributed.on_main(lambda: warn_about_the_data(corpus, train_set.num_rows, val_set, train_options))
+    val_set = val_set if val_set is not None and val_set.num_rows else None
     record = {"stage": stage, "command": command, "architecture": model.config.architecture,
               "num_parameters": sum(p.numel() for p in model.parameters()), **record}
     return Stage(model, tokenizer, train_set, val_set, record)
+
+
+def warn_about_the_data(corpus: Corpus, training: int, val_set: CorpusBatches | None, options: TrainOptions) -> None:
+    """Warnings a new run starts with: splits with one class or a handful of rows, an empty validation
+    split, and a schedule of too few optimizer steps to converge."""
+    for problem in corpus.split_problems():
+        warn(problem)
+    if val_set is not None and val_set.num_rows == 0:
+        warn(f"{corpus.path}: the validation split (--val-fraction {options.val_fraction}) holds no rows: "
+             "the last epoch is kept")
+    per_epoch = -(-training // options.batch_size)
+    epochs, _ = options.resolve_epochs(per_epoch)
+    steps = options.max_steps or epochs * per_epoch
+    epochs = -(-steps // per_epoch)
+    if steps < FEW_STEPS:
+        warn(f"training takes {steps} optimizer steps ({training} training rows, batch {options.batch_size}, "
+             f"{epochs} epoch{'s' if epochs > 1 else ''}): too few to converge; raise --epochs (or leave it out: "
+             "the auto schedule) or lower --batch-size")
 
 
 def has_model(folder: Path) -> bool:
@@ -348,9 +370,15 @@ def model_output(out: Path, *, overwrite: bool, resume: bool, inputs: dict) -> I
     the same command with --resume continues."""
     out = Path(out)
     check_paths({"--out": out}, inputs)
-    with exclusive(out, "this model folder"):
-        with replacing(out, overwrite, has_model, keep_on_failure=True, resume=resume) as target:
-            yield target
+
+    @contextmanager
+    def locked_target() -> Iterator[Path]:
+        with exclusive(out, "this model folder"):
+            with replacing(out, overwrite, has_model, keep_on_failure=True, resume=resume) as target:
+                yield target
+
+    with distributed.main_context(locked_target) as target:  # under torchrun, rank 0 holds the folder
+        yield target
 
 
 def model_inputs(corpus: Corpus, model_options: ModelOptions) -> dict:
@@ -372,7 +400,7 @@ def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, tra
 
 
 def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> None:
-    """The predictions file of DESIGN.md 4.5 (labels may be None for the serve path)."""
+    """The predictions file (docs/formats.md, "Predictions file"; labels may be None for the serve path)."""
     probs = softmax(logits.astype(np.float64))
     pred = probs.argmax(1)
     prob = probs[:, 1] if logits.shape[1] == 2 else probs[np.arange(len(pred)), pred]

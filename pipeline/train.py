@@ -1,7 +1,8 @@
 """The one training loop every stage shares: teacher, baseline student, and distillation.
 
 Stages differ only in the model, the columns their dataset reads, and `loss_fn(output, batch)`,
-which returns the scalar loss and a flat dict of tensors to show (distillation adds `alpha`).
+which returns the per-sample losses and a flat dict of per-sample tensors to show (distillation
+adds `alpha`); the loop averages them over the step's rows.
 `train()` reads top to bottom like a recipe: set-up (device, optimizer, schedule, resume), then
 per epoch the steps (forward, backward, clip, step), the epoch's numbers, the evaluation, the kept
 epoch, `training.json` and the checkpoint.
@@ -18,9 +19,16 @@ epoch, `training.json` and the checkpoint.
 - The schedule: `--epochs N`, or by default enough epochs for `min_steps` optimizer steps
   (`TrainOptions.resolve_epochs`), recorded in training.json with the validation split's size.
 
-Launch: one process (`cpfd train-student ...`) on the CPU or one GPU. With `--device auto` a GPU
-is used when present, under bf16 autocast. Same seed, same data, same machine: the same weights
-within float rounding (docs/method.md, "What repeats exactly").
+Launch: one process (`cpfd train-student ...`) on the CPU or one GPU, or N processes under
+`torchrun` (`pipeline.distributed`): the model is wrapped in DistributedDataParallel, each rank
+reads its share of the row groups, `--batch-size` is the global batch (B / N rows per rank), and
+the loss is sum(w * l) * N / (rows of all ranks), so the gradient DDP averages is the mean over
+the step's rows, as in one process. An epoch takes as many steps on every rank as its busiest rank
+has batches; a rank out of rows repeats its last batch at weight 0 (`data.weighted`), so no rank
+waits for another. Validation is scored in shares and rank 0 computes the metrics for all;
+rank 0 alone writes the folder, and the checkpoint holds every rank's RNG. With `--device auto`
+a GPU is used when present, under bf16 autocast. Same seed, same data, same machine: the same
+weights within float rounding (docs/method.md, "What repeats exactly").
 """
 
 from __future__ import annotations
@@ -39,14 +47,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cpfd.pipeline.checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
-from cpfd.pipeline.data import CorpusBatches, make_loader
+from torch.nn.parallel import DistributedDataParallel
+
+from cpfd.pipeline import distributed
+from cpfd.pipeline.checkpoint import read_checkpoint, restore_checkpoint, rng_state, save_checkpoint
+from cpfd.pipeline.data import CorpusBatches, make_loader, weighted
 from cpfd.pipeline.metrics import classification_metrics
 from cpfd.pipeline.options import TrainOptions
 from cpfd.pipeline.scoring import autocast, resolve_device, score_batches, to_device
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import CHECKPOINT, write_training_record
 
+# loss_fn(output, batch) -> (per-sample losses (B,), {name: per-sample values (B,) to show})
 LossFn = Callable[[object, dict], tuple[torch.Tensor, dict]]
 
 # Steps between two reads of the running sums by the host (the progress bar's numbers).
@@ -59,21 +71,21 @@ class Progress:
 
     step: int = 0  # optimizer steps done
     epoch: int = 0  # epochs finished
-    batches: int = 0  # batches done in the current epoch
-    seen: int = 0  # samples done in the current epoch
-    sums: dict = field(default_factory=dict)  # per-sample sums of the shown numbers in the current epoch
+    batches: int = 0  # steps done in the current epoch
+    sums: dict = field(default_factory=dict)  # the epoch's rows and per-sample sums of the shown numbers, all ranks
     best_score: float = -math.inf
 
 
 # A resumed run continues the interrupted one: options that change its trajectory must agree.
 RESUME_RECORD_KEYS = ("stage", "corpus", "dump", "distillation")  # the data and the loss
 RESUME_MUST_MATCH = ("epochs", "min_steps", "max_steps", "val_fraction", "batch_size", "lr", "weight_decay",
-                     "warmup_ratio", "max_grad_norm", "seed")
+                     "warmup_ratio", "max_grad_norm", "seed",
+                     "num_workers")  # with the number of processes: how an epoch's rows are dealt out
 
 
 def cross_entropy_loss(output, batch: dict) -> tuple[torch.Tensor, dict]:
-    """The plain supervised loss: what the teacher and the baseline student train with."""
-    return F.cross_entropy(output.logits.float(), batch["labels"]), {}
+    """The plain supervised loss, per sample: what the teacher and the baseline student train with."""
+    return F.cross_entropy(output.logits.float(), batch["labels"], reduction="none"), {}
 
 
 def set_seed(seed: int) -> None:
@@ -100,7 +112,11 @@ def adamw(model: torch.nn.Module, options: TrainOptions) -> torch.optim.AdamW:
 
 
 def check_resume(state: dict, options: TrainOptions, record: dict, checkpoint: Path) -> None:
-    """A resume must continue the same run: the same trajectory options and the same data and loss."""
+    """A resume must continue the same run: the same trajectory options, the same number of processes,
+    and the same data and loss."""
+    if state.get("world_size") != distributed.world():
+        raise CpfdError(f"{checkpoint}: the interrupted run trained on {state.get('world_size')} process(es), "
+                        f"this one on {distributed.world()}; resume it with the same number (torchrun --nproc-per-node)")
     saved = state.get("options") or {}
     changed = [k for k in RESUME_MUST_MATCH if saved.get(k) != getattr(options, k)]
     if changed:
@@ -121,11 +137,20 @@ def check_resume(state: dict, options: TrainOptions, record: dict, checkpoint: P
                                     for k in changed))
 
 
-class RunningSums:
-    """Per-sample sums of the loss and the shown numbers, kept on the device (no host sync per step).
+def read_resumable(checkpoint: Path, options: TrainOptions, record: dict) -> dict:
+    """The state of the checkpoint a run resumes from, once it is known to continue the same run."""
+    state = read_checkpoint(checkpoint)
+    check_resume(state, options, record, checkpoint)
+    return state
 
-    `read()` brings them to the host; it raises CpfdError if a loss since the last read was NaN or
-    infinite, naming the first step where it was.
+
+class RunningSums:
+    """Per-sample sums of the loss and the shown numbers over this epoch's rows, kept on the device
+    (no host sync per step); `rows` counts the rows (padding rows of a rank that ran out weigh 0).
+
+    `read()` brings the sums over all ranks to the host (a collective: every rank calls it at the
+    same step); it raises CpfdError if a loss since the last read was NaN or infinite, naming the
+    first step where it was.
     """
 
     def __init__(self, start: dict, step: int, device: torch.device):
@@ -134,27 +159,63 @@ class RunningSums:
         self.step = torch.tensor(step, device=device)
         self.first_bad_step = torch.tensor(-1, device=device)
 
-    def add(self, loss: torch.Tensor, shown: dict, n: int) -> None:
+    def add(self, losses: torch.Tensor, shown: dict, weight: torch.Tensor) -> None:
         self.step += 1
-        loss = loss.detach()
-        self.first_bad_step = torch.where((self.first_bad_step < 0) & ~torch.isfinite(loss),
-                                          self.step, self.first_bad_step)
-        for name, value in {"loss": loss, **shown}.items():
-            value = torch.as_tensor(value, device=self.device).detach().to(torch.float64) * n
+        weight = weight.detach().to(torch.float64)
+        losses = losses.detach().to(torch.float64)
+        finite = torch.isfinite(torch.where(weight > 0, losses, 0.0)).all()
+        self.first_bad_step = torch.where((self.first_bad_step < 0) & ~finite, self.step, self.first_bad_step)
+        for name, value in {"rows": torch.ones_like(losses), "loss": losses, **shown}.items():
+            value = (torch.where(weight > 0, value.detach().to(torch.float64), 0.0) * weight).sum()
             self.sums[name] = self.sums[name] + value if name in self.sums else value
 
     def read(self) -> dict:
-        bad = int(self.first_bad_step)
-        if bad >= 0:
+        never = torch.iinfo(torch.int64).max
+        bad = int(distributed.all_min(torch.where(self.first_bad_step < 0, never, self.first_bad_step)))
+        if bad != never:
             raise CpfdError(f"training diverged: the loss is NaN or infinite at step {bad} "
                             "(lower --lr, or check the inputs for extreme values)")
-        return {k: float(v) for k, v in self.sums.items()}
+        totals = distributed.all_sum(torch.stack(list(self.sums.values())))
+        return dict(zip(self.sums, totals.tolist()))
 
 
 def evaluate(model: torch.nn.Module, dataset: CorpusBatches, device: torch.device, num_workers: int = 0) -> dict:
-    """Metrics of the model on a dataset (its eval split), through the one scoring path."""
-    labels, logits = score_batches(model, make_loader(dataset, num_workers), device)
-    return classification_metrics(labels, logits)
+    """Metrics of the model on a dataset (its validation split), through the one scoring path.
+
+    Under torchrun each rank scores its share of the rows; rank 0 computes the metrics over all of
+    them and every rank gets the same numbers (so the same epoch is kept everywhere)."""
+    labels, logits = score_batches(model, make_loader(dataset, num_workers, pin_memory=device.type == "cuda"), device)
+    if distributed.world() == 1:
+        return classification_metrics(labels, logits)
+    shares = distributed.gather((labels, logits))
+    return distributed.on_main(lambda: classification_metrics(np.concatenate([s[0] for s in shares]),
+                                                              np.concatenate([s[1] for s in shares])))
+
+
+def plan_epochs(train_set: CorpusBatches, options: TrainOptions, world: int) -> tuple[list[int], str]:
+    """(optimizer steps of each epoch, rule). An epoch takes as many steps as its busiest rank has
+    batches (`CorpusBatches.steps`); the schedule is --epochs, --max-steps, or the auto rule on the
+    first epoch's steps, and the steps of the last epoch stop at --max-steps."""
+    def steps_of(epoch: int) -> int:
+        return train_set.steps(epoch, world, options.num_workers)
+
+    epochs, rule = options.resolve_epochs(steps_of(0))
+    if not options.max_steps:
+        return [steps_of(e) for e in range(epochs)], rule
+    plan, left = [], options.max_steps
+    while left > 0:
+        plan.append(min(steps_of(len(plan)), left))
+        left -= plan[-1]
+    return plan, "max_steps"
+
+
+def weighted_loss(losses: torch.Tensor, weight: torch.Tensor, world: int) -> torch.Tensor:
+    """This rank's share of the mean loss over the global batch: sum(w * l) * world / (rows of all ranks).
+
+    DDP averages the gradients of `world` ranks, so the gradient is that of the mean over every real
+    row of the step, as one process over the same rows computes it (padding rows weigh 0)."""
+    rows = distributed.all_sum(weight.sum())
+    return (torch.where(weight > 0, losses, 0.0) * weight).sum() * world / rows.clamp_min(1)
 
 
 def train(
@@ -173,84 +234,92 @@ def train(
     together with one metrics dict per epoch. A checkpoint (model, optimizer, schedule, progress,
     RNG) is written every `options.checkpoint_every` steps and at every epoch end; `resume=True`
     continues from it and ends with the weights an uninterrupted run would have reached.
+    Under torchrun every rank calls this; rank 0 alone writes `out_dir`.
     """
     # ---- set-up -----------------------------------------------------------------------------
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(options.seed)
+    world, rank, main = distributed.world(), distributed.rank(), distributed.is_main()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(options.device)
     model.to(device)
-    steps_per_epoch = len(train_set)
-    epochs, rule = options.resolve_epochs(steps_per_epoch)
-    total_steps = options.max_steps or epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else 0
+    plan, rule = plan_epochs(train_set, options, world)
+    epochs, total_steps = len(plan), sum(plan)
     optimizer = adamw(model, options)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_then_linear_decay(int(options.warmup_ratio * total_steps), total_steps))
     record = {**record, "options": {**record.get("options", {}), **asdict(options)}, "device": str(device),
-              "schedule": {"rule": "max_steps" if options.max_steps else rule, "epochs": epochs, "steps": total_steps,
-                           "steps_per_epoch": steps_per_epoch, "min_steps": options.min_steps},
+              "processes": world,
+              "schedule": {"rule": rule, "epochs": epochs, "steps": total_steps,
+                           "steps_per_epoch": plan[0], "min_steps": options.min_steps},
               "training_rows": train_set.num_rows,
               "validation": {"fraction": options.val_fraction, "rows": val_set.num_rows if val_set is not None else 0},
               "epochs": []}
     progress = Progress()
     checkpoint = out_dir / CHECKPOINT
+    set_seed((options.seed + rank) % 2**32)  # dropout differs between ranks; one process draws as before
     if resume:
-        state = read_checkpoint(checkpoint)
-        check_resume(state, options, record, checkpoint)  # before anything is restored
+        state = distributed.on_main(lambda: read_resumable(checkpoint, options, record))
         try:
             progress = Progress(**state["progress"])
         except TypeError:
             raise CpfdError(f"{checkpoint}: not a checkpoint of this cpfd version; rerun without --resume") from None
-        restore_checkpoint(checkpoint, state, model, optimizer, schedule)
+        restore_checkpoint(checkpoint, state, model, optimizer, schedule, rank, device)
         record = state["record"]
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
 
     def save_progress() -> None:
-        save_checkpoint(checkpoint, model, optimizer, schedule,
-                        {"progress": asdict(progress), "record": record, "options": asdict(options)})
+        rng = distributed.gather(rng_state(device))  # every rank's
+        if main:
+            save_checkpoint(checkpoint, model, optimizer, schedule,
+                            {"progress": asdict(progress), "record": record, "options": asdict(options)}, rng)
 
     for epoch in range(progress.epoch, epochs):
         if progress.batches == 0:
-            progress.seen, progress.sums = 0, {}
-        train_set.set_epoch(epoch, skip_batches=progress.batches)
-        sums = RunningSums(progress.sums, progress.step, device)
+            progress.sums = {}
+        steps = plan[epoch]
+        mine = train_set.rank_batches(epoch, world, options.num_workers)[rank]  # the rest: padding at weight 0
+        train_set.set_epoch(epoch, skip_batches=min(progress.batches, mine))
+        sums = RunningSums(progress.sums if main else dict.fromkeys(progress.sums, 0.0), progress.step, device)
+        rows_before, start = progress.sums.get("rows", 0.0), time.perf_counter()
         model.train()
-        bar = tqdm(make_loader(train_set, options.num_workers), total=steps_per_epoch, initial=progress.batches,
-                   disable=not options.progress, desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
-        seen_here, start = 0, time.perf_counter()
+        batches = weighted(make_loader(train_set, options.num_workers, pin_memory=device.type == "cuda"),
+                           steps - progress.batches, train_set.any_batch)
+        bar = tqdm(batches, total=steps, initial=progress.batches, disable=not (options.progress and main),
+                   desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
         for batch in bar:
             # ---- one step: forward, the stage's loss, backward, clip, update ------------------
             batch = to_device(batch, device)
+            weight = batch.pop("weight")
             with autocast(device):
-                output = model(batch)
-                loss, shown = loss_fn(output, batch)
-            loss.backward()
+                output = ddp(batch)
+                losses, shown = loss_fn(output, batch)
+            weighted_loss(losses, weight, world).backward()  # DDP averages the gradients over ranks
             torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
 
             # ---- bookkeeping: sums stay on the device, the host reads them now and then -------
-            n = len(batch["labels"])
-            sums.add(loss, shown, n)
-            progress.step, progress.batches, progress.seen = progress.step + 1, progress.batches + 1, progress.seen + n
-            seen_here += n
+            sums.add(losses, shown, weight)
+            progress.step, progress.batches = progress.step + 1, progress.batches + 1
             if options.progress and progress.step % PROGRESS_EVERY == 0:
-                means = {k: v / progress.seen for k, v in sums.read().items()}
+                read = sums.read()
+                means = {k: v / max(read["rows"], 1) for k, v in read.items() if k != "rows"}
                 bar.set_postfix(**{k: f"{v:.4f}" for k, v in means.items()},
-                                samples_s=f"{seen_here / (time.perf_counter() - start):.0f}")
+                                samples_s=f"{(read['rows'] - rows_before) / (time.perf_counter() - start):.0f}")
             if options.checkpoint_every and progress.step % options.checkpoint_every == 0 and progress.step < total_steps:
                 progress.sums = sums.read()
                 save_progress()
-            if progress.step >= total_steps:
-                break
         bar.close()
 
         # ---- the epoch's numbers, the evaluation, the kept epoch ----------------------------
         progress.sums = sums.read()
+        rows = progress.sums.get("rows", 0.0)
         metrics = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0],
-                   "samples_per_s": seen_here / max(time.perf_counter() - start, 1e-9),
-                   **{f"train_{k}": v / max(progress.seen, 1) for k, v in progress.sums.items()}}
+                   "samples_per_s": (rows - rows_before) / max(time.perf_counter() - start, 1e-9),
+                   **{f"train_{k}": v / max(rows, 1) for k, v in progress.sums.items() if k != "rows"}}
         if val_set is not None:  # the validation split picks the kept epoch; the eval split only reports
             metrics.update({f"val_{k}": v for k, v in evaluate(model, val_set, device, options.num_workers).items()})
         # Without validation rows, every epoch scores the same and the last one is kept.
@@ -258,22 +327,25 @@ def train(
         score = -math.inf if score != score else score  # NaN never wins
         if score >= progress.best_score or "best_epoch" not in record:  # ties go to the later epoch
             progress.best_score = score
-            model.save_pretrained(out_dir)
+            if main:
+                model.save_pretrained(out_dir)
             record["best_epoch"] = epoch + 1
             # F1 is reported at the threshold that is best on the validation split (binary tasks)
             record["threshold"] = metrics.get("val_best_threshold")
         record["epochs"].append(metrics)
-        write_training_record(out_dir, record)
+        if main:
+            write_training_record(out_dir, record)
         progress.epoch, progress.batches = epoch + 1, 0
         save_progress()
-        if options.progress:
+        if options.progress and main:
             shown = ", ".join(f"{k[4:]} {metrics[k]:.4f}" for k in ("val_roc_auc", "val_pr_auc", "val_best_f1") if k in metrics)
             tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; validation {shown}" if shown else ""),
                        file=sys.stderr)
     record["finished"] = True  # what `cpfd experiment` checks before reusing a model folder
-    write_training_record(out_dir, record)
-    if not options.keep_checkpoint:
-        checkpoint.unlink(missing_ok=True)  # nothing left to resume: the weights and the record are kept
+    if main:
+        write_training_record(out_dir, record)
+        if not options.keep_checkpoint:
+            checkpoint.unlink(missing_ok=True)  # nothing left to resume: the weights and the record are kept
     return record
 
 

@@ -1,4 +1,4 @@
-"""The teacher-dump directory (DESIGN.md 4.4): a crash-safe shard writer and an aligned reader.
+"""The teacher-dump directory (docs/formats.md, "Teacher dump"): a crash-safe shard writer and an aligned reader.
 
     dump/_manifest.json       written last, atomically; a folder without it is an unfinished dump
     dump/part-00000.parquet   one per corpus shard of the dumped split: same file name, same rows in
@@ -918,9 +918,12 @@ def format_dump_description(d: dict) -> str:
         f"teacher dump {d['path']}  (dump schema v{d['schema_version']}, cpfd {d['cpfd_version']}, {d['created_at']})",
         f"  split {d['split']}: {d['rows']} rows in {d['shards']} shard(s); {counts}",
         f"  classes: {', '.join(d['classes'])}",
-        f"  teacher: {d['teacher']['dir']} (weights sha256 {d['teacher']['weights_sha256']})",
+        f"  teacher: {d['teacher']['dir']} (weights sha256 {d['teacher']['weights_sha256']})"
+        + (f"; cross-fitted, {len(folds)} fold teachers: each train row scored by the one that never saw it"
+           if (folds := d["teacher"].get("folds")) else ""),
         f"  corpus: {d['corpus'].get('path')} (fingerprint {d['corpus'].get('fingerprint')})",
-        f"  columns: sample_id, label, logits[{d['num_classes']}] (T = {d['logits_temperature']}), teacher_loss ({d['loss']})",
+        f"  columns: sample_id, label, logits[{d['num_classes']}] (T = {d['logits_temperature']}), teacher_loss ({d['loss']})"
+        + (", fold" if d["teacher"].get("folds") else ""),
     ]
     if d["missing_shards"]:
         lines.append(f"  MISSING shards: {', '.join(d['missing_shards'])}")

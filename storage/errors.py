@@ -13,6 +13,11 @@ class CpfdError(Exception):
     """A user-facing error: bad input, a wrong path, a dump that does not match its corpus."""
 
 
+class FailedOnMain(CpfdError):
+    """Raised on the other ranks of a torchrun job when rank 0 failed at a step only it does (and
+    says so itself): those ranks stop without repeating the message."""
+
+
 class CpfdWarning(UserWarning):
     """Something a user should know about their data or run; the command goes on."""
 

@@ -1,4 +1,4 @@
-"""JSON Lines manifests (DESIGN.md 4.1): line-by-line validation, and `cpfd import` into a corpus.
+"""JSON Lines manifests (docs/formats.md): line-by-line validation, and `cpfd import` into a corpus.
 
 A manifest holds one JSON object per video (or per sample, for a tabular manifest):
 
@@ -806,6 +806,7 @@ def import_manifest(
     image_size: int = 64,
     task: str | None = None,
     rows_per_shard: int = 262_144,
+    row_group_rows: int = 8_192,
     overwrite: bool = False,
     progress: bool = True,
     on_bad: str = "error",
@@ -858,7 +859,7 @@ def import_manifest(
 
         meta, rows, skipped = _write_corpus(  # CorpusWriter removes an OUT it created if the write fails
             manifest, out, scan, frames_per_video=fpv, image_size=image_size, eval_fraction=eval_fraction,
-            task=task, rows_per_shard=rows_per_shard, overwrite=overwrite,
+            task=task, rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, overwrite=overwrite,
             created_by=shlex.join(command), progress=progress, on_bad=on_bad, pool=pool,
         )
     finally:
@@ -881,7 +882,8 @@ def import_manifest(
 
 def _write_corpus(
     manifest: Path, out: Path, scan: ManifestScan, *, frames_per_video: int, image_size: int,
-    eval_fraction: float, task: str, rows_per_shard: int, overwrite: bool, created_by: str, progress: bool,
+    eval_fraction: float, task: str, rows_per_shard: int, row_group_rows: int, overwrite: bool, created_by: str,
+    progress: bool,
     on_bad: str, pool: _Pool | None,
 ) -> tuple[dict, int, list[dict]]:
     """Pass 2 of `import_manifest`: stream the manifest again and write every row, in manifest
@@ -915,6 +917,7 @@ def _write_corpus(
         privileged_features=scan.privileged_features,
         features=scan.features,
         rows_per_shard=rows_per_shard,
+        row_group_rows=row_group_rows,
         overwrite=overwrite,
         created_by=created_by,
     ) as writer, tqdm(total=scan.samples - len(scan.skipped), desc="import", unit=" videos" if fpv else " rows",

@@ -160,13 +160,14 @@ class XVLMConfig:
               text_model_path: str | os.PathLike | None = None, classes: list[str] | None = None,
               hidden_size: int = HIDDEN_SIZE, num_layers: int = NUM_LAYERS, num_heads: int = NUM_HEADS,
               patch_size: int = PATCH_SIZE, max_length: int = MAX_LENGTH, fusion_layers: int = FUSION_LAYERS,
-              feature_hidden: int = 32, head_hidden: int = 64, dropout: float = 0.1) -> XVLMConfig:
+              feature_hidden: int = 32, head_hidden: int = 64, dropout: float | None = None) -> XVLMConfig:
         """A config for a corpus: backbones of the given sizes, or the configs of local pretrained folders.
 
         `hidden_size`, `num_layers`, `num_heads` size the fresh ViT and BERT; the fusion layers use
         `hidden_size` too (pretrained backbones of another width are projected to it). `vocab_size` is the
         tokenizer's size for a fresh BERT; with `text_model_path` the folder's vocabulary is used (the
-        tokenizer must be that folder's) and `vocab_size` may be None.
+        tokenizer must be that folder's) and `vocab_size` may be None. `dropout` None keeps the heads'
+        0.1 and the backbones' own probabilities; a number sets all of them (0: no dropout anywhere).
         """
         vision_config: dict[str, Any] = {}
         if frames_per_video and vision_model_path is not None:
@@ -186,12 +187,20 @@ class XVLMConfig:
             if not vocab_size:
                 raise ValueError(f"expected vocab_size > 0 for a freshly initialized text encoder, got {vocab_size}")
             text_config = bert_config_dict(vocab_size, hidden_size, num_layers, num_heads, max_length)
+        if dropout is not None:
+            vision_config, text_config = with_dropout(vision_config, dropout), with_dropout(text_config, dropout)
         return cls(num_classes=num_classes, classes=list(classes or []), frames_per_video=frames_per_video,
                    image_size=image_size, has_text=has_text, max_length=max_length,
                    vision_config=vision_config, text_config=text_config, fusion_hidden=hidden_size,
                    fusion_layers=fusion_layers, fusion_heads=num_heads, feature_names=list(feature_names),
                    feature_mean=[float(m) for m in feature_mean], feature_std=[float(s) for s in feature_std],
-                   feature_hidden=feature_hidden, head_hidden=head_hidden, dropout=dropout)
+                   feature_hidden=feature_hidden, head_hidden=head_hidden, dropout=0.1 if dropout is None else dropout)
+
+
+def with_dropout(config: dict[str, Any], p: float) -> dict[str, Any]:
+    """A Hugging Face config dict with every dropout probability it names set to `p`."""
+    return {k: (p if (k.endswith("dropout_prob") or k in ("dropout", "attention_dropout", "activation_dropout"))
+                and isinstance(v, float) else v) for k, v in config.items()}
 
 
 def _has_type(value: Any, annotation: str) -> bool:

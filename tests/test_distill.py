@@ -1,4 +1,4 @@
-"""`cpfd distill` end to end through the CLI: the student stage of DESIGN.md 2, 4.6 and 5.
+"""`cpfd distill` end to end through the CLI: the student stage of docs/method.md.
 
 A tiny teacher is trained and dumped once (train and eval splits), then its folder is deleted:
 everything here runs from the corpus and the dump alone, as the design says the student stage must.
@@ -147,9 +147,9 @@ def test_teacher_columns_arrive_aligned_with_the_corpus_rows(corpus, dump, tmp_p
     batches = []
     real_loss = distill_module.cpfd_loss
 
-    def spy(student_logits, teacher_logits, labels, alpha, temperature):
+    def spy(student_logits, teacher_logits, labels, alpha, temperature, **kw):
         batches.append((teacher_logits.detach().cpu(), labels.cpu()))  # on the GPU under --device auto
-        return real_loss(student_logits, teacher_logits, labels, alpha, temperature)
+        return real_loss(student_logits, teacher_logits, labels, alpha, temperature, **kw)
 
     monkeypatch.setattr(distill_module, "cpfd_loss", spy)
     ok("distill", corpus.path, dump, "--out", tmp_path / "s", "--mapping", "constant", "--alpha", "0.5", *FAST)
