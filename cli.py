@@ -478,7 +478,7 @@ def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
 
     Example:
 
-        cpfd evaluate runs/baseline runs/corpus --out runs/baseline/predictions.parquet
+        cpfd evaluate runs/baseline runs/corpus --out runs/baseline_predictions.parquet
     """
     need(model, "model folder")
     need(corpus, "corpus directory")

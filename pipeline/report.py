@@ -239,7 +239,8 @@ def figure_teacher_loss(groups: dict, classes: list[str], path: Path, title: str
         ax.set_xscale("log")
         ax.set_title(f"label {name}")
         ax.set_xlabel("teacher loss")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a class with no eval rows has nothing to label
+            ax.legend(fontsize=8)
     axes[0][0].set_ylabel("density")
     fig.suptitle(title)
     fig.tight_layout()
@@ -276,7 +277,8 @@ def figure_loss_by_truth(dumps: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_title(title)
         ax.set_xlabel("teacher loss on train-split rows")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     axes[0][0].set_ylabel("density")
     fig.tight_layout()
     save_figure(fig, path)
