@@ -340,14 +340,16 @@ def weighted(batches, steps: int, fallback) -> Iterator[dict]:
         steps -= 1
 
 
-def make_loader(dataset: CorpusBatches, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+def make_loader(dataset: CorpusBatches, num_workers: int = 0, pin_memory: bool = False,
+                ranks: int | None = None) -> DataLoader:
     """A DataLoader over pre-batched data: workers decode frames and tokenize in parallel.
 
     `pin_memory` (for a CUDA device) hands out batches in page-locked memory, so that their
     non-blocking copies to the GPU (`pipeline.scoring.to_device`) overlap with compute.
     Warns (once, here in the parent, not in every worker every epoch) when ranks x workers
-    outnumber the row groups: some of them would idle."""
-    parts = rank_and_world()[1] * max(num_workers, 1)
+    outnumber the row groups: some of them would idle. `ranks` is how many processes share the
+    dataset's row groups (default: the torchrun world; 1 for units that are this process's alone)."""
+    parts = (rank_and_world()[1] if ranks is None else ranks) * max(num_workers, 1)
     if parts > len(dataset.units):
         warnings.warn(f"{parts} ranks x DataLoader workers share {len(dataset.units)} row groups of the "
                       f"{dataset.split} split: some will idle (write the corpus with a smaller --row-group-rows; docs/scaling.md)",

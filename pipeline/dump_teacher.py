@@ -264,7 +264,7 @@ def scored_in_workers(scorer: TeacherScorer, corpus: Corpus, units: list[WorkUni
     interleave: each is scored as it comes, its logits kept (a few floats a row, not the batch)
     until its unit is complete, and units are handed on in order."""
     dataset = CollatedUnits(corpus, units, columns, scorer.collator, scorer.batch_size)
-    stream = iter(make_loader(dataset, num_workers, pin_memory=scorer.device.type == "cuda"))
+    stream = iter(make_loader(dataset, num_workers, pin_memory=scorer.device.type == "cuda", ranks=1))  # units: this worker's
     started: dict[int, dict] = {}
     for index in range(len(units)):
         while index not in started or len(started[index]["scored"]) < started[index]["pieces"]:
