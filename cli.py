@@ -35,6 +35,9 @@ SPLITS = ("train", "eval")
 # `cpfd --help` lists the commands in the order a user runs them.
 PIPELINE_ORDER = ["synth", "import", "export-manifest", "info", "train-teacher", "train-student", "dump-teacher", "inspect", "query",
                   "calibrate", "distill", "evaluate", "predict", "experiment"]
+# The commands that split their work over the processes of a torchrun job; any other would run once
+# per process, each writing the same output.
+UNDER_TORCHRUN = ["train-teacher", "train-student", "dump-teacher", "distill"]
 
 
 def cpfd_version() -> str:
@@ -60,6 +63,13 @@ class CpfdGroup(click.Group):
     def parse_args(self, ctx, args):
         ctx.meta["cpfd.argv"] = list(args)  # recorded in training.json and dump manifests
         return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and name not in UNDER_TORCHRUN:
+            raise CpfdError(f"cpfd {name} runs as one process, not under torchrun; only "
+                            f"{', '.join(UNDER_TORCHRUN)} split their work over a torchrun job's processes")
+        return name, command, rest
 
     def list_commands(self, ctx):
         return sorted(self.commands, key=lambda n: PIPELINE_ORDER.index(n) if n in PIPELINE_ORDER else len(PIPELINE_ORDER))

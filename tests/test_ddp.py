@@ -23,7 +23,7 @@ from cpfd.pipeline.data import CorpusBatches, Inputs, training_rows, weighted
 from cpfd.pipeline.train import weighted_loss
 
 from tests.factories import WEIGHTS_TOLERANCE, layout_corpus, max_weight_difference, run_dump, tiny_corpus
-from tests.invoke import refused
+from tests.invoke import refused, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -166,6 +166,23 @@ def test_a_bad_option_is_said_once_by_rank_zero(tmp_path):
     assert errors(done.stderr) == ["error: rank 0 of 2: --batch-size 7 is the global batch and must divide "
                                        "evenly among the 2 processes of this torchrun job"]
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("command", ["synth", "import", "evaluate", "predict", "calibrate", "experiment"])
+def test_a_command_that_runs_once_is_refused_under_torchrun(command, tmp_path, monkeypatch):
+    """Under torchrun every process would run it and write the same output: one line says so, before
+    anything is read or written; the commands that split their work are not refused there."""
+    from cpfd.cli import UNDER_TORCHRUN, cpfd
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    refused(command, tmp_path / "in", tmp_path / "out",
+            message=f"rank 1 of 2: cpfd {command} runs as one process, not under torchrun")
+    assert list(tmp_path.iterdir()) == []
+    for name in UNDER_TORCHRUN:  # reaches the command (its own usage error), not the refusal
+        result = run(name)
+        assert result.exit_code == 2 and "Missing argument" in result.output, result.output
+    assert set(UNDER_TORCHRUN) < set(cpfd.commands)
 
 
 # ---- cpfd experiment --nproc-per-node ----------------------------------------------------------
