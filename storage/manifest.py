@@ -212,19 +212,22 @@ def _frames(value, err) -> list[str]:
     for f in value:
         if not isinstance(f, str) or not f:
             raise err(f"frames must hold paths (non-empty strings), got {_show(f)}")
-        _check_string(f, f"frame path {_name(f)}", MAX_PATH_BYTES, err)
-        if "\0" in f:
-            raise err(f"frame path {_name(f)} holds a NUL character, which no file name can")
+        _check_path(f, "frame", err)
     return value
 
 
 def _video(value, err) -> str:
     if not isinstance(value, str) or not value:
         raise err(f"video must be the path of one video file (a non-empty string), got {_show(value)}")
-    _check_string(value, f"video path {_name(value)}", MAX_PATH_BYTES, err)
-    if "\0" in value:
-        raise err(f"video path {_name(value)} holds a NUL character, which no file name can")
-    return value
+    return _check_path(value, "video", err)
+
+
+def _check_path(path: str, kind: str, err) -> str:
+    """A file path of a manifest line: a bounded, valid string no file name could refuse."""
+    _check_string(path, f"{kind} path {_name(path)}", MAX_PATH_BYTES, err)
+    if "\0" in path:
+        raise err(f"{kind} path {_name(path)} holds a NUL character, which no file name can")
+    return path
 
 
 def _label(value, require_label: bool, err) -> int | str | None:
