@@ -220,6 +220,14 @@ def _plt():
     return plt
 
 
+def _share_weights(values: np.ndarray) -> np.ndarray:
+    """Histogram weights that make each bar the share of its group's rows in the bin.
+
+    Not `density=True`: on log-spaced bins a density divides by the linear bin width, which
+    flattens the wide high-loss bins where the flipped and misclassified rows lie."""
+    return np.full(len(values), 1.0 / max(len(values), 1))
+
+
 def _log_bins(arrays) -> np.ndarray:
     values = np.concatenate([a for a in arrays if len(a)]) if any(len(a) for a in arrays) else np.array([1e-3, 1.0])
     lo, hi = max(values.min(), 1e-6), max(values.max(), 1e-5)
@@ -234,14 +242,14 @@ def figure_teacher_loss(groups: dict, classes: list[str], path: Path, title: str
         for correct, color in ((True, "tab:green"), (False, "tab:red")):
             losses = groups.get((correct, y), np.zeros(0))
             if len(losses):
-                ax.hist(losses, bins=bins, alpha=0.6, color=color, density=True,
+                ax.hist(losses, bins=bins, weights=_share_weights(losses), alpha=0.6, color=color,
                         label=f"student {'correct' if correct else 'incorrect'} (n={len(losses)})")
         ax.set_xscale("log")
         ax.set_title(f"label {name}")
         ax.set_xlabel("teacher loss")
         if ax.get_legend_handles_labels()[0]:  # a class with no eval rows has nothing to label
             ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("density")
+    axes[0][0].set_ylabel("share of the group's rows")
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
@@ -273,13 +281,13 @@ def figure_loss_by_truth(dumps: dict, path: Path) -> None:
     for ax, (title, groups) in zip(axes[0], dumps.items()):
         for key, losses in groups.items():
             if len(losses):
-                ax.hist(losses, bins=bins, alpha=0.5, density=True, label=f"{key} (n={len(losses)})")
+                ax.hist(losses, bins=bins, weights=_share_weights(losses), alpha=0.5, label=f"{key} (n={len(losses)})")
         ax.set_xscale("log")
         ax.set_title(title)
         ax.set_xlabel("teacher loss on train-split rows")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("density")
+    axes[0][0].set_ylabel("share of the group's rows")
     fig.tight_layout()
     save_figure(fig, path)
 
