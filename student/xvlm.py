@@ -438,7 +438,31 @@ def copy_backbone_weights(path: str | os.PathLike, backbone: nn.Module) -> None:
     backbone.load_state_dict({key: source[key] for key in target})
 
 
-class XVLMForClassification(nn.Module):
+class PreTrainedClassifier(nn.Module):
+    """What X-VLM and DF-X-VLM share, as Hugging Face's PreTrainedModel does for its models: the
+    model folder (`save_pretrained` / `from_pretrained`), loading pretrained backbones into
+    `self.encoder`, and counting parameters. Subclasses set `config_class` and build `encoder`."""
+
+    config_class = XVLMConfig
+    encoder: XVLMEncoder
+
+    def load_pretrained_backbones(self, vision_model_path: str | os.PathLike | None = None,
+                                  text_model_path: str | os.PathLike | None = None) -> None:
+        self.encoder.load_pretrained_backbones(vision_model_path, text_model_path)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        save_model_folder(directory, self.config.to_dict(), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu"):
+        """The model saved in `directory` (a folder `save_pretrained` wrote), on `device`."""
+        return load_model_folder(cls, directory, device)
+
+
+class XVLMForClassification(PreTrainedClassifier):
     """X-VLM with a classification head: `forward(batch) -> XVLMOutput(logits, pooled)`."""
 
     config_class = XVLMConfig
@@ -453,17 +477,3 @@ class XVLMForClassification(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> XVLMOutput:
         pooled = self.encoder(batch)  # (B, H)
         return XVLMOutput(logits=self.head(pooled), pooled=pooled)
-
-    def load_pretrained_backbones(self, vision_model_path: str | os.PathLike | None = None,
-                                  text_model_path: str | os.PathLike | None = None) -> None:
-        self.encoder.load_pretrained_backbones(vision_model_path, text_model_path)
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        save_model_folder(directory, self.config.to_dict(), self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu") -> XVLMForClassification:
-        return load_model_folder(cls, directory, device)

@@ -18,21 +18,19 @@ stored statistics, NaN -> 0 plus a missing indicator).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from cpfd.student.xvlm import (
     ClassificationHead,
     DenseFeatureBranch,
+    PreTrainedClassifier,
     XVLMConfig,
     XVLMEncoder,
     XVLMOutput,
 )
-from cpfd.storage.model_folder import load_model_folder, save_model_folder
 
 
 @dataclass
@@ -66,7 +64,7 @@ class DFXVLMConfig(XVLMConfig):
                    privileged_std=[float(s) for s in privileged_std], df_hidden=df_hidden)
 
 
-class DFXVLMForClassification(nn.Module):
+class DFXVLMForClassification(PreTrainedClassifier):
     """DF-X-VLM: `forward(batch) -> XVLMOutput(logits, pooled)`; `batch` must hold `privileged`."""
 
     config_class = DFXVLMConfig
@@ -87,17 +85,3 @@ class DFXVLMForClassification(nn.Module):
         dense = self.df_branch(batch["privileged"])  # (B, Hdf)
         pooled = torch.cat([xvlm, dense], dim=-1)  # (B, H + Hdf)
         return XVLMOutput(logits=self.head(pooled), pooled=pooled)
-
-    def load_pretrained_backbones(self, vision_model_path: str | os.PathLike | None = None,
-                                  text_model_path: str | os.PathLike | None = None) -> None:
-        self.encoder.load_pretrained_backbones(vision_model_path, text_model_path)
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        save_model_folder(directory, self.config.to_dict(), self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu") -> DFXVLMForClassification:
-        return load_model_folder(cls, directory, device)
