@@ -142,7 +142,8 @@ def alpha_summary(root: Path, seeds: int) -> dict:
             c = compare(labels, rows[a_name][1], rows[b_name][1], thresholds_a=rows[a_name][2],
                         thresholds_b=rows[b_name][2], replicates=1000, seed=0)
             found[label] = {m: {"mean": v["seeds"]["mean"], "seed_interval": v["seeds"]["interval"],
-                                "row_interval": v["rows"]["interval"], "verdict": v["verdict"]}
+                                "row_interval": v["rows"]["interval"], "verdict": v["verdict"],
+                                "a": float(np.mean(v["a"])), "b": float(np.mean(v["b"]))}
                             for m, v in c["metrics"].items()}
         out[f"{a:g}"] = found
     return out
@@ -154,6 +155,9 @@ def figure(path: Path, xs, series: dict, xlabel: str, title: str, log_x: bool = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    series = {label: points for label, points in series.items() if any(points)}
+    if not series:  # no point of this map has run yet
+        return
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, points in series.items():
         ys = [p["mean"] if p else np.nan for p in points]
@@ -172,6 +176,81 @@ def figure(path: Path, xs, series: dict, xlabel: str, title: str, log_x: bool = 
     plt.close(fig)
 
 
+def cell(g: dict | None) -> str:
+    """'+0.0290 [-0.003, +0.061] [+0.010, +0.047] inconclusive': the mean paired difference, its 95%
+    intervals over seeds and over eval rows, and the verdict (bold when resolved)."""
+    if not g:
+        return "-"
+
+    def interval(i):
+        return f"[{i[0]:+.3f}, {i[1]:+.3f}]" if i else "[n/a]"
+
+    verdict = g["verdict"] if g["verdict"] == "inconclusive" else f"**{g['verdict']}**"
+    return f"{g['mean']:+.4f} {interval(g['seed_interval'])} {interval(g['row_interval'])} {verdict}"
+
+
+COLUMNS = (("PFD - X-VLM", "PFD vs X-VLM"), ("CPFD - X-VLM", "CPFD vs X-VLM"), ("CPFD - PFD", "CPFD vs PFD"))
+
+
+def point_table(title: str, key: str, rows: list[tuple[str, dict | None]], metric: str = "roc_auc") -> list[str]:
+    """One markdown table: a row per map point, the baseline's and teacher's metric, then the gains."""
+    lines = [f"### {title}", "", f"| {key} | X-VLM | teacher | " + " | ".join(c for c, _ in COLUMNS) + " |",
+             "|---" * (3 + len(COLUMNS)) + "|"]
+    for name, point in rows:
+        if point is None:
+            lines.append(f"| {name} | not run |" + " |" * (1 + len(COLUMNS)))
+            continue
+        models = point["models"]
+        base, teacher = models["X-VLM"][metric][0], models["DF-X-VLM (teacher)"][metric][0]
+        gains = [cell(point["gains"].get(label, {}).get(metric)) for _, label in COLUMNS]
+        lines.append(f"| {name} | {base:.4f} | {teacher:.4f} | " + " | ".join(gains) + " |")
+    return lines + [""]
+
+
+def cpfd_ahead(summary: dict) -> list[str]:
+    """Every point and metric where CPFD - PFD has an interval (over seeds or over rows) above 0."""
+    found = []
+    named = [(f"preset {p}", v) for p, v in summary["presets"].items()]
+    named += [(f"story {story}, strength {s}", v) for story, points in summary["strength"].items() for s, v in points.items()]
+    named += [(f"{n} training videos", v) for n, v in summary["size"].items()]
+    for name, point in named:
+        for label in ("CPFD vs PFD", "CPFD vs PFD at its mean alpha", "cross-fitted CPFD vs cross-fitted PFD"):
+            for metric, g in ((point or {}).get("gains", {}).get(label) or {}).items():
+                above = [which for which, i in (("seeds", g["seed_interval"]), ("rows", g["row_interval"])) if i and i[0] > 0]
+                if above:
+                    found.append(f"- {name}, {label}, {metric}: {cell(g)} (above 0 over {' and '.join(above)})")
+    for a, point in summary["alpha"].items():
+        for metric, g in point["CPFD vs PFD at the same mean alpha"].items():
+            above = [which for which, i in (("seeds", g["seed_interval"]), ("rows", g["row_interval"])) if i and i[0] > 0]
+            if above:
+                found.append(f"- alpha sweep at {a}, CPFD vs PFD at the same mean alpha, {metric}: {cell(g)} "
+                             f"(above 0 over {' and '.join(above)})")
+    return found or ["- nowhere among the points that have run"]
+
+
+def summary_markdown(summary: dict) -> str:
+    """The map's tables (ROC AUC; cells: mean paired difference, 95% interval over seeds, over eval
+    rows, verdict), the alpha sweep, and where CPFD is ahead of PFD."""
+    lines = ["# Maps (benchmarks/maps.py)", "",
+             "ROC AUC of X-VLM and the teacher (mean over seeds); differences as mean [95% interval over seeds] "
+             "[95% paired bootstrap interval over eval rows] verdict.", ""]
+    lines += point_table("Presets", "preset", list(summary["presets"].items()))
+    for story, points in summary["strength"].items():
+        lines += point_table(f"Privileged strength, story {story} (task1)", "strength", list(points.items()))
+    lines += point_table("Training-set size (task1)", "training videos", list(summary["size"].items()))
+    lines += ["### PFD's alpha swept, CPFD (threshold) at the same mean alpha (task1, latent, S = 1)", "",
+              "| alpha | PFD | CPFD | PFD - X-VLM | CPFD - X-VLM | CPFD - PFD at the same mean alpha |",
+              "|---|---|---|---|---|---|"]
+    for a, point in summary["alpha"].items():
+        pfd, cpfd_ = point["PFD vs X-VLM"]["roc_auc"], point["CPFD vs X-VLM"]["roc_auc"]
+        lines.append(f"| {a} | {pfd['a']:.4f} | {cpfd_['a']:.4f} | {cell(pfd)} | {cell(cpfd_)} | "
+                     f"{cell(point['CPFD vs PFD at the same mean alpha']['roc_auc'])} |")
+    if not summary["alpha"]:
+        lines.append("| not run | | | | | |")
+    lines += ["", "### Where CPFD is ahead of PFD with an interval above 0 (any metric)", "", *cpfd_ahead(summary), ""]
+    return "\n".join(lines)
+
+
 def summarize(root: Path, seeds: int) -> dict:
     def load(folder: Path):
         report = folder / "report.json"
@@ -183,6 +262,7 @@ def summarize(root: Path, seeds: int) -> dict:
                "size": {str(n): load(root / "size" / f"n{n}") for n in SIZES},
                "alpha": alpha_summary(root, seeds)}
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    (root / "summary.md").write_text(summary_markdown(summary))
 
     def roc(point, label):
         return (point or {}).get("gains", {}).get(label, {}).get("roc_auc")
@@ -212,6 +292,8 @@ def main() -> None:
     parser.add_argument("--only", default="presets,strength,size,alpha")
     parser.add_argument("--summary", action="store_true", help="only summarize what is there")
     args = parser.parse_args()
+    if args.summary and not args.out.is_dir():
+        parser.error(f"--out {args.out}: no such folder; run the maps first")
     only = set(args.only.split(","))
     if not args.summary:
         print(f"# {' '.join(sys.argv)}   ({os.cpu_count()} CPUs, {args.jobs} experiments at a time, 1 thread each)")
@@ -221,7 +303,7 @@ def main() -> None:
         if "alpha" in only:
             alpha_sweep(args.out, args.seeds)
     summarize(args.out, args.seeds)
-    print(f"wrote {args.out / 'summary.json'} and the figures")
+    print(f"wrote {args.out / 'summary.json'}, {args.out / 'summary.md'} and the figures")
 
 
 if __name__ == "__main__":
