@@ -159,14 +159,19 @@ def figure(path: Path, xs, series: dict, xlabel: str, title: str, log_x: bool = 
     if not series:  # no point of this map has run yet
         return
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for label, points in series.items():
+    xs = np.asarray(xs, dtype=float)
+    span = np.log(xs.max() / xs.min()) if log_x else xs.max() - xs.min()
+    for i, (label, points) in enumerate(series.items()):
         ys = [p["mean"] if p else np.nan for p in points]
         lo = [p["mean"] - p["seed_interval"][0] if p and p["seed_interval"] else 0 for p in points]
         hi = [p["seed_interval"][1] - p["mean"] if p and p["seed_interval"] else 0 for p in points]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+        shift = 0.012 * span * (i - (len(series) - 1) / 2)  # side by side, so the intervals do not hide each other
+        ax.errorbar(xs * np.exp(shift) if log_x else xs + shift, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
     ax.axhline(0, color="grey", lw=0.8)
     if log_x:
         ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("ROC AUC gain over X-VLM (95% interval over seeds)")
     ax.set_title(title, fontsize=9)
