@@ -214,22 +214,19 @@ def point_table(title: str, key: str, rows: list[tuple[str, dict | None]], metri
 
 def cpfd_ahead(summary: dict) -> list[str]:
     """Every point and metric where CPFD - PFD has an interval (over seeds or over rows) above 0."""
+    pairs = [(f"preset {p}", v) for p, v in summary["presets"].items()]
+    pairs += [(f"story {story}, strength {s}", v) for story, points in summary["strength"].items() for s, v in points.items()]
+    pairs += [(f"{n} training videos", v) for n, v in summary["size"].items()]
+    compared = [(f"{name}, {label}", (point or {}).get("gains", {}).get(label) or {}) for name, point in pairs
+                for label in ("CPFD vs PFD", "CPFD vs PFD at its mean alpha", "cross-fitted CPFD vs cross-fitted PFD")]
+    compared += [(f"alpha sweep at {a}, CPFD vs PFD at the same mean alpha", point["CPFD vs PFD at the same mean alpha"])
+                 for a, point in summary["alpha"].items()]
     found = []
-    named = [(f"preset {p}", v) for p, v in summary["presets"].items()]
-    named += [(f"story {story}, strength {s}", v) for story, points in summary["strength"].items() for s, v in points.items()]
-    named += [(f"{n} training videos", v) for n, v in summary["size"].items()]
-    for name, point in named:
-        for label in ("CPFD vs PFD", "CPFD vs PFD at its mean alpha", "cross-fitted CPFD vs cross-fitted PFD"):
-            for metric, g in ((point or {}).get("gains", {}).get(label) or {}).items():
-                above = [which for which, i in (("seeds", g["seed_interval"]), ("rows", g["row_interval"])) if i and i[0] > 0]
-                if above:
-                    found.append(f"- {name}, {label}, {metric}: {cell(g)} (above 0 over {' and '.join(above)})")
-    for a, point in summary["alpha"].items():
-        for metric, g in point["CPFD vs PFD at the same mean alpha"].items():
+    for name, metrics in compared:
+        for metric, g in metrics.items():
             above = [which for which, i in (("seeds", g["seed_interval"]), ("rows", g["row_interval"])) if i and i[0] > 0]
             if above:
-                found.append(f"- alpha sweep at {a}, CPFD vs PFD at the same mean alpha, {metric}: {cell(g)} "
-                             f"(above 0 over {' and '.join(above)})")
+                found.append(f"- {name}, {metric}: {cell(g)} (above 0 over {' and '.join(above)})")
     return found or ["- nowhere among the points that have run"]
 
 
