@@ -186,6 +186,8 @@ def cell(g: dict | None) -> str:
     intervals over seeds and over eval rows, and the verdict (bold when resolved)."""
     if not g:
         return "-"
+    if g["mean"] is None:  # the metric is undefined on this point's eval rows (one class only)
+        return "n/a"
 
     def interval(i):
         return f"[{i[0]:+.3f}, {i[1]:+.3f}]" if i else "[n/a]"
