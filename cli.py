@@ -22,9 +22,9 @@ from pathlib import Path
 
 import click
 
-from cpfd.pipeline.options import EXPERIMENT_LR
-from cpfd.pipeline.options import ExperimentOptions, ModelOptions, TrainOptions
-from cpfd.pipeline.synth import PRESETS, STORIES
+from cpfd.experiment.options import EXPERIMENT_LR, ExperimentOptions
+from cpfd.pipeline.options import ModelOptions, TrainOptions
+from cpfd.experiment.synth import PRESETS, STORIES
 from cpfd.storage.errors import CpfdError, CpfdWarning, FailedOnMain
 from cpfd.student.mappings import MAPPINGS, param_help, param_names
 
@@ -234,7 +234,7 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
 
         cpfd synth runs/task3 --preset task3 --seed 1
     """
-    from cpfd.pipeline.synth import write_synthetic_corpus
+    from cpfd.experiment.synth import write_synthetic_corpus
 
     meta = write_synthetic_corpus(
         out, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seed=seed,
@@ -332,7 +332,7 @@ def info(path, as_json):
 
         cpfd info runs/corpus
     """
-    from cpfd.pipeline.info import describe, format_description
+    from cpfd.storage.info import describe, format_description
 
     description = describe(path)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
@@ -788,8 +788,8 @@ def experiment(out, corpus, preset, train_samples, eval_samples, story, privileg
         given = ", ".join(k for k, v in synthetic.items() if v is not None)
         raise CpfdError(f"{given} describe the synthetic corpus, which --corpus replaces; leave them out")
     need(corpus, "corpus directory")
-    from cpfd.pipeline.experiment import run_experiment
-    from cpfd.pipeline.report import format_experiment_summary
+    from cpfd.experiment.run import run_experiment
+    from cpfd.experiment.report import format_experiment_summary
 
     if quiet:
         silence_progress_of_libraries()

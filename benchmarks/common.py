@@ -150,7 +150,7 @@ def corpus_name(preset: str, train_samples: int | None, eval_samples: int | None
 def ensure_corpus(workdir: Path, preset: str = "task1", train_samples: int | None = None,
                   eval_samples: int | None = None, seed: int = 0) -> Path:
     """`cpfd synth WORKDIR/corpus-... --preset P [--train-samples N] [--eval-samples N] --seed S`, once."""
-    from cpfd.pipeline.synth import write_synthetic_corpus
+    from cpfd.experiment.synth import write_synthetic_corpus
 
     path = Path(workdir) / corpus_name(preset, train_samples, eval_samples, seed)
     if not (path / "corpus.json").exists():

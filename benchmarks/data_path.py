@@ -119,7 +119,7 @@ def model_options(size: str, workdir: Path) -> dict:
 
 
 def ensure_corpus(path: Path, train: int, row_group: int, image: int) -> Path:
-    from cpfd.pipeline.synth import write_synthetic_corpus
+    from cpfd.experiment.synth import write_synthetic_corpus
 
     if not (path / "corpus.json").exists():
         write_synthetic_corpus(path, preset="task1", train_samples=train, eval_samples=max(train // 8, 16),

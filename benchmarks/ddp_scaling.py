@@ -60,7 +60,7 @@ def main() -> None:
     counts = [int(n) for n in args.nproc.split(",")]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
-    from cpfd.pipeline.synth import write_synthetic_corpus
+    from cpfd.experiment.synth import write_synthetic_corpus
 
     corpus = args.workdir / "corpus-task1-rg64"
     if not (corpus / "corpus.json").exists():

@@ -112,7 +112,7 @@ def gains(report: dict) -> dict:
 
 
 def alpha_summary(root: Path, seeds: int) -> dict:
-    from cpfd.pipeline.stats import compare
+    from cpfd.experiment.stats import compare
 
     def probs(path):
         import pyarrow.parquet as pq

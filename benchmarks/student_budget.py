@@ -41,7 +41,7 @@ def ceiling(corpus: Path) -> float:
     from sklearn.metrics import roc_auc_score
 
     from cpfd.pipeline.data import training_rows, validation_rows
-    from cpfd.pipeline.synth import read_truth
+    from cpfd.experiment.synth import read_truth
     from cpfd.storage.corpus import Corpus
 
     truth = read_truth(corpus).to_pandas()

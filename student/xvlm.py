@@ -48,7 +48,7 @@ from transformers import AutoConfig, AutoModel, BertConfig, ViTConfig
 
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import describe_differences, load_model_folder, one_line, save_model_folder
-from cpfd.student.sizes import FUSION_LAYERS, HIDDEN_SIZE, MAX_LENGTH, NUM_HEADS, NUM_LAYERS, PATCH_SIZE, VOCAB_SIZE
+from cpfd.pipeline.sizes import FUSION_LAYERS, HIDDEN_SIZE, MAX_LENGTH, NUM_HEADS, NUM_LAYERS, PATCH_SIZE, VOCAB_SIZE
 
 
 # ----------------------------------------------------------------------------------------------

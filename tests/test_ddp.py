@@ -207,7 +207,7 @@ def test_experiment_hands_each_training_to_torchrun_with_its_options(tmp_path, m
     """--nproc-per-node 2: each training and dump is `torchrun --nproc-per-node 2 -m cpfd.cli ...`; here
     each such command runs in this process instead, so the experiment's result shows its arguments
     were right."""
-    import cpfd.pipeline.experiment as experiment_module
+    import cpfd.experiment.run as experiment_module
     from tests.invoke import ok, run
 
     commands = []

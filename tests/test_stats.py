@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from cpfd.pipeline.stats import (
+from cpfd.experiment.stats import (
     StatsError,
     average_precision_rows,
     bootstrap_counts,

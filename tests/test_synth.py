@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cpfd.cli import cpfd
-from cpfd.pipeline.synth import (
+from cpfd.experiment.synth import (
     CONSEQUENCE_LATENTS,
     FEATURES,
     MIN_VIEWS_FOR_RATES,
@@ -179,7 +179,7 @@ def test_frames_decode_as_png_of_the_requested_size_and_count(tmp_path):
 
 
 def test_text_comes_from_the_vocabulary(tmp_path):
-    from cpfd.pipeline.synth import VOCAB
+    from cpfd.experiment.synth import VOCAB
 
     rows = rows_of(write(tmp_path / "c", train_samples=200), "train")
     assert all(3 <= len(r["title"].split()) <= 10 for r in rows)
@@ -365,7 +365,7 @@ def test_consequence_reports_react_to_the_true_label_not_the_stored_one():
 
 @pytest.mark.parametrize("story", STORIES)
 def test_the_truth_file_matches_the_corpus_rows(tmp_path, story, monkeypatch):
-    import cpfd.pipeline.synth as synth
+    import cpfd.experiment.synth as synth
 
     monkeypatch.setattr(synth, "TRUTH_ROW_GROUP_ROWS", 300)  # several row groups: written incrementally
     corpus = write(tmp_path / "c", preset="task5", train_samples=1500, eval_samples=300, story=story,
@@ -397,7 +397,7 @@ def test_the_truth_file_matches_the_corpus_rows(tmp_path, story, monkeypatch):
 
 
 def test_the_truth_file_is_committed_before_corpus_json_and_never_left_half_written(tmp_path, monkeypatch):
-    import cpfd.pipeline.synth as synth
+    import cpfd.experiment.synth as synth
 
     seen = []
     close = synth.CorpusWriter.close

@@ -25,8 +25,8 @@ feature, and gives the five presets.
     write_synthetic_corpus(out, preset="task3", seed=1)      # what `cpfd synth` calls
     write_synthetic_corpus(out, story="consequence", privileged_strength=2.0)
     read_truth(out)                                          # true labels, flips, latents (analysis only)
-    python -m cpfd.pipeline.synth                            # oracle ROC AUCs per preset (the doc's table)
-    python -m cpfd.pipeline.synth strengths                  # ... per story and strength (task1, task5)
+    python -m cpfd.experiment.synth                            # oracle ROC AUCs per preset (the doc's table)
+    python -m cpfd.experiment.synth strengths                  # ... per story and strength (task1, task5)
 
 Rows are drawn in fixed chunks of CHUNK_ROWS, each from its own random stream keyed by (seed,
 preset, split, chunk index), and written one at a time through `CorpusWriter` (and the truth
@@ -1026,8 +1026,8 @@ def _row(r: dict, names) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m cpfd.pipeline.synth [n_train n_eval seed]`: the per-preset oracle table of
-    docs/synthetic.md; `python -m cpfd.pipeline.synth strengths [n_train n_eval seed]`: the
+    """`python -m cpfd.experiment.synth [n_train n_eval seed]`: the per-preset oracle table of
+    docs/synthetic.md; `python -m cpfd.experiment.synth strengths [n_train n_eval seed]`: the
     per-story, per-strength table (STRENGTH_PRESETS x STORIES x STRENGTHS)."""
     argv = sys.argv[1:] if argv is None else argv
     strengths = bool(argv) and argv[0] == "strengths"

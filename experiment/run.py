@@ -48,7 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cpfd.pipeline.options import ExperimentOptions, ModelOptions, TrainOptions, check_experiment_options, command_line
+from cpfd.experiment.options import ExperimentOptions, check_experiment_options
+from cpfd.experiment.report import eval_paths, write_report
+from cpfd.pipeline.options import ModelOptions, TrainOptions, command_line
 from cpfd.pipeline.stages import evaluate_model, train_model
 from cpfd.storage.atomic import atomic_write_json
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
@@ -60,11 +62,6 @@ from cpfd.student.cpfd import alpha_from_loss
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def eval_paths(seed_dir: Path, name: str) -> tuple[Path, Path]:
-    """Where a model's eval-split metrics (JSON) and predictions (Parquet) go in an experiment folder."""
-    return seed_dir / "eval" / f"{name}.json", seed_dir / "eval" / f"{name}.parquet"
 
 
 def mean_alpha(dump_dir: Path, mapping: str, params: dict) -> float:
@@ -135,7 +132,7 @@ class Experiment:
         path = self.out / "corpus"
         if (path / CORPUS_JSON).exists():
             return Corpus(path)
-        from cpfd.pipeline.synth import write_synthetic_corpus
+        from cpfd.experiment.synth import write_synthetic_corpus
 
         say(f"synthesizing corpus {path} (preset {o.preset}, story {o.story}, privileged strength {o.privileged_strength:g})")
         # Under torchrun each process x worker needs row groups of its own (the default row group
@@ -305,8 +302,6 @@ class Experiment:
                     + (3 + 1 + per_mapping if o.cross_fit else 0))
         self.steps_total = o.seeds * per_seed
         results = {seed: self.run_seed(seed) for seed in range(o.seeds)}
-
-        from cpfd.pipeline.report import write_report
 
         say("writing the report")
         return write_report(self.out, corpus, o, results, self.model_options, self.train_options, self.command)

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from cpfd.pipeline.experiment import eval_paths
 from cpfd.storage.atomic import atomic_write_bytes, atomic_write_json
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.dump import read_dump_columns
@@ -38,6 +37,11 @@ EVAL_KEYS = {"roc_auc": "roc_auc", "pr_auc": "pr_auc", "f1_val": "f1_at_val_thre
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers
 # ---------------------------------------------------------------------------------------------
+
+def eval_paths(seed_dir: Path, name: str) -> tuple[Path, Path]:
+    """Where a model's eval-split metrics (JSON) and predictions (Parquet) go in an experiment folder."""
+    return seed_dir / "eval" / f"{name}.json", seed_dir / "eval" / f"{name}.parquet"
+
 
 def summarize(values: list) -> dict:
     """Mean, sample standard deviation (None for one seed), and the values themselves."""
@@ -165,7 +169,7 @@ def teacher_loss_by_outcome(dump_dir: Path, predictions: dict, threshold: float 
 def student_ceiling(corpus: Corpus, val_fraction: float) -> float | None:
     """The student's ceiling on a synthetic corpus: ROC AUC on the eval split of a logistic regression
     on the three visible latents, fitted on the training rows (docs/synthetic.md). None otherwise."""
-    from cpfd.pipeline.synth import read_truth
+    from cpfd.experiment.synth import read_truth
 
     truth = read_truth(corpus.path) if corpus.num_classes == 2 else None
     if truth is None or not {"latent_object", "latent_motion", "latent_text"} <= set(truth.column_names):
@@ -189,7 +193,7 @@ def student_ceiling(corpus: Corpus, val_fraction: float) -> float | None:
 def train_loss_by_truth(dump_dir: Path, corpus: Corpus) -> dict:
     """The train-split teacher loss by label and, when the synthetic truth file says, by whether the
     stored label was flipped from the true one (for analysis only: no model ever reads it)."""
-    from cpfd.pipeline.synth import read_truth
+    from cpfd.experiment.synth import read_truth
 
     dump = read_dump_columns(dump_dir, ["sample_id", "label", "teacher_loss"])
     labels, loss = dump.column("label").to_numpy(), dump.column("teacher_loss").to_numpy().astype(np.float64)
@@ -321,7 +325,7 @@ def comparisons_to_make(options, names: set) -> list[tuple[str, str, str]]:
 
 def run_comparisons(out: Path, seeds: list[int], results: dict, pairs, replicates: int) -> dict:
     """Paired statistics of each pair over seeds and eval rows (`pipeline.stats.compare`)."""
-    from cpfd.pipeline.stats import compare
+    from cpfd.experiment.stats import compare
 
     found = {}
     for label, a, b in pairs:
@@ -337,7 +341,7 @@ def run_comparisons(out: Path, seeds: list[int], results: dict, pairs, replicate
 
 def write_report(out: Path, corpus: Corpus, options, results: dict, model_options, train_options, command: str) -> dict:
     """Write report.json, report.md and the figures; return the report dict."""
-    from cpfd.pipeline.stats import format_comparison
+    from cpfd.experiment.stats import format_comparison
 
     seeds = sorted(results)
     seed0 = out / f"seed-{seeds[0]}"
