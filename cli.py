@@ -430,13 +430,13 @@ def train_teacher(corpus, folds, out, overwrite, resume, **kw):
     """
     need(corpus, "corpus directory")
     from cpfd.pipeline.distributed import process_group
-    from cpfd.pipeline.stages import train_model
     from cpfd.pipeline.train import format_training_summary
+    from cpfd.teacher.train import train_teacher as run_train_teacher
 
     model_options, train_options = split_training_options(kw)
     with process_group(train_options.device):
         if folds:
-            from cpfd.pipeline.crossfit import train_cross_fitted_teacher
+            from cpfd.teacher.crossfit import train_cross_fitted_teacher
 
             data = train_cross_fitted_teacher(corpus, out, folds=folds, model_options=model_options,
                                               train_options=train_options, overwrite=overwrite, resume=resume,
@@ -444,8 +444,8 @@ def train_teacher(corpus, folds, out, overwrite, resume, **kw):
             say(f"wrote {out} ({folds} fold teachers, {', '.join(str(t['training_rows']) for t in data['teachers'])} "
                 "training rows; folds.json)")
             return
-        record = train_model(corpus, out, role="teacher", model_options=model_options,
-                             train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
+        record = run_train_teacher(corpus, out, model_options=model_options, train_options=train_options,
+                                   overwrite=overwrite, resume=resume, command=invocation())
     say(format_training_summary(record, out))
 
 
@@ -461,13 +461,13 @@ def train_student(corpus, out, overwrite, resume, **kw):
     """
     need(corpus, "corpus directory")
     from cpfd.pipeline.distributed import process_group
-    from cpfd.pipeline.stages import train_model
     from cpfd.pipeline.train import format_training_summary
+    from cpfd.student.train import train_student as run_train_student
 
     model_options, train_options = split_training_options(kw)
     with process_group(train_options.device):
-        record = train_model(corpus, out, role="student", model_options=model_options,
-                             train_options=train_options, overwrite=overwrite, resume=resume, command=invocation())
+        record = run_train_student(corpus, out, model_options=model_options, train_options=train_options,
+                                   overwrite=overwrite, resume=resume, command=invocation())
     say(format_training_summary(record, out))
 
 
@@ -492,9 +492,11 @@ def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
     """
     need(model, "model folder")
     need(corpus, "corpus directory")
-    from cpfd.pipeline.stages import evaluate_model, format_evaluation
+    from cpfd.pipeline.evaluate import evaluate_model, format_evaluation
+    from cpfd.teacher.models import ARCHITECTURES
 
-    metrics = evaluate_model(model, corpus, split=split, out=out, batch_size=batch_size, device=device, progress=not quiet)
+    metrics = evaluate_model(model, corpus, architectures=ARCHITECTURES, split=split, out=out, batch_size=batch_size,
+                             device=device, progress=not quiet)
     click.echo(json.dumps(metrics, indent=2) if as_json else format_evaluation(metrics, out))
 
 
@@ -518,7 +520,7 @@ def predict(model, manifest, out, batch_size, device, quiet):
     """
     need(model, "model folder")
     need(manifest, "manifest file")
-    from cpfd.pipeline.stages import predict_manifest, prediction_lines
+    from cpfd.student.predict import predict_manifest, prediction_lines
 
     result = predict_manifest(model, manifest, out=out, batch_size=batch_size, device=device, progress=not quiet)
     if out is not None:
@@ -563,7 +565,7 @@ def dump_teacher(teacher, corpus, out, split, batch_size, num_shards, shard_inde
     """
     need(teacher, "model folder")
     need(corpus, "corpus directory")
-    from cpfd.pipeline.dump_teacher import dump_teacher as run_dump, format_dump_summary, format_verification, verify_dump
+    from cpfd.teacher.dump import dump_teacher as run_dump, format_dump_summary, format_verification, verify_dump
 
     result = run_dump(teacher, corpus, out, split=split, batch_size=batch_size, num_shards=num_shards,
                       shard_index=shard_index, overwrite=overwrite, device=device, num_workers=num_workers,
@@ -642,7 +644,7 @@ def calibrate(dump, mapping, as_json):
         cpfd calibrate runs/dump --mapping neg-sigmoid
     """
     need(dump, "dump directory")
-    from cpfd.pipeline.distill import calibrate_dump, format_calibration
+    from cpfd.student.distill import calibrate_dump, format_calibration
 
     result = calibrate_dump(dump, mapping)
     if as_json:
@@ -685,7 +687,7 @@ def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resum
     """
     need(corpus, "corpus directory")
     need(dump, "dump directory")
-    from cpfd.pipeline.distill import distill as run_distill
+    from cpfd.student.distill import distill as run_distill
     from cpfd.pipeline.distributed import process_group
     from cpfd.pipeline.train import format_training_summary
 

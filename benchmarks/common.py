@@ -162,7 +162,7 @@ def ensure_corpus(workdir: Path, preset: str = "task1", train_samples: int | Non
 def ensure_teacher(workdir: Path, corpus: Path, steps: int, threads: int, device: str = "auto") -> Path:
     """A DF-X-VLM trained for `steps` optimizer steps on `corpus` (default model options), once."""
     from cpfd.pipeline.options import ModelOptions
-    from cpfd.pipeline.stages import train_model
+    from cpfd.teacher.train import train_teacher
     from cpfd.pipeline.options import TrainOptions
     from cpfd.storage.corpus import Corpus
 
@@ -170,7 +170,7 @@ def ensure_teacher(workdir: Path, corpus: Path, steps: int, threads: int, device
     path = Path(workdir) / f"teacher-{fingerprint[:12]}-{steps}steps"
     if not (path / "config.json").exists():
         set_threads(threads)
-        train_model(corpus, path, role="teacher", model_options=ModelOptions(),
+        train_teacher(corpus, path, model_options=ModelOptions(),
                     train_options=TrainOptions(epochs=1, max_steps=steps, device=device, progress=False),
                     overwrite=True, command="benchmarks (fixture)")
     return path
@@ -178,7 +178,7 @@ def ensure_teacher(workdir: Path, corpus: Path, steps: int, threads: int, device
 
 def ensure_dump(workdir: Path, teacher: Path, corpus: Path, threads: int, device: str = "auto") -> Path:
     """`cpfd dump-teacher TEACHER CORPUS --out WORKDIR/dump-...` (train split), once."""
-    from cpfd.pipeline.dump_teacher import dump_teacher
+    from cpfd.teacher.dump import dump_teacher
 
     path = Path(workdir) / f"dump-{teacher.name}"
     if not (path / "_manifest.json").exists():

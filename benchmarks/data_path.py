@@ -130,11 +130,11 @@ def ensure_corpus(path: Path, train: int, row_group: int, image: int) -> Path:
 def ensure_teacher(path: Path, corpus: Path, options: dict, device: str, threads: int) -> Path:
     """A DF-X-VLM trained for a few steps (its weights only need to exist), no validation pass."""
     from cpfd.pipeline.options import ModelOptions, TrainOptions
-    from cpfd.pipeline.stages import train_model
+    from cpfd.teacher.train import train_teacher
 
     if not (path / "training.json").exists():
         common.set_threads(threads)
-        train_model(str(corpus), str(path), role="teacher", model_options=ModelOptions(**options),
+        train_teacher(str(corpus), str(path), model_options=ModelOptions(**options),
                     train_options=TrainOptions(epochs=1, max_steps=2, batch_size=8, val_fraction=0.0, device=device,
                                                progress=False),
                     overwrite=True, command="benchmarks/data_path.py (fixture)")
@@ -193,7 +193,7 @@ def sync(device) -> None:
 
 def dump_dataset(spec: dict, device: str = "cpu"):
     """The scorer and `CollatedUnits` over the train split: what dump-teacher's workers iterate."""
-    from cpfd.pipeline.dump_teacher import CollatedUnits, TeacherScorer
+    from cpfd.teacher.dump import CollatedUnits, TeacherScorer
     from cpfd.storage.corpus import Corpus
 
     corpus = Corpus(spec["corpus"])
@@ -269,17 +269,17 @@ def distill_steps(spec: dict) -> dict:
     """Training steps of a fresh student with the CPFD loss over batches staged on the device."""
     import torch
 
-    from cpfd.pipeline.distill import cpfd_objective
+    from cpfd.student.distill import cpfd_objective
     from cpfd.pipeline.options import ModelOptions, TrainOptions
     from cpfd.pipeline.scoring import autocast, resolve_device, to_device
-    from cpfd.pipeline.stages import build_model
+    from cpfd.student.train import build_student
     from cpfd.pipeline.train import adamw
     from cpfd.storage.corpus import Corpus
 
     device = resolve_device(spec["device"])
     tokenizer, dataset = distill_dataset(spec)
     options = TrainOptions()
-    model = build_model("student", Corpus(spec["corpus"]), tokenizer, ModelOptions(**spec["model_options"])).to(device)
+    model = build_student(Corpus(spec["corpus"]), tokenizer, ModelOptions(**spec["model_options"])).to(device)
     model.train()
     optimizer = adamw(model, options)
     loss_fn = cpfd_objective("neg-sigmoid", {"beta": 10.0, "center": 0.5}, 1.0)
@@ -315,7 +315,7 @@ def measure_model(spec: dict) -> dict:
 
 
 def measure_dump(spec: dict) -> dict:
-    from cpfd.pipeline.dump_teacher import TeacherScorer, dump_teacher
+    from cpfd.teacher.dump import TeacherScorer, dump_teacher
     from cpfd.storage.corpus import Corpus
 
     # once before the clock: the model code's imports (seconds, once per process) and the CUDA context
@@ -335,7 +335,7 @@ def measure_overhead(spec: dict) -> dict:
     import numpy as np
 
     from cpfd.pipeline.data import collate
-    from cpfd.pipeline.dump_teacher import scored_here, scored_in_workers
+    from cpfd.teacher.dump import scored_here, scored_in_workers
     from cpfd.pipeline.scoring import score_batches
 
     from cpfd.storage.corpus import Corpus

@@ -7,7 +7,7 @@ On the `cpfd synth --preset task1` corpus (default sizes: 3,000 train + 3,000 ev
 DF-X-VLM trained for a few steps and its dump (`dump_teacher`, train split) are made once in the
 work dir (not timed). One student epoch is then trained three ways:
 
-    train-student  `pipeline.stages.train_model(role="student")`: cross-entropy, the baseline
+    train-student  `student.train.train_student`: cross-entropy, the baseline
     distill        `pipeline.distill.distill(corpus, dump, mapping=...)`: CPFD from the stored
                    teacher logits and losses (parameters calibrated from the dump, as the CLI does)
     online         the same CPFD loss and the same loop (`pipeline.train.train`), but the teacher
@@ -67,7 +67,9 @@ def online_distill(corpus_path, teacher_dir, out, *, mapping: str, params: dict,
 
     from cpfd.pipeline.data import CorpusBatches, Inputs
     from cpfd.pipeline.options import ModelOptions
-    from cpfd.pipeline.stages import build_model, dataset_for, load_model, prepare_tokenizer
+    from cpfd.pipeline.stages import dataset_for, prepare_tokenizer
+    from cpfd.student.train import build_student
+    from cpfd.teacher.models import load_model
     from cpfd.pipeline.scoring import resolve_device
     from cpfd.pipeline.train import set_seed, train
     from cpfd.storage.corpus import Corpus
@@ -77,11 +79,11 @@ def online_distill(corpus_path, teacher_dir, out, *, mapping: str, params: dict,
     teacher, teacher_tokenizer = load_model(teacher_dir)
     device = resolve_device(train_options.device)
     teacher.to(device).eval().requires_grad_(False)
-    tokenizer = prepare_tokenizer(corpus, ModelOptions())  # what train_model / distill give the student
+    tokenizer = prepare_tokenizer(corpus, ModelOptions())  # what train_student / distill give the student
     if tokenizer is not None and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         raise RuntimeError("student and teacher tokenizers differ: one batch cannot feed both")
     set_seed(train_options.seed)
-    student = build_model("student", corpus, tokenizer, ModelOptions())
+    student = build_student(corpus, tokenizer, ModelOptions())
     if teacher.config.max_length != student.config.max_length:
         raise RuntimeError("student and teacher read text of different lengths")
     # One batch feeds both models: the student ignores `privileged`, the teacher needs it.
@@ -114,13 +116,13 @@ def online_distill(corpus_path, teacher_dir, out, *, mapping: str, params: dict,
 
 def run_method(method: str, spec: dict, options, clock: list, before_loss=None) -> dict:
     """One epoch of `method` through the library's own entry point; returns the training record."""
-    from cpfd.pipeline.distill import distill
+    from cpfd.student.distill import distill
     from cpfd.pipeline.options import ModelOptions
-    from cpfd.pipeline.stages import train_model
+    from cpfd.student.train import train_student
 
     out = common.fresh_dir(Path(spec["out"]) / method)
     if method == "train-student":
-        return train_model(spec["corpus"], out, role="student", model_options=ModelOptions(), train_options=options,
+        return train_student(spec["corpus"], out, model_options=ModelOptions(), train_options=options,
                            overwrite=True, command="benchmarks/distill_cost.py")
     if method == "distill":
         return distill(spec["corpus"], spec["dump"], out, mapping=spec["mapping"], params={},
@@ -139,7 +141,7 @@ def train_options(spec: dict):
 
 def measure_one(spec: dict) -> dict:
     """In a fresh process: one epoch of `spec["method"]` alone (memory, whole-stage time)."""
-    from cpfd.pipeline.distill import distill  # noqa: F401  (the same imports for every method)
+    from cpfd.student.distill import distill  # noqa: F401  (the same imports for every method)
     from cpfd.storage.corpus import Corpus
 
     rss_after_import = common.peak_rss_mb()
@@ -203,8 +205,8 @@ class Turns:
 
 def measure_paired(spec: dict) -> dict:
     """In a fresh process: the three methods in three threads taking turns, one step each."""
-    import cpfd.pipeline.distill as distill_module
-    import cpfd.pipeline.stages as stages_module
+    import cpfd.student.distill as distill_module
+    import cpfd.student.train as stages_module
 
     options = train_options(spec)
     turns = Turns(METHODS)
@@ -346,7 +348,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=common.DEFAULT_WORKDIR, help="cache of corpus, teacher, dump, outputs")
     args = parser.parse_args()
 
-    from cpfd.pipeline.distill import resolve_mapping
+    from cpfd.student.distill import resolve_mapping
     from cpfd.storage.corpus import Corpus
 
     corpus = common.ensure_corpus(args.workdir, args.preset, args.train_samples, args.eval_samples)

@@ -62,7 +62,7 @@ def main() -> None:
     import torch
 
     from cpfd.pipeline.data import collate
-    from cpfd.pipeline.dump_teacher import TeacherScorer, dump_teacher
+    from cpfd.teacher.dump import TeacherScorer, dump_teacher
     from cpfd.storage.corpus import Corpus
     from cpfd.storage.dump import cross_entropy, dump_provenance, file_sha256, finalize_dump, plan_dump, write_dump_shard
 

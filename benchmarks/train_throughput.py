@@ -7,8 +7,8 @@ The corpus is `cpfd synth --preset task1` at its default sizes (3,000 train + 3,
 4 frames of 32x32, title + OCR text, 3 features, 26 privileged features), written once into the
 work dir. Each repeat runs, in a fresh subprocess each and alternating the order,
 
-    teacher   pipeline.stages.train_model(role="teacher")   DF-X-VLM, reads privileged too
-    student   pipeline.stages.train_model(role="student")   X-VLM (= `cpfd train-student`)
+    teacher   teacher.train.train_teacher        DF-X-VLM, reads privileged too
+    student   student.train.train_student        X-VLM (= `cpfd train-student`)
 
 with the default ModelOptions and TrainOptions(epochs=1) (batch 32, AdamW, clipping, the eval
 pass on the eval split, the best-epoch save and the checkpoint). It reports
@@ -18,7 +18,7 @@ pass on the eval split, the best-epoch save and the checkpoint). It reports
     loop s        train rows / samples/s
     loop CPU s    CPU seconds of the same loop (`common.LoopClock`): steadier than wall time when
                   other jobs share the box; samples per CPU s = train rows / loop CPU s
-    stage s       the whole train_model call: tokenizer, model build, epoch, eval, saving
+    stage s       the whole train_teacher / train_student call: tokenizer, model build, epoch, eval, saving
     peak RSS      the subprocess's own VmHWM (its ru_maxrss), and RSS after the imports
     CUDA peak     torch.cuda.max_memory_allocated, on a GPU
 
@@ -39,10 +39,11 @@ import common  # noqa: E402
 
 
 def measure(spec: dict) -> dict:
-    """In a fresh process: one train_model epoch of `spec["role"]`."""
+    """In a fresh process: one training epoch of `spec["role"]`."""
     common.set_threads(spec["threads"])
     from cpfd.pipeline.options import ModelOptions
-    from cpfd.pipeline.stages import train_model
+    from cpfd.student.train import train_student
+    from cpfd.teacher.train import train_teacher
     from cpfd.pipeline.options import TrainOptions
     from cpfd.storage.corpus import Corpus
 
@@ -53,7 +54,8 @@ def measure(spec: dict) -> dict:
     clock = common.LoopClock()
     start = time.perf_counter()
     clock.start()
-    record = train_model(spec["corpus"], out, role=spec["role"], model_options=ModelOptions(),
+    train = train_teacher if spec["role"] == "teacher" else train_student
+    record = train(spec["corpus"], out, model_options=ModelOptions(),
                          train_options=options, overwrite=True, command="benchmarks/train_throughput.py")
     loop = clock.stop()
     stage_s = time.perf_counter() - start

@@ -123,7 +123,8 @@ def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos
     """Median milliseconds per video at batch size 1 and at batch size `videos`, on this machine,
     through the scoring path every command uses (`pipeline.scoring.score_batches`)."""
     from cpfd.pipeline.scoring import resolve_device, score_batches
-    from cpfd.pipeline.stages import dataset_for, load_model
+    from cpfd.pipeline.stages import dataset_for
+    from cpfd.teacher.models import load_model
 
     model, tokenizer = load_model(model_dir)
     device = resolve_device(device)

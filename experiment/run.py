@@ -51,7 +51,7 @@ import numpy as np
 from cpfd.experiment.options import ExperimentOptions, check_experiment_options
 from cpfd.experiment.report import eval_paths, write_report
 from cpfd.pipeline.options import ModelOptions, TrainOptions, command_line
-from cpfd.pipeline.stages import evaluate_model, train_model
+from cpfd.pipeline.evaluate import evaluate_model
 from cpfd.storage.atomic import atomic_write_json
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.dump import DUMP_MANIFEST, read_teacher_losses
@@ -59,6 +59,12 @@ from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import CHECKPOINT, FOLDS, read_training_record, training_finished
 from cpfd.storage.outputs import check_paths
 from cpfd.student.cpfd import alpha_from_loss
+from cpfd.student.distill import distill
+from cpfd.student.train import train_student
+from cpfd.teacher.crossfit import train_cross_fitted_teacher
+from cpfd.teacher.dump import dump_teacher
+from cpfd.teacher.models import ARCHITECTURES
+from cpfd.teacher.train import train_teacher
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -158,19 +164,15 @@ class Experiment:
                        "--resume" if resume else "--overwrite")
             return
         if folds:
-            from cpfd.pipeline.crossfit import train_cross_fitted_teacher
-
             self.timed(f"{seed_dir.name}/{name}", train_cross_fitted_teacher, self.corpus_path, out, folds=folds,
                        model_options=self.model_options, train_options=self.seed_options(seed), resume=resume,
                        command=command)
             return
-        self.timed(f"{seed_dir.name}/{name}", train_model, self.corpus_path, out, role=role,
+        self.timed(f"{seed_dir.name}/{name}", train_teacher if role == "teacher" else train_student, self.corpus_path, out,
                    model_options=self.model_options, train_options=self.seed_options(seed), overwrite=not resume,
                    resume=resume, command=command)
 
     def dump(self, seed_dir: Path, teacher: str, name: str, split: str) -> Path:
-        from cpfd.pipeline.dump_teacher import dump_teacher
-
         out = seed_dir / name
         done = (out / DUMP_MANIFEST).exists()
         self.announce(f"{seed_dir.name}: dump-teacher {teacher} --split {split}", reused=done)
@@ -185,8 +187,6 @@ class Experiment:
 
     def distill(self, seed_dir: Path, name: str, seed: int, dump: str, mapping: str, params: dict,
                 temperature: float) -> dict:
-        from cpfd.pipeline.distill import distill
-
         out = seed_dir / name
         done = training_finished(out)
         self.announce(f"{seed_dir.name}: distill {name} ({mapping}, T={temperature:g})", reused=done)
@@ -210,7 +210,7 @@ class Experiment:
         metrics_path, predictions = eval_paths(seed_dir, name)
         if metrics_path.exists():
             return json.loads(metrics_path.read_text())
-        metrics = evaluate_model(seed_dir / name, self.corpus_path, split="eval", out=predictions,
+        metrics = evaluate_model(seed_dir / name, self.corpus_path, architectures=ARCHITECTURES, split="eval", out=predictions,
                                  device=self.train_options.device, progress=False)
         atomic_write_json(metrics_path, metrics)
         return metrics

@@ -1,11 +1,12 @@
-"""The model stages of the CLI: `train-teacher`, `train-student` (and, through `prepare_stage`,
-`distill`), `evaluate`, `predict`.
+"""The set-up every training stage shares, and the checks between a model folder and its data.
 
 `prepare_stage` is the one set-up of a training stage: the model folder, the tokenizer, the seed,
-the model, the datasets and the training record; the stages then differ only in the loss they hand
-to `pipeline.train.train` and the extra dump columns their dataset reads. Scoring goes through
-`pipeline.scoring.score_batches`. The teacher class is imported only inside the functions that
-need it, so the student stages never import `teacher`.
+the model, the datasets and the training record. The stages (`teacher.train`, `teacher.crossfit`,
+`student.train`, `student.distill`) hand it the function that builds their model
+(`build(corpus, tokenizer, model_options, rows)`, from `model_config_fields` and `build_model`)
+and then differ only in the loss they hand to `pipeline.train.train` and the extra dump columns
+their dataset reads. `load_model` loads a model folder with the classes its caller hands in. This
+module never imports `teacher` or `student`.
 """
 
 from __future__ import annotations
@@ -14,30 +15,25 @@ import difflib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from cpfd.pipeline import distributed
 from cpfd.pipeline.data import (
     CorpusBatches,
     Inputs,
-    collate,
     list_column_to_matrix,
-    make_loader,
     training_rows,
     validation_rows,
 )
-from cpfd.pipeline.metrics import classification_metrics, softmax
-from cpfd.pipeline.scoring import inference, resolve_device, score_batches
+from cpfd.pipeline.scoring import inference
 from cpfd.pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.checkpoint import read_checkpoint
-from cpfd.pipeline.train import check_resume, cross_entropy_loss, set_seed, train
-from cpfd.storage.atomic import atomic_file
+from cpfd.pipeline.train import check_resume, set_seed
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.model_folder import (
@@ -47,15 +43,11 @@ from cpfd.storage.model_folder import (
     is_cross_fitted,
     prepare_model_dir,
     read_model_config,
-    read_training_record,
 )
 from cpfd.storage.outputs import check_paths, exclusive, replacing
 
 # A training run of fewer optimizer steps than this is warned about: it is unlikely to converge.
 FEW_STEPS = 50
-
-TEACHER_ARCHITECTURE = "DF-X-VLM"
-STUDENT_ARCHITECTURE = "X-VLM"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,13 +101,12 @@ def prepare_tokenizer(corpus: Corpus, options: ModelOptions, rows=()):
 # Building and loading models
 # ---------------------------------------------------------------------------------------------
 
-def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions, rows=()):
-    """A fresh X-VLM (role "student") or DF-X-VLM (role "teacher") sized for `corpus`, its dense
-    features normalized with statistics of the training rows (`rows`: the selections that pick them)."""
-    from cpfd.student.xvlm import XVLMConfig, XVLMForClassification
-
+def model_config_fields(corpus: Corpus, tokenizer, options: ModelOptions, rows=()) -> dict:
+    """The config fields every model shares, sized for `corpus`: classes, inputs, backbones and sizes,
+    and its dense features' normalization from statistics of the training rows (`rows`: the
+    selections that pick them). A stage adds its own fields (the teacher: the privileged features)."""
     feature_mean, feature_std = feature_stats(corpus, "features", len(corpus.features), rows) if corpus.features else ([], [])
-    common = dict(
+    return dict(
         num_classes=corpus.num_classes,
         classes=corpus.classes,
         frames_per_video=corpus.frames_per_video,
@@ -135,21 +126,22 @@ def build_model(role: str, corpus: Corpus, tokenizer, options: ModelOptions, row
         max_length=options.max_length,
         dropout=options.dropout,
     )
-    try:
-        if role == "student":
-            model = XVLMForClassification(XVLMConfig.build(**common))
-        else:
-            from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
 
-            mean, std = feature_stats(corpus, "privileged", len(corpus.privileged_features), rows)
-            config = DFXVLMConfig.build(
-                **common, privileged_features=corpus.privileged_features, privileged_mean=mean, privileged_std=std
-            )
-            model = DFXVLMForClassification(config)
+
+def pretrained_note(options: ModelOptions) -> str:
+    """` (--vision-model P or --text-model Q)` for an error about a model built from pretrained folders."""
+    given = " or ".join(f"{o} {p}" for o, p in (("--vision-model", options.vision_model),
+                                               ("--text-model", options.text_model)) if p)
+    return f" ({given})" if given else ""
+
+
+def build_model(make: Callable[[], torch.nn.Module], corpus: Corpus, options: ModelOptions) -> torch.nn.Module:
+    """`make()`, a stage's fresh model from its config, with the pretrained backbones loaded and one
+    forward pass checked; a config or backbone that cannot work is one line naming the options."""
+    try:
+        model = make()
     except (ValueError, TypeError, RuntimeError, MemoryError) as error:
-        pretrained = " or ".join(f"{o} {p}" for o, p in (("--vision-model", options.vision_model),
-                                                        ("--text-model", options.text_model)) if p)
-        raise CpfdError(f"cannot build the model from these options{' (' + pretrained + ')' if pretrained else ''}: "
+        raise CpfdError(f"cannot build the model from these options{pretrained_note(options)}: "
                         f"{' '.join(str(error).split())[:300]}") from None
     model.load_pretrained_backbones(vision_model_path=options.vision_model, text_model_path=options.text_model)
     check_forward(model, corpus, options)
@@ -175,37 +167,31 @@ def check_forward(model, corpus: Corpus, options: ModelOptions) -> None:
         with inference(model):
             model(batch)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        pretrained = " or ".join(f"{o} {p}" for o, p in (("--vision-model", options.vision_model),
-                                                        ("--text-model", options.text_model)) if p)
-        raise CpfdError(f"the model does not run on {corpus.path}'s inputs"
-                        f"{' (' + pretrained + ')' if pretrained else ''}: {' '.join(str(error).split())[:300]}") from None
+        raise CpfdError(f"the model does not run on {corpus.path}'s inputs{pretrained_note(options)}: "
+                        f"{' '.join(str(error).split())[:300]}") from None
 
 
-def load_model(model_dir: Path, allow_teacher: bool = True):
-    """(model, tokenizer or None) from a model folder; safetensors only."""
+def load_model(model_dir: Path, architectures: dict[str, type]):
+    """(model, tokenizer or None) from a model folder, whose config.json names its architecture:
+    one of `architectures` (name -> model class, handed in by the stage that loads it). Safetensors only."""
     model_dir = Path(model_dir)
     if is_cross_fitted(model_dir):
         raise CpfdError(f"{model_dir}: is a cross-fitted teacher (folds.json): one model per fold; use one fold's "
                         f"folder ({model_dir / 'fold-0'}), or dump them all with `cpfd dump-teacher`")
     architecture = read_model_config(model_dir).get("architecture")
-    if architecture == STUDENT_ARCHITECTURE:
-        from cpfd.student.xvlm import XVLMForClassification as cls
-    elif architecture == TEACHER_ARCHITECTURE:
-        if not allow_teacher:
-            raise CpfdError(f"{model_dir}: is a teacher (DF-X-VLM), which needs privileged features; "
-                            "serve a student (X-VLM) instead")
-        from cpfd.teacher.df_xvlm import DFXVLMForClassification as cls
-    else:
-        raise CpfdError(f"{model_dir / 'config.json'}: unknown architecture {architecture!r}")
-    model = cls.from_pretrained(model_dir)
+    if architecture not in architectures:
+        raise CpfdError(f"{model_dir / CONFIG}: architecture {architecture!r} is not "
+                        f"{' or '.join(architectures)}")
+    model = architectures[architecture].from_pretrained(model_dir)
     tokenizer = load_tokenizer(model_dir / TOKENIZER) if (model_dir / TOKENIZER).is_dir() else None
     if model.config.has_text and tokenizer is None:
         raise CpfdError(f"{model_dir}: the model reads text but the folder has no tokenizer/")
     return model, tokenizer
 
 
-def is_teacher(model) -> bool:
-    return model.config.architecture == TEACHER_ARCHITECTURE
+def reads_privileged(model) -> bool:
+    """Whether the model reads the privileged columns (the teacher, DF-X-VLM); a student never does."""
+    return bool(getattr(model.config, "privileged_features", None))
 
 
 def input_problem(config, *, frames: bool, text: bool, features) -> str | None:
@@ -246,7 +232,7 @@ def check_model_fits_corpus(model, model_dir: Path, corpus: Corpus) -> None:
         problems.append(problem)
     elif config.frames_per_video != corpus.frames_per_video:
         problems.append(f"{config.frames_per_video} frames per video vs corpus {corpus.frames_per_video}")
-    if is_teacher(model) and list(config.privileged_features) != corpus.privileged_features:
+    if reads_privileged(model) and list(config.privileged_features) != corpus.privileged_features:
         problems.append(f"privileged features {list(config.privileged_features)} vs corpus {corpus.privileged_features}")
     if problems:
         raise CpfdError(f"model {model_dir} does not fit corpus {corpus.path}: " + "; ".join(problems))
@@ -255,7 +241,7 @@ def check_model_fits_corpus(model, model_dir: Path, corpus: Corpus) -> None:
 def dataset_for(model, corpus: Corpus, split: str, tokenizer, batch_size: int, **kw) -> CorpusBatches:
     """The batches a model reads: a student never asks for the privileged column."""
     return CorpusBatches(
-        corpus, split, Inputs.for_corpus(corpus, privileged=is_teacher(model)),
+        corpus, split, Inputs.for_corpus(corpus, privileged=reads_privileged(model)),
         tokenizer=tokenizer, max_length=model.config.max_length, batch_size=batch_size, **kw,
     )
 
@@ -275,12 +261,13 @@ class Stage:
     record: dict  # training.json's start: stage, command, architecture, corpus, options (+ the stage's own)
 
 
-def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_options: ModelOptions,
+def prepare_stage(corpus: Corpus, out: Path, *, build: Callable, stage: str, model_options: ModelOptions,
                   train_options: TrainOptions, overwrite: bool, resume: bool, command: str,
                   record: dict | None = None, extra_open=None, select=()) -> Stage:
     """The one set-up of every training stage: checks, model folder, tokenizer, seed, model, datasets, record.
 
-    `role` is "teacher" (DF-X-VLM) or "student" (X-VLM); `stage` names it in training.json
+    `build(corpus, tokenizer, model_options, rows)` makes the stage's model (`teacher.train.build_teacher`,
+    `student.train.build_student`), after the seed is set; `stage` names it in training.json
     (train-teacher, train-student, distill); `record` adds the stage's own entries (the dump and
     the distillation for distill); `extra_open` adds aligned columns to the training batches;
     `select` narrows the training rows further (a cross-fitted teacher's folds). The validation
@@ -319,7 +306,7 @@ def prepare_stage(corpus: Corpus, out: Path, *, role: str, stage: str, model_opt
 
     tokenizer = distributed.on_main(folder_and_tokenizer)
     set_seed(train_options.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(role, corpus, tokenizer, model_options, rows)
+    model = build(corpus, tokenizer, model_options, rows)
     if tokenizer is not None and not resume:
         distributed.on_main(lambda: save_tokenizer(tokenizer, out / TOKENIZER))
     # --batch-size is the global batch: each of the torchrun job's processes reads its share of it
@@ -383,129 +370,3 @@ def model_output(out: Path, *, overwrite: bool, resume: bool, inputs: dict) -> I
 
 def model_inputs(corpus: Corpus, model_options: ModelOptions) -> dict:
     return {"CORPUS": corpus.path, "--vision-model": model_options.vision_model, "--text-model": model_options.text_model}
-
-
-def train_model(corpus_path, out, *, role: str, model_options: ModelOptions, train_options: TrainOptions,
-                overwrite: bool = False, resume: bool = False, command: str = "") -> dict:
-    """`cpfd train-teacher` (role "teacher") and `cpfd train-student` (role "student")."""
-    corpus = Corpus(corpus_path)
-    if role == "teacher" and not corpus.privileged_features:
-        raise CpfdError(f"{corpus_path}: the corpus has no privileged features; a teacher needs them "
-                        "(train a student with `cpfd train-student`)")
-    with model_output(out, overwrite=overwrite, resume=resume, inputs=model_inputs(corpus, model_options)) as target:
-        stage = prepare_stage(corpus, target, role=role, stage=f"train-{role}", model_options=model_options,
-                              train_options=train_options, overwrite=overwrite, resume=resume, command=command)
-        return train(stage.model, stage.train_set, stage.val_set, cross_entropy_loss, target, train_options,
-                     stage.record, resume=resume)
-
-
-def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> None:
-    """The predictions file (docs/formats.md, "Predictions file"; labels may be None for the serve path)."""
-    probs = softmax(logits.astype(np.float64))
-    pred = probs.argmax(1)
-    prob = probs[:, 1] if logits.shape[1] == 2 else probs[np.arange(len(pred)), pred]
-    num_classes = logits.shape[1]
-    columns = {"sample_id": pa.array(sample_ids, pa.string())}
-    if labels is not None:
-        columns["label"] = pa.array(labels, pa.int32())
-    columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), num_classes)
-    columns["prob"] = pa.array(prob.astype(np.float32))
-    columns["pred"] = pa.array(pred.astype(np.int32))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        pq.write_table(pa.table(columns), tmp)
-
-
-def evaluate_model(model_dir, corpus_path, *, split: str = "eval", out=None, batch_size: int = 128,
-                   device: str = "auto", progress: bool = True) -> dict:
-    """`cpfd evaluate`: metrics of a model on a corpus split, optionally its predictions file."""
-    check_paths({"--out": out}, {"MODEL": model_dir, "CORPUS": corpus_path})
-    model, tokenizer = load_model(model_dir)
-    corpus = Corpus(corpus_path)
-    check_model_fits_corpus(model, Path(model_dir), corpus)
-    if corpus.num_rows(split) == 0:
-        raise CpfdError(f"{corpus_path}: the {split} split is empty")
-    device = resolve_device(device)
-    model.to(device)
-    dataset = dataset_for(model, corpus, split, tokenizer, batch_size)
-    labels, logits = score_batches(model, make_loader(dataset), device, progress=progress, desc=f"evaluate {split}",
-                                   total=len(dataset))
-    record = read_training_record(model_dir) or {}
-    metrics = classification_metrics(labels, logits, threshold=record.get("threshold"))
-    if out is not None:
-        ids = corpus.read_column(split, "sample_id").to_pylist()  # dataset order is corpus order here
-        write_predictions(out, ids, labels, logits)
-    return {"model": str(model_dir), "architecture": model.config.architecture, "corpus": str(corpus_path),
-            "split": split, **metrics}
-
-
-def format_evaluation(metrics: dict, out=None) -> str:
-    """What `cpfd evaluate` prints: the model, the split and one metric a line."""
-    lines = [f"{metrics['architecture']} {metrics['model']} on {metrics['corpus']} ({metrics['split']}, {metrics['rows']} rows)"]
-    lines += [f"  {key:<22}{metrics[key]:.4f}" for key in ("roc_auc", "pr_auc", "f1", "f1_at_val_threshold",
-                                                            "val_threshold", "best_f1", "best_threshold", "accuracy")
-              if metrics.get(key) is not None]
-    if out is not None:
-        lines.append(f"wrote {out}")
-    return "\n".join(lines)
-
-
-def prediction_lines(result: dict):
-    """`cpfd predict`'s JSON lines: id, predicted class and class probabilities (6 decimals)."""
-    import json
-
-    probs = softmax(result["logits"].astype(np.float64))
-    for sample_id, p in zip(result["sample_id"], probs):
-        yield json.dumps({"id": sample_id, "pred": result["classes"][int(p.argmax())],
-                          "probs": {c: round(float(v), 6) for c, v in zip(result["classes"], p)}})
-
-
-def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, device: str = "auto",
-                     progress: bool = True) -> dict:
-    """`cpfd predict`: score raw videos from a manifest with a student: the serve path.
-
-    Reads frames, title, OCR text and non-privileged features only; a teacher is refused,
-    because at serving time the privileged features do not exist yet.
-    Returns {"sample_id": [...], "logits": (N, C), "classes": [...]} and writes the
-    predictions file (without labels) when `out` is given.
-    """
-    from cpfd.storage.manifest import iter_manifest, to_row
-    from cpfd.storage.schema import CORPUS_SCHEMA
-
-    check_paths({"--out": out}, {"MODEL": model_dir, "MANIFEST": manifest})
-    model, tokenizer = load_model(model_dir, allow_teacher=False)
-    config = model.config
-    device = resolve_device(device)
-    model.to(device)
-    inputs = Inputs(frames=config.frames_per_video > 0, text=bool(config.has_text),
-                    features=bool(config.feature_names), privileged=False)
-    widths = {"features": len(config.feature_names), "privileged": 0}
-    ids: list[str] = []
-
-    def batches():
-        rows = []
-        for record in iter_manifest(manifest, require_label=False):
-            problem = input_problem(config, frames=bool(record["frames"] or record.get("video")), text="text" in record["kinds"],
-                                    features=set(record["features"] or ()) if "features" in record["kinds"] else None)
-            if problem:
-                raise CpfdError(f"{manifest}:{record['line']}: {problem}")
-            rows.append(to_row(record, manifest, label=-1, frames_per_video=config.frames_per_video,
-                               image_size=config.image_size, privileged_features=[], features=config.feature_names))
-            ids.append(record["id"])
-            if len(rows) == batch_size:
-                yield collate(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), inputs, tokenizer, config.max_length, widths)
-                rows = []
-        if rows:
-            yield collate(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), inputs, tokenizer, config.max_length, widths)
-
-    _, logits = score_batches(model, batches(), device, progress=progress, desc="predict")
-    if not ids:
-        raise CpfdError(f"{manifest}: the manifest has no lines to score")
-    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
-    if len(bad):  # never print NaN into JSON, never write it as a score
-        raise CpfdError(f"{model_dir}: the model gives NaN or infinite scores ({len(bad)} of {len(ids)} videos, "
-                        f"e.g. {ids[bad[0]]!r}): its weights are not usable")
-    if out is not None:
-        write_predictions(out, ids, None, logits)
-    return {"sample_id": ids, "logits": logits, "classes": list(config.classes)}

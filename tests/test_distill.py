@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cpfd.pipeline.distill as distill_module
+import cpfd.student.distill as distill_module
 from cpfd.pipeline.data import training_rows
 from cpfd.storage.corpus import Corpus
 from cpfd.student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, quantiles_of, resolve_params

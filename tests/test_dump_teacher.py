@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from cpfd.pipeline.data import Inputs, collate
-from cpfd.pipeline.dump_teacher import RECOMPUTE_TOLERANCE, TeacherScorer, recompute_tolerance, verify_note
-from cpfd.pipeline.stages import load_model
+from cpfd.teacher.dump import RECOMPUTE_TOLERANCE, TeacherScorer, recompute_tolerance, verify_note
+from cpfd.teacher.models import load_model
 from cpfd.pipeline.train import autocast, resolve_device
 from cpfd.storage.atomic import temp_path_for
 from tests.factories import tiny_corpus

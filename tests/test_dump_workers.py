@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cpfd.pipeline import dump_teacher as dump_module
+from cpfd.teacher import dump as dump_module
 from cpfd.pipeline.data import fold_of
-from cpfd.pipeline.dump_teacher import CollatedUnits, TeacherScorer
+from cpfd.teacher.dump import CollatedUnits, TeacherScorer
 from cpfd.storage.corpus import Corpus, CorpusWriter
 from cpfd.storage.dump import dump_provenance
 from cpfd.storage.schema import CORPUS_COLUMNS

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cpfd.pipeline.dump_teacher import TeacherScorer
+from cpfd.teacher.dump import TeacherScorer
 from cpfd.storage.corpus import CorpusWriter, hash_ids
 from cpfd.storage.outputs import exclusive
 from tests.factories import tiny_corpus

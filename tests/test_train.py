@@ -272,7 +272,8 @@ def test_evaluate_predict_and_the_dump_score_alike(corpus, student, teacher, tmp
 def test_scoring_gives_back_the_mode_it_found(student, corpus):
     from cpfd.pipeline.data import make_loader
     from cpfd.pipeline.scoring import resolve_device, score_batches
-    from cpfd.pipeline.stages import dataset_for, load_model
+    from cpfd.pipeline.stages import dataset_for
+    from cpfd.teacher.models import load_model
 
     model, tokenizer = load_model(student)
     batches = list(make_loader(dataset_for(model, corpus, "eval", tokenizer, 16)))

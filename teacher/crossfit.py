@@ -44,6 +44,7 @@ from cpfd.storage.model_folder import (
     write_folds,
 )
 from cpfd.storage.outputs import check_paths, exclusive, replacing
+from cpfd.teacher.train import build_teacher, check_has_privileged
 
 FOLD_RULE = "fold = floor(K * u), u = FNV-1a-64 hash of 'cpfd.fold' + sample_id in [0, 1) (pipeline.data.id_uniforms)"
 EVAL_RULE = "mean of the K fold teachers' logits; fold -1"
@@ -65,8 +66,7 @@ def train_cross_fitted_teacher(corpus_path, out, *, folds: int, model_options: M
     if folds < 2:
         raise CpfdError(f"--folds must be at least 2, got {folds}")
     corpus = Corpus(corpus_path)
-    if not corpus.privileged_features:
-        raise CpfdError(f"{corpus_path}: the corpus has no privileged features; a teacher needs them")
+    check_has_privileged(corpus)
     out = Path(out)
     check_paths({"--out": out}, model_inputs(corpus, model_options))
 
@@ -89,7 +89,7 @@ def train_cross_fitted_teacher(corpus_path, out, *, folds: int, model_options: M
             if not finished:
                 if announce:
                     announce(f"fold {k + 1}/{folds}: {'resuming' if fold_resume else 'training'} {fold_dir}")
-                stage = prepare_stage(corpus, fold_dir, role="teacher", stage="train-teacher",
+                stage = prepare_stage(corpus, fold_dir, build=build_teacher, stage="train-teacher",
                                       model_options=model_options, train_options=train_options,
                                       overwrite=True, resume=fold_resume, command=command,
                                       record={"fold": {"k": k, "folds": folds, "rule": FOLD_RULE}},

@@ -31,6 +31,7 @@ from cpfd.storage.dump import TeacherDump, open_dump, read_dump_columns, read_te
 from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.model_folder import MODEL_FILES
 from cpfd.storage.outputs import check_paths
+from cpfd.student.train import build_student
 from cpfd.student.cpfd import (
     MAPPING_DEFAULTS,
     MAPPING_PARAMS,
@@ -161,7 +162,7 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
             raise CpfdError(f"--alpha-log {alpha_log} would overwrite the model folder's own "
                             f"{inner[0] if inner else 'folder'}; choose another name")
     with model_output(out, overwrite=overwrite, resume=resume, inputs=inputs) as target:
-        stage = prepare_stage(corpus, target, role="student", stage="distill", model_options=model_options,
+        stage = prepare_stage(corpus, target, build=build_student, stage="distill", model_options=model_options,
                               train_options=train_options, overwrite=overwrite, resume=resume, command=command,
                               record=record, extra_open=dump.extra_for_corpus_batches())
         if alpha_log is not None:

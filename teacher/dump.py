@@ -26,10 +26,10 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from cpfd.pipeline.crossfit import combined_weights_sha256, fold_logits, fold_teachers
+from cpfd.teacher.crossfit import combined_weights_sha256, fold_logits, fold_teachers
 from cpfd.pipeline.data import Inputs, collate, fold_of, make_loader
 from cpfd.pipeline.scoring import forward_logits, inference, precision, resolve_device
-from cpfd.pipeline.stages import check_model_fits_corpus, is_teacher, load_model
+from cpfd.pipeline.stages import check_model_fits_corpus, load_model
 from cpfd.storage.corpus import Corpus, WorkUnit
 from cpfd.storage.dump import (
     DUMP_MANIFEST,
@@ -43,8 +43,9 @@ from cpfd.storage.dump import (
     write_dump_shard,
 )
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.model_folder import WEIGHTS, is_cross_fitted
+from cpfd.storage.model_folder import WEIGHTS, is_cross_fitted, read_model_config
 from cpfd.storage.outputs import check_paths, exclusive, staging_path, swap_in
+from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
 
 # How far logits recomputed in another call (a rerun after a crash, another job-array worker,
 # `--verify`) may be from the stored ones, by the precision of the two computations. Not 0: CPU BLAS
@@ -140,10 +141,11 @@ class TeacherScorer:
         self.device = resolve_device(device)  # under torchrun: the GPU of LOCAL_RANK
         self.models, tokenizers = [], []
         for folder in self.dirs:
-            model, tokenizer = load_model(folder)
-            if not is_teacher(model):
-                raise CpfdError(f"{folder}: is a {model.config.architecture}, dump-teacher needs a "
+            architecture = read_model_config(folder).get("architecture")
+            if architecture != DFXVLMConfig.architecture:
+                raise CpfdError(f"{folder}: is a {architecture}, dump-teacher needs a "
                                 "teacher (DF-X-VLM, from `cpfd train-teacher`)")
+            model, tokenizer = load_model(folder, {DFXVLMConfig.architecture: DFXVLMForClassification})
             check_model_fits_corpus(model, folder, corpus)
             self.models.append(model.to(self.device))
             tokenizers.append(tokenizer)
