@@ -16,16 +16,17 @@ import io
 import json
 import os
 import sys
-import warnings
 from dataclasses import fields
 from pathlib import Path
 
 import click
 
+from cpfd import version
 from cpfd.experiment.options import EXPERIMENT_LR, ExperimentOptions
 from cpfd.pipeline.options import ModelOptions, TrainOptions
+from cpfd.pipeline.ranks import is_rank_zero, rank_prefix, under_torchrun
 from cpfd.experiment.synth import PRESETS, STORIES
-from cpfd.storage.errors import CpfdError, CpfdWarning, FailedOnMain
+from cpfd.storage.errors import CpfdError, FailedOnMain, error_line, warnings_as_lines
 from cpfd.student.mappings import MAPPINGS, param_help, param_names
 
 TRAIN, MODEL, EXPERIMENT = TrainOptions(), ModelOptions(), ExperimentOptions()
@@ -38,16 +39,6 @@ PIPELINE_ORDER = ["synth", "import", "export-manifest", "info", "train-teacher",
 # The commands that split their work over the processes of a torchrun job; any other would run once
 # per process, each writing the same output.
 UNDER_TORCHRUN = ["train-teacher", "train-student", "dump-teacher", "distill"]
-
-
-def cpfd_version() -> str:
-    """The installed distribution's version; a plain checkout without `pip install` says so."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("cpfd")
-    except PackageNotFoundError:
-        return "0+unknown (not installed: pip install -e .)"
 
 
 class CpfdClickError(click.ClickException):
@@ -66,7 +57,7 @@ class CpfdGroup(click.Group):
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
-        if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and name not in UNDER_TORCHRUN:
+        if under_torchrun() and name not in UNDER_TORCHRUN:
             raise CpfdError(f"cpfd {name} runs as one process, not under torchrun; only "
                             f"{', '.join(UNDER_TORCHRUN)} split their work over a torchrun job's processes")
         return name, command, rest
@@ -81,10 +72,7 @@ class CpfdGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = show_warning
-                # each said, also when one line says it twice; under torchrun by rank 0 only
-                warnings.simplefilter("always" if is_rank_zero() else "ignore", CpfdWarning)
+            with warnings_as_lines(speak=is_rank_zero()):  # under torchrun, rank 0 says them
                 return super().invoke(ctx)
         except BrokenPipeError:
             # The reader went away (`cpfd predict ... | head -3`): stop quietly, as Unix tools do,
@@ -99,35 +87,13 @@ class CpfdGroup(click.Group):
         except (CpfdError, OSError) as e:
             if ctx.params.get("debug"):
                 raise
-            message = str(e) if isinstance(e, CpfdError) else f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": ")
-            raise CpfdClickError(rank_prefix() + original_message(message)) from None
-
-
-def is_rank_zero() -> bool:
-    """Outside torchrun, or its rank 0: the process that speaks for the job (torchrun sets RANK)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def rank_prefix() -> str:
-    """`rank R of N: ` before an error of a torchrun job's process; nothing in one process."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    return "" if world in ("", "1") else f"rank {os.environ.get('RANK', '?')} of {world}: "
+            raise CpfdClickError(rank_prefix() + error_line(e)) from None
 
 
 def say(message: str) -> None:
     """A training command's result line: from rank 0 alone under torchrun."""
     if is_rank_zero():
         click.echo(message)
-
-
-def original_message(message: str) -> str:
-    """One line. An error raised in a DataLoader worker comes back with the worker's traceback in its
-    message ("Caught CpfdError in DataLoader worker process 0. Original Traceback ..."): keep the
-    original message, the traceback's last line."""
-    if "Original Traceback" in message:
-        last = message.rstrip().splitlines()[-1]
-        message = last.split("Error: ", 1)[1] if "Error: " in last else last
-    return " ".join(message.split())
 
 
 def invocation() -> str:
@@ -141,22 +107,6 @@ def need(path: Path | None, what: str) -> None:
     """Fail fast, before the heavy imports, on an input path that is not there."""
     if path is not None and not Path(path).exists():
         raise CpfdError(f"{path}: no such {what}")
-
-
-def warning(message: str) -> None:
-    """A problem that does not stop the command: one `warning:` line on stderr."""
-    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
-
-
-PYTHON_SHOWWARNING = warnings.showwarning
-
-
-def show_warning(message, category, filename, lineno, file=None, line=None):
-    """Library warnings (CpfdWarning) are one `warning:` line; others keep Python's format."""
-    if issubclass(category, CpfdWarning):
-        warning(message)
-    else:
-        PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 def quiet_option(f):
@@ -182,7 +132,7 @@ def silence_progress_of_libraries() -> None:
 
 @click.group(cls=CpfdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
-@click.version_option(version=cpfd_version(), prog_name="cpfd")
+@click.version_option(version=version(), prog_name="cpfd")
 def cpfd(debug):
     """Confidence-aware Privileged Feature Distillation (CIKM 2024) for short-video classifiers.
 

@@ -20,9 +20,9 @@ an interrupted experiment):
     pfd-cf, cpfd-M-cf, pfd-M-cf                         PFD, CPFD (primary M) and matched PFD from it
     evaluate     cpfd evaluate on the eval split, for every model
 
-With --nproc-per-node N, every training and dump step runs as `torchrun --standalone
---nproc-per-node N -m cpfd.cli train-... / distill ... / dump-teacher ...` (the same options, on
-the command line); evaluation and the report run here.
+Each training and dump is one library call (`experiment.launch.Step`): made here, or with
+--nproc-per-node N by each process of a torchrun job of N processes (`experiment.launch.run_step`);
+evaluation and the report run here.
 
 Every training keeps a validation split carved from the train split (by a hash of sample_id) to
 pick its epoch and its F1 threshold; the eval split only reports. Layout of DIR:
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -50,7 +49,8 @@ import numpy as np
 
 from cpfd.experiment.options import ExperimentOptions, check_experiment_options
 from cpfd.experiment.report import eval_paths, write_report
-from cpfd.pipeline.options import ModelOptions, TrainOptions, command_line
+from cpfd.experiment.launch import Step, run_step
+from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.evaluate import evaluate_model
 from cpfd.storage.atomic import atomic_write_json
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
@@ -114,21 +114,13 @@ class Experiment:
     def seed_options(self, seed: int) -> TrainOptions:
         return TrainOptions(**{**asdict(self.train_options), "seed": seed})
 
-    def training_args(self, seed: int) -> list[str]:
-        return command_line(self.model_options, self.seed_options(seed))
-
-    def torchrun(self, name: str, *args) -> None:
-        """One training or dump as a torchrun job of --nproc-per-node processes on this machine
-        (`--standalone`: a free port of its own); its warnings and errors go to stderr, its result
-        line nowhere."""
+    def step(self, name: str, function, **kwargs) -> None:
+        """One training or dump: the library call, in this process or, with --nproc-per-node N, in each
+        process of a torchrun job (`experiment.launch`); its wall time goes to DIR/timings.json."""
         n = self.options.nproc_per_node
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
-                   "-m", "cpfd.cli", *map(str, args)]
         threads = max(1, torch_threads(self.options, self.model_options) // n)  # the cores, shared out
-        done = subprocess.run(command, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-        if done.returncode:
-            raise CpfdError(f"step {name}: its torchrun job (cpfd {args[0]}, {n} processes) failed with exit status "
-                            f"{done.returncode}; its messages are above")
+        step = Step(name, function, kwargs, device=self.train_options.device)
+        self.timed(name, run_step, step, nproc=n, threads=threads)
 
     # ---- steps ------------------------------------------------------------------------------
     def corpus(self) -> Corpus:
@@ -157,32 +149,22 @@ class Experiment:
         if done:
             return
         resume = (out / CHECKPOINT).exists() or (folds > 0 and out.exists())
-        command = f"{self.command} (step {name})"
-        if self.options.nproc_per_node > 1:
-            self.timed(f"{seed_dir.name}/{name}", self.torchrun, name, f"train-{role}", self.corpus_path,
-                       *(["--folds", folds] if folds else []), "--out", out, *self.training_args(seed),
-                       "--resume" if resume else "--overwrite")
-            return
+        options = dict(model_options=self.model_options, train_options=self.seed_options(seed), resume=resume,
+                       command=f"{self.command} (step {name})")
         if folds:
-            self.timed(f"{seed_dir.name}/{name}", train_cross_fitted_teacher, self.corpus_path, out, folds=folds,
-                       model_options=self.model_options, train_options=self.seed_options(seed), resume=resume,
-                       command=command)
-            return
-        self.timed(f"{seed_dir.name}/{name}", train_teacher if role == "teacher" else train_student, self.corpus_path, out,
-                   model_options=self.model_options, train_options=self.seed_options(seed), overwrite=not resume,
-                   resume=resume, command=command)
+            self.step(f"{seed_dir.name}/{name}", train_cross_fitted_teacher, corpus_path=self.corpus_path, out=out,
+                     folds=folds, **options)
+        else:
+            self.step(f"{seed_dir.name}/{name}", train_teacher if role == "teacher" else train_student,
+                     corpus_path=self.corpus_path, out=out, overwrite=not resume, **options)
 
     def dump(self, seed_dir: Path, teacher: str, name: str, split: str) -> Path:
         out = seed_dir / name
         done = (out / DUMP_MANIFEST).exists()
         self.announce(f"{seed_dir.name}: dump-teacher {teacher} --split {split}", reused=done)
-        if not done and self.options.nproc_per_node > 1:  # the processes split the shards
-            self.timed(f"{seed_dir.name}/{name}", self.torchrun, name, "dump-teacher", seed_dir / teacher,
-                       self.corpus_path, "--out", out, "--split", split, "--device", self.train_options.device,
-                       *([] if self.options.progress else ["--quiet"]))
-        elif not done:
-            self.timed(f"{seed_dir.name}/{name}", dump_teacher, seed_dir / teacher, self.corpus_path, out,
-                       split=split, device=self.train_options.device, progress=self.options.progress)
+        if not done:  # under torchrun, the processes split the shards
+            self.step(f"{seed_dir.name}/{name}", dump_teacher, teacher_dir=seed_dir / teacher, corpus_path=self.corpus_path,
+                     out=out, split=split, device=self.train_options.device, progress=self.options.progress)
         return out
 
     def distill(self, seed_dir: Path, name: str, seed: int, dump: str, mapping: str, params: dict,
@@ -190,17 +172,12 @@ class Experiment:
         out = seed_dir / name
         done = training_finished(out)
         self.announce(f"{seed_dir.name}: distill {name} ({mapping}, T={temperature:g})", reused=done)
-        if not done and self.options.nproc_per_node > 1:
-            given = [a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", v)]
-            self.timed(f"{seed_dir.name}/{name}", self.torchrun, name, "distill", self.corpus_path, seed_dir / dump,
-                       "--out", out, "--mapping", mapping, *given, "--temperature", temperature,
-                       *self.training_args(seed), "--resume" if (out / CHECKPOINT).exists() else "--overwrite")
-        elif not done:
+        if not done:
             resume = (out / CHECKPOINT).exists()
-            self.timed(f"{seed_dir.name}/{name}", distill, self.corpus_path, seed_dir / dump, out,
-                       mapping=mapping, params=params, temperature=temperature, model_options=self.model_options,
-                       train_options=self.seed_options(seed), overwrite=not resume, resume=resume,
-                       command=f"{self.command} (step {name})", announce=say)
+            self.step(f"{seed_dir.name}/{name}", distill, corpus_path=self.corpus_path, dump_dir=seed_dir / dump,
+                     out=out, mapping=mapping, params=params, temperature=temperature,
+                     model_options=self.model_options, train_options=self.seed_options(seed), overwrite=not resume,
+                     resume=resume, command=f"{self.command} (step {name})", announce=say)
         run = dict(read_training_record(out)["distillation"])
         run["dump"] = dump
         run["mean_alpha"] = mean_alpha(seed_dir / dump, run["mapping"], run["params"])

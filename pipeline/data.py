@@ -26,9 +26,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from cpfd.pipeline import distributed
 from cpfd.pipeline.tokenization import encode_text
 from cpfd.storage.corpus import Corpus, WorkUnit
 from cpfd.storage.errors import CpfdError
@@ -171,11 +171,6 @@ def deal(units: Sequence, part: int, parts: int) -> list:
     return list(units[part::parts])
 
 
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of this process in torch.distributed; (0, 1) outside torchrun."""
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-
-
 class CorpusBatches(IterableDataset):
     """Batches of one corpus split, streamed row group by row group.
 
@@ -267,7 +262,7 @@ class CorpusBatches(IterableDataset):
         return self._batch(table.slice(0, n), {k: v[:n] for k, v in extra.items()})
 
     def __iter__(self) -> Iterator[dict]:
-        rank, world = rank_and_world()
+        rank, world = distributed.rank(), distributed.world()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # A DataLoader takes batches from its workers in turn: of the batches a resumed epoch has
@@ -349,7 +344,7 @@ def make_loader(dataset: CorpusBatches, num_workers: int = 0, pin_memory: bool =
     Warns (once, here in the parent, not in every worker every epoch) when ranks x workers
     outnumber the row groups: some of them would idle. `ranks` is how many processes share the
     dataset's row groups (default: the torchrun world; 1 for units that are this process's alone)."""
-    parts = (rank_and_world()[1] if ranks is None else ranks) * max(num_workers, 1)
+    parts = (distributed.world() if ranks is None else ranks) * max(num_workers, 1)
     if parts > len(dataset.units):
         warnings.warn(f"{parts} ranks x DataLoader workers share {len(dataset.units)} row groups of the "
                       f"{dataset.split} split: some will idle (write the corpus with a smaller --row-group-rows; docs/scaling.md)",

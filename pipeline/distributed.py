@@ -13,7 +13,6 @@ The loop (`pipeline.train`) wraps the model in DistributedDataParallel; rank 0 a
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import signal
 import threading
@@ -23,24 +22,12 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
+from cpfd.pipeline.ranks import torchrun_env
 from cpfd.storage.errors import CpfdError, FailedOnMain
 
 # How long a rank waits for the others at a collective before it gives up (a rank that died and
 # was not noticed by torchrun): long enough for an evaluation pass, short enough not to hang a job.
 TIMEOUT = datetime.timedelta(minutes=30)
-
-
-def torchrun_env() -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) from torchrun's environment; None outside torchrun (or world 1)."""
-    values = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    if values["WORLD_SIZE"] is None:
-        return None
-    bad = {k: v for k, v in values.items() if v is None or not v.isdigit()}
-    if bad or int(values["RANK"]) >= int(values["WORLD_SIZE"]):
-        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
-        raise CpfdError(f"{shown}: expected whole numbers with RANK < WORLD_SIZE (torchrun sets them)")
-    rank, world, local = (int(values[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    return (rank, world, local) if world > 1 else None
 
 
 @contextmanager

@@ -8,8 +8,7 @@ not import torch, so the command line can check what it is given before loading 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 from cpfd.storage.errors import CpfdError
 from cpfd.pipeline.sizes import FUSION_LAYERS, HIDDEN_SIZE, MAX_LENGTH, NUM_HEADS, NUM_LAYERS, PATCH_SIZE, VOCAB_SIZE
@@ -103,26 +102,3 @@ class ModelOptions:
             raise CpfdError(f"--dropout must be in [0, 1), got {self.dropout}")
         if image_size and self.vision_model is None and self.patch_size > image_size:
             raise CpfdError(f"--patch-size {self.patch_size} is larger than the corpus's frames ({image_size} px)")
-
-
-# TrainOptions no command line sets: they stay at their defaults in a job started from one.
-NOT_ON_COMMAND_LINE = ("select_metric", "max_grad_norm")
-
-
-def command_line(model: ModelOptions, train: TrainOptions) -> list[str]:
-    """The options as a training command's line spells them (`--hidden-size 32 ... --quiet`): how
-    `cpfd experiment --nproc-per-node N` hands them to the torchrun job of each training, and the
-    inverse of the command line's own parsing (cli.split_training_options)."""
-    defaults = TrainOptions()
-    moved = [k for k in NOT_ON_COMMAND_LINE if getattr(train, k) != getattr(defaults, k)]
-    if moved:
-        raise CpfdError(f"{', '.join(moved)} cannot be set on a command line (torchrun jobs take the default)")
-    args: list[str] = []
-    for name, value in [*asdict(model).items(), *asdict(train).items()]:
-        flag = "--" + name.replace("_", "-")
-        if name in NOT_ON_COMMAND_LINE or value is None or value is False:
-            continue
-        if name == "progress":
-            continue  # progress bars are on unless --quiet
-        args += [flag] if value is True else [flag, str(value)]
-    return args + ([] if train.progress else ["--quiet"])

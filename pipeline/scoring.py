@@ -12,7 +12,6 @@ turns autograd off, moves each batch to the device and runs it under the device'
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cpfd.pipeline.ranks import local_rank
 from cpfd.storage.errors import CpfdError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,13 +34,13 @@ def resolve_device(name: str) -> torch.device:
         raise CpfdError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    local_rank = os.environ.get("LOCAL_RANK")
-    if local_rank is None:
+    local = local_rank()
+    if local is None:
         return torch.device("cuda")
-    if not local_rank.isdigit() or int(local_rank) >= torch.cuda.device_count():
-        raise CpfdError(f"LOCAL_RANK={local_rank!r}: expected a GPU index below {torch.cuda.device_count()} "
+    if not local.isdigit() or int(local) >= torch.cuda.device_count():
+        raise CpfdError(f"LOCAL_RANK={local!r}: expected a GPU index below {torch.cuda.device_count()} "
                         "(set by torchrun)")
-    return torch.device("cuda", int(local_rank))
+    return torch.device("cuda", int(local))
 
 
 def autocast(device: torch.device):

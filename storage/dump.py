@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cpfd import version
 from cpfd.storage.atomic import TMP_SUFFIX, commit, fsync_dir
 from cpfd.storage.corpus import Corpus, IdDigest, WorkUnit, hash_labels
 from cpfd.storage.errors import CpfdError
@@ -90,14 +91,6 @@ LOSS_RTOL = 1e-2
 _IDENTITY_KEYS = ("schema_version", "num_classes", "classes", "loss", "logits_temperature")
 
 
-def cpfd_version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("cpfd")
-    except PackageNotFoundError:
-        return "0+unknown"
-
 
 def dump_provenance(corpus: Corpus, split: str, teacher: dict, created_at: str | None = None) -> dict:
     """The manifest less its shard list: what every shard's key-value metadata holds.
@@ -126,7 +119,7 @@ def dump_provenance(corpus: Corpus, split: str, teacher: dict, created_at: str |
         "loss": "cross_entropy",
         "logits_temperature": 1,
         "created_at": created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpfd_version": cpfd_version(),
+        "cpfd_version": version(),
     }
 
 

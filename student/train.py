@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.stages import build_model, model_config_fields, model_inputs, model_output, prepare_stage
 from cpfd.pipeline.train import cross_entropy_loss, train

@@ -13,7 +13,6 @@ shard in progress: a rerun skips committed shards and ends with the same dump.
 
 from __future__ import annotations
 
-import os
 import platform
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, replace
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from cpfd.teacher.crossfit import combined_weights_sha256, fold_logits, fold_teachers
 from cpfd.pipeline.data import Inputs, collate, fold_of, make_loader
+from cpfd.pipeline.ranks import torchrun_env
 from cpfd.pipeline.scoring import forward_logits, inference, precision, resolve_device
 from cpfd.pipeline.stages import check_model_fits_corpus, load_model
 from cpfd.storage.corpus import Corpus, WorkUnit
@@ -63,11 +63,8 @@ def recompute_tolerance(*precisions: str | None) -> float:
 
 def torchrun_share() -> tuple[int, int] | None:
     """(num_shards, shard_index) from torchrun's environment, or None outside torchrun."""
-    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
-    if not (world.isdigit() and rank.isdigit() and int(rank) < max(int(world), 1)):
-        raise CpfdError(f"WORLD_SIZE={world!r} and RANK={rank!r}: expected whole numbers with RANK < WORLD_SIZE "
-                        "(torchrun sets them)")
-    return (int(world), int(rank)) if int(world) > 1 else None
+    env = torchrun_env()
+    return (env[1], env[0]) if env is not None else None
 
 
 @dataclass

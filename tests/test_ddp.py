@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from collections import Counter
@@ -187,46 +188,46 @@ def test_a_command_that_runs_once_is_refused_under_torchrun(command, tmp_path, m
 
 # ---- cpfd experiment --nproc-per-node ----------------------------------------------------------
 
-def test_options_survive_the_command_line_a_torchrun_job_is_given(tmp_path):
-    """command_line() spells the options so that the training commands parse them back unchanged."""
-    from cpfd.cli import split_training_options, train_student
-    from cpfd.pipeline.options import ModelOptions, TrainOptions, command_line
+def test_a_step_runs_as_one_call_in_each_process_of_a_torchrun_job(tmp_path):
+    """experiment.launch: the same library call in 2 processes of a real torchrun job, each inside the
+    process group; a failing call is one error line per rank and one CpfdError here."""
+    from cpfd.experiment.launch import Step, run_step
+    from cpfd.storage.errors import CpfdError
+    from tests.probe_steps import fail_on_rank, record_rank
 
-    model = ModelOptions(text_model=str(tmp_path), hidden_size=48, num_heads=4, dropout=0.0)
-    train = TrainOptions(epochs=None, min_steps=7, max_steps=9, val_fraction=0.25, batch_size=6, lr=3.3e-4,
-                         weight_decay=0.0, warmup_ratio=0.05, seed=11, device="cpu", num_workers=2,
-                         checkpoint_every=5, keep_checkpoint=True, progress=False)
-    params = train_student.make_context("train-student", [str(tmp_path), "--out", str(tmp_path / "o"),
-                                                          *command_line(model, train)]).params
-    for key in ("corpus", "out", "overwrite", "resume"):
-        params.pop(key)
-    assert split_training_options(params) == (model, train)
+    assert run_step(Step("here", record_rank, {"out": tmp_path / "here"})) == (0, 1)  # in this process
+    run_step(Step("probe", record_rank, {"out": tmp_path / "job"}, device="cpu"), nproc=2, threads=1)
+    seen = [json.loads(p.read_text()) for p in sorted((tmp_path / "job").glob("rank-*.json"))]
+    assert seen == [{"rank": 0, "world": 2, "threads": 1}, {"rank": 1, "world": 2, "threads": 1}]
+    with pytest.raises(CpfdError, match="step broken: its torchrun job \\(2 processes\\) failed"):
+        run_step(Step("broken", fail_on_rank, {"rank": 1}, device="cpu"), nproc=2)
 
 
-def test_experiment_hands_each_training_to_torchrun_with_its_options(tmp_path, monkeypatch):
-    """--nproc-per-node 2: each training and dump is `torchrun --nproc-per-node 2 -m cpfd.cli ...`; here
-    each such command runs in this process instead, so the experiment's result shows its arguments
-    were right."""
-    import cpfd.experiment.run as experiment_module
-    from tests.invoke import ok, run
+def test_experiment_hands_each_training_and_dump_to_a_torchrun_job(tmp_path, monkeypatch):
+    """--nproc-per-node 2: each training and dump goes to run_step as a torchrun job of 2 processes; here
+    the job's processes are stood in for by `launch.main` on the step file in this process, so the
+    experiment's result shows that the steps travel whole (pickled) and run."""
+    from cpfd.experiment import launch
+    from tests.invoke import ok
 
-    commands = []
+    jobs = []
 
-    def fake_run(command, **kw):
-        commands.append(command)
+    def one_process_for_the_job(command, env):
         assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
-        return subprocess.CompletedProcess(command, run(*command[8:]).exit_code)
+        assert command[7] == "cpfd.experiment.launch" and env["OMP_NUM_THREADS"] == "1"
+        jobs.append(pickle.loads(Path(command[8]).read_bytes()))
+        return launch.main([command[8]])
 
-    monkeypatch.setattr(experiment_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(launch, "torchrun", one_process_for_the_job)
     corpus = tiny_corpus(tmp_path / "c", n_train=64, n_eval=32)
     ok("experiment", "--out", tmp_path / "exp", "--corpus", corpus.path, "--mappings", "exp-decay", "--no-matched-pfd",
        "--nproc-per-node", "2", "--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1",
        "--quiet", "--bootstrap", "100")
-    assert [c[8] for c in commands] == ["train-teacher", "train-student", "dump-teacher", "dump-teacher",
-                                        "distill", "distill"]
-    trainings = [c for c in commands if c[8] != "dump-teacher"]
-    assert all("--quiet" in c and "--overwrite" in c for c in trainings)
-    assert "--alpha" in trainings[2] and "--mapping" in trainings[3]
+    assert [(j.name, j.function.__name__) for j in jobs] == [
+        ("seed-0/teacher", "train_teacher"), ("seed-0/baseline", "train_student"), ("seed-0/dump", "dump_teacher"),
+        ("seed-0/dump-eval", "dump_teacher"), ("seed-0/pfd", "distill"), ("seed-0/cpfd-exp-decay", "distill")]
+    assert jobs[4].kwargs["params"] == {"alpha": 0.5} and jobs[5].kwargs["mapping"] == "exp-decay"
+    assert all(j.kwargs["train_options"].batch_size == 16 for j in jobs if "train_options" in j.kwargs)
     assert (tmp_path / "exp" / "report.md").exists()
 
 
