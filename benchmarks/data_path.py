@@ -39,12 +39,11 @@ Measured, each in a fresh subprocess (`common.run_child`), the order reversed ev
     dump      `dump_teacher(..., num_workers=N)` end to end into a fresh folder: load, score, write
 
 and, in one subprocess at the default size, the paths taking turns row group by row group in
-rotating order (the box's drift moves all three alike):
+rotating order (the box's drift moves them alike):
 
-    overhead  dump-teacher's scoring at `--num-workers 0` (read_unit + `TeacherScorer.logits`, what it
-              runs) against the inline code this change replaced (read_unit, `collate` per batch,
-              `score_batches`, reproduced here), and the DataLoader path run in-process
-              (`scored_in_workers` with 0 workers); wall and CPU seconds (process_time) per pass over
+    overhead  dump-teacher's scoring at `--num-workers 0` (`scored_units`: the DataLoader path, run in
+              this process) against the inline code it replaced (read_unit, `collate` per batch,
+              `score_batches`, reproduced here); wall and CPU seconds (process_time) per pass over
               the split, and their ratios to the old code's, pass by pass
 
 The 16-core line: the workers a 16-core GPU host needs for 1.2x the model's rate = 1.2 x GPU rows/s /
@@ -335,7 +334,7 @@ def measure_overhead(spec: dict) -> dict:
     import numpy as np
 
     from cpfd.pipeline.data import collate
-    from cpfd.teacher.dump import scored_here, scored_in_workers
+    from cpfd.teacher.dump import scored_units
     from cpfd.pipeline.scoring import score_batches
 
     from cpfd.storage.corpus import Corpus
@@ -351,17 +350,12 @@ def measure_overhead(spec: dict) -> dict:
                                collator.widths) for start in range(0, table.num_rows, batch))
             yield score_batches(scorer.model, batches, scorer.device)[1]
 
-    def now():  # what dump_teacher(num_workers=0) runs
-        for _, _, logits in scored_here(scorer, corpus, units, columns):
-            yield logits
-
-    def loader():  # the workers' path, run in this process
-        for _, _, logits in scored_in_workers(scorer, corpus, units, columns, 0):
+    def now():  # what dump_teacher(num_workers=0) runs: the DataLoader path in this process
+        for _, _, logits in scored_units(scorer, corpus, units, columns, 0):
             yield logits
 
     paths = {"before: inline collate + score_batches": before,
-             "now: --num-workers 0 (read_unit + TeacherScorer.logits)": now,
-             "DataLoader path in-process (0 workers)": loader}
+             "now: --num-workers 0 (scored_units in this process)": now}
     names = list(paths)
     reference = list(before())  # warm-up, and the logits every path must give
     times = {name: [] for name in names}  # per pass: (wall s, CPU s)
@@ -369,8 +363,8 @@ def measure_overhead(spec: dict) -> dict:
     for _ in range(spec["repeats"]):
         streams = {name: paths[name]() for name in names}
         spent = {name: [0.0, 0.0] for name in names}
-        for i in range(len(units)):  # row group after row group, the three paths in rotating order
-            for name in names[i % 3:] + names[:i % 3]:
+        for i in range(len(units)):  # row group after row group, the paths in rotating order
+            for name in names[i % len(names):] + names[:i % len(names)]:
                 wall, cpu = time.perf_counter(), time.process_time()
                 logits = next(streams[name])
                 spent[name][0] += time.perf_counter() - wall

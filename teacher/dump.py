@@ -245,23 +245,16 @@ class CollatedUnits(IterableDataset):
                                 table.column("label").to_numpy() if first else None)
 
 
-def scored_here(scorer: TeacherScorer, corpus: Corpus, units: list[WorkUnit], columns: list[str]) -> Iterator[tuple]:
-    """(ids, labels, logits) of each unit in turn, read, collated and scored in this process."""
-    for unit in units:
-        table = corpus.read_unit(unit, columns)
-        with naming(corpus, unit):
-            logits = scorer.logits(table)
-        yield table.column("sample_id"), table.column("label").to_numpy(), logits
+def scored_units(scorer: TeacherScorer, corpus: Corpus, units: list[WorkUnit], columns: list[str],
+                 num_workers: int = 0) -> Iterator[tuple]:
+    """(ids, labels, logits) of each unit in the order of `units`, read and collated in this process
+    (`num_workers` 0) or in that many DataLoader workers (pinned memory on CUDA), scored here.
 
-
-def scored_in_workers(scorer: TeacherScorer, corpus: Corpus, units: list[WorkUnit], columns: list[str],
-                      num_workers: int) -> Iterator[tuple]:
-    """(ids, labels, logits) of each unit in the order of `units`, read and collated in `num_workers`
-    DataLoader workers (pinned memory on CUDA) and scored here.
-
-    The loader takes a piece from each worker in turn, so the pieces of the units in flight
+    With workers the loader takes a piece from each in turn, so the pieces of the units in flight
     interleave: each is scored as it comes, its logits kept (a few floats a row, not the batch)
     until its unit is complete, and units are handed on in order."""
+    if not units:
+        return
     dataset = CollatedUnits(corpus, units, columns, scorer.collator, scorer.batch_size)
     stream = iter(make_loader(dataset, num_workers, pin_memory=scorer.device.type == "cuda", ranks=1))  # units: this worker's
     started: dict[int, dict] = {}
@@ -282,7 +275,7 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
                  device: str = "auto", num_workers: int = 0, progress: bool = True) -> dict:
     """Dump this worker's share of the split; write `_manifest.json` if the dump is then complete.
 
-    With `num_workers` > 0, DataLoader workers read and collate the row groups (`scored_in_workers`)
+    With `num_workers` > 0, DataLoader workers read and collate the row groups (`scored_units`)
     while this process runs the teacher; the dump is the same whatever their number."""
     teacher_dir, out = Path(teacher_dir), Path(out)
     corpus = Corpus(corpus_path)
@@ -308,9 +301,7 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
         columns = ["sample_id", *scorer.inputs.columns()]
         units = [u for shard in todo for u in corpus.work_units(split) if u.shard == shard]  # in writing order
         bar = tqdm(total=sum(u.rows for u in units), unit="rows", desc="dump-teacher", disable=not progress)
-        scored = locks.enter_context(closing(
-            scored_in_workers(scorer, corpus, units, columns, num_workers) if num_workers and units
-            else scored_here(scorer, corpus, units, columns)))
+        scored = locks.enter_context(closing(scored_units(scorer, corpus, units, columns, num_workers)))
 
         def row_groups(shard: int):
             for _ in (u for u in units if u.shard == shard):

@@ -199,16 +199,16 @@ def test_verify_recomputes_the_teacher_and_finds_no_difference(corpus, teacher, 
     verified(result.output, 20)
 
 
-def last_bits_off(real_logits, ulps: int):
-    """TeacherScorer.logits as another CPU computes it: each value `ulps` float32 steps away."""
+def last_bits_off(real_forward, ulps: int):
+    """TeacherScorer.forward as another CPU computes it: each value `ulps` float32 steps away."""
 
-    def logits(self, table, batch_size=None):
-        out = real_logits(self, table, batch_size)
+    def forward(self, piece):
+        out = real_forward(self, piece)
         for _ in range(ulps):
-            out = np.nextafter(out, np.float32(np.inf), dtype=np.float32)
+            out = torch.nextafter(out, torch.tensor(float("inf")))
         return out
 
-    return logits
+    return forward
 
 
 def test_recomputation_that_differs_in_the_last_bits_is_within_the_promise(corpus, teacher, dump, tmp_path,
@@ -219,18 +219,18 @@ def test_recomputation_that_differs_in_the_last_bits_is_within_the_promise(corpu
     out = tmp_path / "dump"
     ok("dump-teacher", teacher, corpus.path, "--out", out, "--num-shards", "3", "--shard-index", "0", "--quiet")
     kept = sha256(out / "part-00000.parquet")
-    real = TeacherScorer.logits
-    monkeypatch.setattr(TeacherScorer, "logits", last_bits_off(real, 3))
+    real = TeacherScorer.forward
+    monkeypatch.setattr(TeacherScorer, "forward", last_bits_off(real, 3))
     ok("dump-teacher", teacher, corpus.path, "--out", out, "--quiet")
     assert sha256(out / "part-00000.parquet") == kept
     assert not shard_tables(out)["part-00001.parquet"].equals(shard_tables(dump)["part-00001.parquet"])
     assert_same_rows(out, dump)
     verified(ok("dump-teacher", teacher, corpus.path, "--out", out, "--verify", "30", "--quiet").output, 30)
 
-    def far_off(self, table, batch_size=None):
-        return real(self, table, batch_size) + np.float32(10 * RECOMPUTE_TOLERANCE["bf16 autocast"])
+    def far_off(self, piece):
+        return real(self, piece) + 10 * RECOMPUTE_TOLERANCE["bf16 autocast"]
 
-    monkeypatch.setattr(TeacherScorer, "logits", far_off)
+    monkeypatch.setattr(TeacherScorer, "forward", far_off)
     result = run("dump-teacher", teacher, corpus.path, "--out", out, "--verify", "30", "--quiet")
     last = result.output.splitlines()[-1]
     assert result.exit_code == 1 and last.startswith("error: ") and "the dump does not hold what teacher" in last
@@ -238,18 +238,18 @@ def test_recomputation_that_differs_in_the_last_bits_is_within_the_promise(corpu
 
 def test_a_crash_mid_dump_is_finished_by_a_rerun(corpus, teacher, dump, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_logits = TeacherScorer.logits
+    real_forward = TeacherScorer.forward
 
-    def crash_on_fifth_row_group(self, table):  # row groups 1-3 are shard 0: dies inside shard 1
+    def crash_on_fifth_row_group(self, piece):  # one forward a row group; 1-3 are shard 0: dies inside shard 1
         calls["n"] += 1
         if calls["n"] == 5:
             raise RuntimeError("simulated crash")
-        return real_logits(self, table)
+        return real_forward(self, piece)
 
     out = tmp_path / "dump"
-    monkeypatch.setattr(TeacherScorer, "logits", crash_on_fifth_row_group)
+    monkeypatch.setattr(TeacherScorer, "forward", crash_on_fifth_row_group)
     result = run("dump-teacher", teacher, corpus.path, "--out", out, "--quiet")
-    monkeypatch.setattr(TeacherScorer, "logits", real_logits)
+    monkeypatch.setattr(TeacherScorer, "forward", real_forward)
     assert result.exit_code != 0 and calls["n"] == 5
     assert not (out / "_manifest.json").exists()
     assert sorted(p.name for p in out.glob("*.parquet")) == ["part-00000.parquet"]

@@ -68,18 +68,18 @@ def test_an_overwrite_of_a_dump_that_fails_keeps_the_old_dump(corpus, teacher, t
     out = tmp_path / "d"
     ok("dump-teacher", teacher, corpus.path, "--out", out, "--quiet")
     before = snapshot(out)
-    real = TeacherScorer.logits
+    real = TeacherScorer.forward
     calls = {"n": 0}
 
-    def crash_in_shard_2(self, table, batch_size=None):
+    def crash_in_shard_2(self, piece):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated crash")
-        return real(self, table, batch_size)
+        return real(self, piece)
 
-    monkeypatch.setattr(TeacherScorer, "logits", crash_in_shard_2)
+    monkeypatch.setattr(TeacherScorer, "forward", crash_in_shard_2)
     assert run("dump-teacher", teacher, corpus.path, "--out", out, "--overwrite", "--quiet").exit_code != 0
-    monkeypatch.setattr(TeacherScorer, "logits", real)
+    monkeypatch.setattr(TeacherScorer, "forward", real)
     assert snapshot(out) == before
     inode = out.stat().st_ino
     ok("dump-teacher", teacher, corpus.path, "--out", out, "--overwrite", "--quiet")
