@@ -79,6 +79,18 @@ def _check_unit(name: str, value: float) -> None:
         raise CpfdParamError(f"{name} must be in [0, 1], got {_fmt(value)}")
 
 
+def _check_names(mapping: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The parameter names of `mapping`; the one check that every name given (not None) is one of them
+    (`cpfd distill` passes its options here too: `--tau` with `--mapping constant` is `tau`)."""
+    _check_mapping(mapping)
+    names = MAPPING_PARAMS[mapping]
+    unknown = sorted(k for k, v in params.items() if v is not None and k not in names)
+    if unknown:
+        raise CpfdParamError(f"{', '.join(unknown)} does not apply to mapping {mapping} "
+                             f"(it takes {', '.join(names)})")
+    return names
+
+
 def validate_params(mapping: str, params: Mapping[str, Any]) -> dict[str, float]:
     """Check the parameters of `mapping` and return them resolved: floats, defaults filled in.
 
@@ -89,13 +101,7 @@ def validate_params(mapping: str, params: Mapping[str, Any]) -> dict[str, float]
     a negative `beta`, a non-positive `alpha_min` or `alpha_min > alpha_max` (exp-decay), and
     `loss_max <= loss_min`.
     """
-    _check_mapping(mapping)
-    names = MAPPING_PARAMS[mapping]
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        raise CpfdParamError(
-            f"unknown parameter(s) {', '.join(unknown)} for mapping {mapping} (it takes {', '.join(names)})"
-        )
+    names = _check_names(mapping, params)
     given = {k: v for k, v in params.items() if v is not None}
     resolved = {**MAPPING_DEFAULTS.get(mapping, {}), **given}
     missing = [n for n in names if n not in resolved]
@@ -188,6 +194,20 @@ _MAPPING_FNS = {
 }
 
 
+def _as_stored(mapping: str, p: dict, narrow: bool) -> dict:
+    """The parameters a mapping compares losses stored in less than float64 (`narrow`) with: threshold's
+    tau rounded to float32, as the dump stores losses, so that a stored loss of float32(tau) gets
+    alpha_low like the float64 loss tau itself (a tau beyond float32 becomes inf)."""
+    if mapping != "threshold" or not narrow:
+        return p
+    return dict(p, tau=torch.tensor(p["tau"], dtype=torch.float32).item())
+
+
+def _alpha(mapping: str, p: dict, L: torch.Tensor, narrow: bool) -> torch.Tensor:
+    """alpha in [0, 1], float64, of float64 losses L (that were `narrow` floats before)."""
+    return _MAPPING_FNS[mapping](L, **_as_stored(mapping, p, narrow)).clamp(0.0, 1.0)
+
+
 def alpha_from_loss(teacher_loss, mapping: str, **params):
     """Per-sample distillation weight a_i from the teacher loss L_i, by one of `MAPPINGS`.
 
@@ -200,37 +220,32 @@ def alpha_from_loss(teacher_loss, mapping: str, **params):
                    clamped to [alpha_min, alpha_max]            (L <= loss_min -> alpha_max, L >= loss_max -> alpha_min)
 
     teacher_loss: any shape, e.g. (B,). A torch tensor gives a tensor on the same device, with its
-    dtype if floating, else float32. Computed in float64 whatever the input: the parameters are
-    float64 and may not fit float32 (a center of 1e39 or a loss range of 1e-40 would give nan);
-    threshold compares a non-float64 loss (tensor or numpy array) with tau rounded to float32. Anything else (numpy array,
-    list, float) gives a numpy array, float64 unless the input was a numpy float array of another
-    precision.
-    The result carries no gradient.
+    dtype if floating, else float32; anything else (numpy array, list, float) gives a numpy array,
+    float64 unless the input was a numpy float array of another precision. Computed in float64
+    whatever the input: the parameters are float64 and may not fit float32 (a center of 1e39 or a
+    loss range of 1e-40 would give nan); threshold compares losses that are floats narrower than
+    float64 with tau rounded to float32 (`_as_stored`). The result carries no gradient.
     params: the mapping's parameters, see `MAPPING_PARAMS` / `validate_params`.
     Raises `CpfdParamError` (a ValueError) for bad parameters and for NaN or infinite losses.
     """
     p = validate_params(mapping, params)
     if isinstance(teacher_loss, torch.Tensor):
         out_dtype = teacher_loss.dtype if teacher_loss.is_floating_point() else torch.get_default_dtype()
-        if mapping == "threshold" and teacher_loss.dtype != torch.float64:
-            # compare with tau rounded to float32, as a float32 loss always was: a stored loss of
-            # float32(tau) gets alpha_low, like the float64 loss tau itself
-            p["tau"] = torch.tensor(p["tau"], dtype=torch.float32).item()
         L = teacher_loss.detach().to(torch.float64)  # (B,) values: float64 costs nothing next to a forward pass
-        _check_finite_losses(L)
-        return _MAPPING_FNS[mapping](L, **p).clamp(0.0, 1.0).to(out_dtype)
-
-    array = np.asarray(teacher_loss)
-    out_dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.dtype(np.float64)
-    if mapping == "threshold" and np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize < 8:
-        with np.errstate(over="ignore"):  # a tau beyond float32 becomes inf, as torch.tensor(tau, float32) does
-            p["tau"] = float(np.float32(p["tau"]))  # as for a float32 tensor: the dump's losses give one alpha either way
-    try:
-        L = torch.from_numpy(np.array(array, dtype=np.float64))  # a copy: the caller's array stays put
-    except (TypeError, ValueError):
-        raise CpfdParamError(f"teacher_loss must hold numbers, got dtype {array.dtype}") from None
+        narrow = teacher_loss.is_floating_point() and teacher_loss.dtype != torch.float64
+    else:
+        array = np.asarray(teacher_loss)
+        out_dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.dtype(np.float64)
+        try:
+            L = torch.from_numpy(np.array(array, dtype=np.float64))  # a copy: the caller's array stays put
+        except (TypeError, ValueError):
+            raise CpfdParamError(f"teacher_loss must hold numbers, got dtype {array.dtype}") from None
+        narrow = np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize < 8
     _check_finite_losses(L)
-    return _MAPPING_FNS[mapping](L, **p).clamp(0.0, 1.0).numpy().astype(out_dtype, copy=False)
+    alpha = _alpha(mapping, p, L, narrow)
+    if isinstance(teacher_loss, torch.Tensor):
+        return alpha.to(out_dtype)
+    return alpha.numpy().astype(out_dtype, copy=False)
 
 
 def alpha_function(mapping: str, **params):
@@ -242,12 +257,9 @@ def alpha_function(mapping: str, **params):
     `verify()` proves them finite before training starts.
     """
     p = validate_params(mapping, params)
-    fn = _MAPPING_FNS[mapping]
-    p32 = dict(p, tau=torch.tensor(p["tau"], dtype=torch.float32).item()) if mapping == "threshold" else p
 
     def alpha(teacher_loss: torch.Tensor) -> torch.Tensor:
-        params = p if teacher_loss.dtype == torch.float64 else p32  # threshold: as alpha_from_loss rounds tau
-        return fn(teacher_loss.detach().double(), **params).clamp(0.0, 1.0).float()
+        return _alpha(mapping, p, teacher_loss.detach().double(), teacher_loss.dtype != torch.float64).float()
 
     return alpha
 
@@ -429,10 +441,8 @@ def resolve_params(mapping: str, given: Mapping[str, Any], losses_or_quantiles=N
     given value that clashes with a calibrated one (e.g. loss_max below the calibrated loss_min) is
     reported by name.
     """
-    _check_mapping(mapping)
+    _check_names(mapping, given)
     given = {k: v for k, v in given.items() if v is not None}
-    if set(given) - set(MAPPING_PARAMS[mapping]):
-        validate_params(mapping, given)  # raises, naming the unknown parameter
     # optional parameters left out take their defaults (the same values the rule would pick)
     missing = [n for n in MAPPING_PARAMS[mapping] if n not in given and n not in MAPPING_DEFAULTS.get(mapping, {})]
     if not missing:

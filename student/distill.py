@@ -61,10 +61,8 @@ def cpfd_objective(mapping: str, params: dict, temperature: float):
 
 def resolve_mapping(dump_dir: Path, mapping: str, given: dict) -> tuple[dict, list[str]]:
     """The mapping's parameters: the given ones, defaults, the rest calibrated from the dump.
-    Also the names that were calibrated."""
-    unknown = [k for k, v in given.items() if v is not None and k not in MAPPING_PARAMS.get(mapping, ())]
-    if unknown:
-        raise CpfdError(f"--{unknown[0].replace('_', '-')} does not apply to --mapping {mapping}")
+    Also the names that were calibrated. A parameter of another mapping is refused by
+    `student.cpfd.resolve_params`."""
     missing = [k for k in MAPPING_PARAMS.get(mapping, ()) if given.get(k) is None]
     calibrated = [k for k in missing if k not in MAPPING_DEFAULTS.get(mapping, {})]
     # numpy quantiles of every stored loss (4 bytes a row): a DuckDB connection would keep ~30 MB

@@ -233,7 +233,7 @@ REFUSALS = {
     "a changed shard": (["{corpus}", "{changed_shard}", "--mapping", "constant"], "sha256 differs"),
     "an unfinished dump": (["{corpus}", "{unfinished}", "--mapping", "constant"], "no _manifest.json"),
     "a parameter of another mapping": (["{corpus}", "{dump}", "--mapping", "constant", "--tau", "1"],
-                                       "--tau does not apply to --mapping constant"),
+                                       "tau does not apply to mapping constant (it takes alpha)"),
     "alpha above 1": (["{corpus}", "{dump}", "--mapping", "constant", "--alpha", "1.5"], "alpha must be in [0, 1]"),
     "alpha_min 0": (["{corpus}", "{dump}", "--mapping", "exp-decay", "--alpha-min", "0"],
                     "alpha_min must be positive"),
