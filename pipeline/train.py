@@ -3,9 +3,9 @@
 Stages differ only in the model, the columns their dataset reads, and `loss_fn(output, batch)`,
 which returns the per-sample losses and a flat dict of per-sample tensors to show (distillation
 adds `alpha`); the loop averages them over the step's rows.
-`train()` reads top to bottom like a recipe: set-up (device, optimizer, schedule, resume), then
-per epoch the steps (forward, backward, clip, step), the epoch's numbers, the evaluation, the kept
-epoch, `training.json` and the checkpoint.
+`train()` reads top to bottom like a recipe: `start_run` (device, optimizer, schedule, resume),
+then per epoch `run_epoch` (the steps: forward, backward, clip, step; the epoch's numbers) and
+`end_epoch` (the evaluation, the kept epoch, `training.json` and the checkpoint), then `finish_run`.
 
 - AdamW (no weight decay on biases and norms), linear warm-up then linear decay to 0, gradient
   clipping at norm `max_grad_norm`.
@@ -218,6 +218,30 @@ def weighted_loss(losses: torch.Tensor, weight: torch.Tensor, world: int) -> tor
     return (torch.where(weight > 0, losses, 0.0) * weight).sum() * world / rows.clamp_min(1)
 
 
+@dataclass
+class Run:
+    """A training run between its steps: what `start_run` sets up and `run_epoch` / `end_epoch` advance."""
+
+    model: torch.nn.Module
+    ddp: torch.nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+    plan: list[int]  # optimizer steps of each epoch
+    record: dict  # what training.json holds
+    progress: Progress
+    out_dir: Path
+    options: TrainOptions
+
+    def save_progress(self) -> None:
+        """The checkpoint: model, optimizer, schedule, progress, record, every rank's RNG (rank 0 writes)."""
+        rng = distributed.gather(rng_state(self.device))  # every rank's
+        if distributed.is_main():
+            save_checkpoint(self.out_dir / CHECKPOINT, self.model, self.optimizer, self.schedule,
+                            {"progress": asdict(self.progress), "record": self.record, "options": asdict(self.options)},
+                            rng)
+
+
 def train(
     model: torch.nn.Module,
     train_set: CorpusBatches,
@@ -236,21 +260,30 @@ def train(
     continues from it and ends with the weights an uninterrupted run would have reached.
     Under torchrun every rank calls this; rank 0 alone writes `out_dir`.
     """
-    # ---- set-up -----------------------------------------------------------------------------
-    out_dir = Path(out_dir)
-    world, rank, main = distributed.world(), distributed.rank(), distributed.is_main()
-    if main:
+    run = start_run(model, train_set, val_set, Path(out_dir), options, record, resume)
+    for epoch in range(run.progress.epoch, len(run.plan)):
+        metrics = run_epoch(run, epoch, train_set, loss_fn)
+        end_epoch(run, epoch, metrics, val_set)
+    return finish_run(run)
+
+
+def start_run(model: torch.nn.Module, train_set: CorpusBatches, val_set: CorpusBatches | None, out_dir: Path,
+              options: TrainOptions, record: dict, resume: bool) -> Run:
+    """The set-up: device, schedule of epochs, AdamW and its learning-rate schedule, the record, the
+    seed of this rank, the checkpoint a resume continues from, and DDP under torchrun."""
+    world, rank = distributed.world(), distributed.rank()
+    if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(options.device)
     model.to(device)
     plan, rule = plan_epochs(train_set, options, world)
-    epochs, total_steps = len(plan), sum(plan)
+    total_steps = sum(plan)
     optimizer = adamw(model, options)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_then_linear_decay(int(options.warmup_ratio * total_steps), total_steps))
     record = {**record, "options": {**record.get("options", {}), **asdict(options)}, "device": str(device),
               "processes": world,
-              "schedule": {"rule": rule, "epochs": epochs, "steps": total_steps,
+              "schedule": {"rule": rule, "epochs": len(plan), "steps": total_steps,
                            "steps_per_epoch": plan[0], "min_steps": options.min_steps},
               "training_rows": train_set.num_rows,
               "validation": {"fraction": options.val_fraction, "rows": val_set.num_rows if val_set is not None else 0},
@@ -268,85 +301,94 @@ def train(
         record = state["record"]
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    return Run(model, ddp, optimizer, schedule, device, plan, record, progress, out_dir, options)
 
-    def save_progress() -> None:
-        rng = distributed.gather(rng_state(device))  # every rank's
+
+def run_epoch(run: Run, epoch: int, train_set: CorpusBatches, loss_fn: LossFn) -> dict:
+    """The epoch's optimizer steps (forward, the stage's loss, backward, clip, update), from where a
+    resumed run stopped; returns its flat metrics dict (means of the loss and shown numbers, rate)."""
+    options, progress, device = run.options, run.progress, run.device
+    world, rank, main = distributed.world(), distributed.rank(), distributed.is_main()
+    if progress.batches == 0:
+        progress.sums = {}
+    steps, total_steps = run.plan[epoch], sum(run.plan)
+    mine = train_set.rank_batches(epoch, world, options.num_workers)[rank]  # the rest: padding at weight 0
+    train_set.set_epoch(epoch, skip_batches=min(progress.batches, mine))
+    sums = RunningSums(progress.sums if main else dict.fromkeys(progress.sums, 0.0), progress.step, device)
+    rows_before, start = progress.sums.get("rows", 0.0), time.perf_counter()
+    run.model.train()
+    batches = weighted(make_loader(train_set, options.num_workers, pin_memory=device.type == "cuda"),
+                       steps - progress.batches, train_set.any_batch)
+    bar = tqdm(batches, total=steps, initial=progress.batches, disable=not (options.progress and main),
+               desc=f"epoch {epoch + 1}/{len(run.plan)}", file=sys.stderr)
+    for batch in bar:
+        # ---- one step: forward, the stage's loss, backward, clip, update ------------------
+        batch = to_device(batch, device)
+        weight = batch.pop("weight")
+        with autocast(device):
+            output = run.ddp(batch)
+            losses, shown = loss_fn(output, batch)
+        weighted_loss(losses, weight, world).backward()  # DDP averages the gradients over ranks
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), options.max_grad_norm)
+        run.optimizer.step()
+        run.schedule.step()
+        run.optimizer.zero_grad(set_to_none=True)
+
+        # ---- bookkeeping: sums stay on the device, the host reads them now and then -------
+        sums.add(losses, shown, weight)
+        progress.step, progress.batches = progress.step + 1, progress.batches + 1
+        if options.progress and progress.step % PROGRESS_EVERY == 0:
+            read = sums.read()
+            means = {k: v / max(read["rows"], 1) for k, v in read.items() if k != "rows"}
+            bar.set_postfix(**{k: f"{v:.4f}" for k, v in means.items()},
+                            samples_s=f"{(read['rows'] - rows_before) / (time.perf_counter() - start):.0f}")
+        if options.checkpoint_every and progress.step % options.checkpoint_every == 0 and progress.step < total_steps:
+            progress.sums = sums.read()
+            run.save_progress()
+    bar.close()
+    progress.sums = sums.read()
+    rows = progress.sums.get("rows", 0.0)
+    return {"epoch": epoch + 1, "step": progress.step, "lr": run.schedule.get_last_lr()[0],
+            "samples_per_s": (rows - rows_before) / max(time.perf_counter() - start, 1e-9),
+            **{f"train_{k}": v / max(rows, 1) for k, v in progress.sums.items() if k != "rows"}}
+
+
+def end_epoch(run: Run, epoch: int, metrics: dict, val_set: CorpusBatches | None) -> None:
+    """The end of an epoch: the evaluation on the validation split, the kept epoch (its weights saved),
+    training.json, the checkpoint, and a line for the person watching."""
+    options, progress, record, main = run.options, run.progress, run.record, distributed.is_main()
+    if val_set is not None:  # the validation split picks the kept epoch; the eval split only reports
+        metrics.update({f"val_{k}": v for k, v in evaluate(run.model, val_set, run.device, options.num_workers).items()})
+    # Without validation rows, every epoch scores the same and the last one is kept.
+    score = metrics.get(f"val_{options.select_metric}", 0.0 if val_set is None else -math.inf)
+    score = -math.inf if score != score else score  # NaN never wins
+    if score >= progress.best_score or "best_epoch" not in record:  # ties go to the later epoch
+        progress.best_score = score
         if main:
-            save_checkpoint(checkpoint, model, optimizer, schedule,
-                            {"progress": asdict(progress), "record": record, "options": asdict(options)}, rng)
-
-    for epoch in range(progress.epoch, epochs):
-        if progress.batches == 0:
-            progress.sums = {}
-        steps = plan[epoch]
-        mine = train_set.rank_batches(epoch, world, options.num_workers)[rank]  # the rest: padding at weight 0
-        train_set.set_epoch(epoch, skip_batches=min(progress.batches, mine))
-        sums = RunningSums(progress.sums if main else dict.fromkeys(progress.sums, 0.0), progress.step, device)
-        rows_before, start = progress.sums.get("rows", 0.0), time.perf_counter()
-        model.train()
-        batches = weighted(make_loader(train_set, options.num_workers, pin_memory=device.type == "cuda"),
-                           steps - progress.batches, train_set.any_batch)
-        bar = tqdm(batches, total=steps, initial=progress.batches, disable=not (options.progress and main),
-                   desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
-        for batch in bar:
-            # ---- one step: forward, the stage's loss, backward, clip, update ------------------
-            batch = to_device(batch, device)
-            weight = batch.pop("weight")
-            with autocast(device):
-                output = ddp(batch)
-                losses, shown = loss_fn(output, batch)
-            weighted_loss(losses, weight, world).backward()  # DDP averages the gradients over ranks
-            torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            # ---- bookkeeping: sums stay on the device, the host reads them now and then -------
-            sums.add(losses, shown, weight)
-            progress.step, progress.batches = progress.step + 1, progress.batches + 1
-            if options.progress and progress.step % PROGRESS_EVERY == 0:
-                read = sums.read()
-                means = {k: v / max(read["rows"], 1) for k, v in read.items() if k != "rows"}
-                bar.set_postfix(**{k: f"{v:.4f}" for k, v in means.items()},
-                                samples_s=f"{(read['rows'] - rows_before) / (time.perf_counter() - start):.0f}")
-            if options.checkpoint_every and progress.step % options.checkpoint_every == 0 and progress.step < total_steps:
-                progress.sums = sums.read()
-                save_progress()
-        bar.close()
-
-        # ---- the epoch's numbers, the evaluation, the kept epoch ----------------------------
-        progress.sums = sums.read()
-        rows = progress.sums.get("rows", 0.0)
-        metrics = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0],
-                   "samples_per_s": (rows - rows_before) / max(time.perf_counter() - start, 1e-9),
-                   **{f"train_{k}": v / max(rows, 1) for k, v in progress.sums.items() if k != "rows"}}
-        if val_set is not None:  # the validation split picks the kept epoch; the eval split only reports
-            metrics.update({f"val_{k}": v for k, v in evaluate(model, val_set, device, options.num_workers).items()})
-        # Without validation rows, every epoch scores the same and the last one is kept.
-        score = metrics.get(f"val_{options.select_metric}", 0.0 if val_set is None else -math.inf)
-        score = -math.inf if score != score else score  # NaN never wins
-        if score >= progress.best_score or "best_epoch" not in record:  # ties go to the later epoch
-            progress.best_score = score
-            if main:
-                model.save_pretrained(out_dir)
-            record["best_epoch"] = epoch + 1
-            # F1 is reported at the threshold that is best on the validation split (binary tasks)
-            record["threshold"] = metrics.get("val_best_threshold")
-        record["epochs"].append(metrics)
-        if main:
-            write_training_record(out_dir, record)
-        progress.epoch, progress.batches = epoch + 1, 0
-        save_progress()
-        if options.progress and main:
-            shown = ", ".join(f"{k[4:]} {metrics[k]:.4f}" for k in ("val_roc_auc", "val_pr_auc", "val_best_f1") if k in metrics)
-            tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; validation {shown}" if shown else ""),
-                       file=sys.stderr)
-    record["finished"] = True  # what `cpfd experiment` checks before reusing a model folder
+            run.model.save_pretrained(run.out_dir)
+        record["best_epoch"] = epoch + 1
+        # F1 is reported at the threshold that is best on the validation split (binary tasks)
+        record["threshold"] = metrics.get("val_best_threshold")
+    record["epochs"].append(metrics)
     if main:
-        write_training_record(out_dir, record)
-        if not options.keep_checkpoint:
-            checkpoint.unlink(missing_ok=True)  # nothing left to resume: the weights and the record are kept
-    return record
+        write_training_record(run.out_dir, record)
+    progress.epoch, progress.batches = epoch + 1, 0
+    run.save_progress()
+    if options.progress and main:
+        shown = ", ".join(f"{k[4:]} {metrics[k]:.4f}" for k in ("val_roc_auc", "val_pr_auc", "val_best_f1") if k in metrics)
+        tqdm.write(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.4f}" + (f"; validation {shown}" if shown else ""),
+                   file=sys.stderr)
+
+
+def finish_run(run: Run) -> dict:
+    """Mark the record finished (what `cpfd experiment` checks before reusing a folder) and drop the
+    checkpoint unless asked to keep it: nothing is left to resume. Returns the record."""
+    run.record["finished"] = True
+    if distributed.is_main():
+        write_training_record(run.out_dir, run.record)
+        if not run.options.keep_checkpoint:
+            (run.out_dir / CHECKPOINT).unlink(missing_ok=True)  # the weights and the record are kept
+    return run.record
 
 
 def format_training_summary(record: dict, out: Path) -> str:
