@@ -343,7 +343,7 @@ def measure_overhead(spec: dict) -> dict:
     corpus, units, columns, batch = Corpus(spec["corpus"]), dataset.units, dataset.columns, spec["dump_batch"]
     collator = scorer.collator
 
-    def before():  # pipeline/dump_teacher.py before issue 15 item 4 (a single teacher)
+    def before():  # the dump-teacher code before issue 15 item 4 (a single teacher)
         for unit in units:
             table = corpus.read_unit(unit, columns)
             batches = (collate(table.slice(start, batch), collator.inputs, collator.tokenizers[0], collator.max_lengths[0],

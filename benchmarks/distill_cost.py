@@ -8,7 +8,7 @@ DF-X-VLM trained for a few steps and its dump (`dump_teacher`, train split) are 
 work dir (not timed). One student epoch is then trained three ways:
 
     train-student  `student.train.train_student`: cross-entropy, the baseline
-    distill        `pipeline.distill.distill(corpus, dump, mapping=...)`: CPFD from the stored
+    distill        `student.distill.distill(corpus, dump, mapping=...)`: CPFD from the stored
                    teacher logits and losses (parameters calibrated from the dump, as the CLI does)
     online         the same CPFD loss and the same loop (`pipeline.train.train`), but the teacher
                    is resident (eval mode, no grad) and runs forward on every batch to produce the

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/maps.py --out runs/maps --summary                          # tables + figures only
 
 Every point is one `cpfd experiment` (defaults unless said; one torch thread each, `--jobs` at a
-time), so every number comes with paired intervals over seeds and eval rows (pipeline/stats.py):
+time), so every number comes with paired intervals over seeds and eval rows (experiment/stats.py):
 
     presets    the five presets, the default experiment plus --cross-fit 3 (docs/results.md's
                main table, and in-sample against cross-fitted teacher dumps)

@@ -8,7 +8,7 @@ plus the figures. Nothing here trains or re-scores a model except the serving-la
 of Table 4.
 
 The F1 of every table is taken at the threshold each model found best on its validation split (so
-no eval label chose it); F1@0.5 stands beside it. Comparisons (`pipeline.stats`): per metric, the
+no eval label chose it); F1@0.5 stands beside it. Comparisons (`experiment.stats`): per metric, the
 per-seed paired differences, a 95% interval over seeds and one from a paired bootstrap over eval
 rows, and a verdict that calls a difference only when both intervals exclude 0.
 """
@@ -325,7 +325,7 @@ def comparisons_to_make(options, names: set) -> list[tuple[str, str, str]]:
 
 
 def run_comparisons(out: Path, seeds: list[int], results: dict, pairs, replicates: int) -> dict:
-    """Paired statistics of each pair over seeds and eval rows (`pipeline.stats.compare`)."""
+    """Paired statistics of each pair over seeds and eval rows (`experiment.stats.compare`)."""
     from cpfd.experiment.stats import compare
 
     found = {}
@@ -484,7 +484,7 @@ def render_markdown(report, models, table3_models, best, gaps, provenance, corpu
         out += ["Paired differences A - B per metric (F1 at each model's validation threshold), with 95% intervals "
                 "over seeds (Student t on the per-seed differences; none with one seed) and over eval rows (a "
                 "paired bootstrap); a difference is called better or worse only when both intervals exclude 0 "
-                "(pipeline/stats.py).", ""]
+                "(experiment/stats.py).", ""]
         out += [f"- {line}" for line in comparison_lines]
     else:
         out.append("Paired statistics need a task of two classes; this one has "

@@ -1,2 +1,3 @@
-"""What the stages share and how they are chained: data, tokenization, training loop, metrics,
-the synthetic corpus and the experiment."""
+"""What both stages run on: options, the dataset and loaders over corpus shards, tokenization, the
+training loop, checkpoints, the distributed set-up, scoring, evaluation and metrics. Never imports
+`teacher`, `student` or `experiment`: the stages hand it their models and losses."""

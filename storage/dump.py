@@ -26,7 +26,7 @@ when complete, so a crash leaves committed shards and at most one temp file per 
 (`plan_dump`) deletes the temp files of its own shards, keeps the committed shards that check out
 (values read back against the `values_sha256` the writer recorded, finite, loss = CE) and
 returns the rest. Job arrays: corpus shard i belongs to worker `i % num_shards`; whichever worker
-finds every shard committed writes `_manifest.json`. The caller (`pipeline.dump_teacher`) holds
+finds every shard committed writes `_manifest.json`. The caller (`teacher.dump`) holds
 an advisory lock on each shard it writes, so two processes never write one shard. Two provenances are the same dump when teacher weights, corpus fingerprint,
 split, classes and schema agree: paths and `created_at` (when that run started; pass a fixed one
 for byte-identical reruns) do not count.

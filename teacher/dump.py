@@ -93,7 +93,7 @@ class TeacherCollator:
     def batches(self, table, batch_size: int) -> list[tuple[int, np.ndarray]]:
         """(model, rows) of each forward pass over the table, in order: a single teacher scores every
         row; a cross-fitted one a train row with the teacher of its fold, an eval row with all K
-        (`pipeline.crossfit.fold_logits` combines them)."""
+        (`teacher.crossfit.fold_logits` combines them)."""
         n, folds = table.num_rows, len(self.tokenizers)
         if not self.cross_fitted:
             routes = [(0, np.arange(n))]
@@ -126,7 +126,7 @@ class TeacherScorer:
     """The teacher and what it needs to score corpus rows: logits (n, C) float32 per table.
 
     A cross-fitted teacher (`train-teacher --folds K`) is K models: a train-split row is scored by
-    the teacher of its fold, an eval-split row by the mean of all K (`pipeline.crossfit`); the
+    the teacher of its fold, an eval-split row by the mean of all K (`teacher.crossfit`); the
     table must then hold `sample_id`. Scoring is two parts: `collator` (a `TeacherCollator`) cuts a
     table into batches and collates them on the CPU, in this process or in DataLoader workers;
     `forward` runs one collated batch through its model on the device, here."""
