@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from cpfd.pipeline import distributed
-from cpfd.pipeline.data import FOLD_SALT, fold_of, fold_rows
+from cpfd.pipeline.checkpoint import read_checkpoint
+from cpfd.pipeline.data import FOLD_SALT, fold_of, fold_rows, training_rows
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.stages import model_inputs, prepare_stage
 from cpfd.pipeline.train import cross_entropy_loss, train
@@ -70,6 +72,13 @@ def train_cross_fitted_teacher(corpus_path, out, *, folds: int, model_options: M
     out = Path(out)
     check_paths({"--out": out}, model_inputs(corpus, model_options))
 
+    def checks() -> None:  # before anything is trained or written; under torchrun, rank 0 says it
+        check_folds_have_rows(corpus, folds, train_options.val_fraction)
+        if resume and not overwrite:
+            check_same_cross_fitting(out, corpus, folds)
+
+    distributed.on_main(checks)
+
     @contextmanager
     def locked_target() -> Iterator[Path]:
         if not overwrite and not resume and out.is_dir() and any(out.iterdir()):
@@ -106,6 +115,44 @@ def train_cross_fitted_teacher(corpus_path, out, *, folds: int, model_options: M
     return data
 
 
+def check_folds_have_rows(corpus: Corpus, folds: int, val_fraction: float) -> None:
+    """Every fold must hold training rows to leave out (and so every teacher rows to train on): a K
+    larger than that is refused before any teacher trains."""
+    ids = corpus.read_column("train", "sample_id")
+    ids = ids.filter(pa.array(training_rows(val_fraction).mask(ids)))
+    counts = np.bincount(fold_of(ids, folds), minlength=folds) if len(ids) else np.zeros(folds, np.int64)
+    empty = int((counts == 0).sum())
+    if empty:
+        raise CpfdError(f"--folds {folds}: the {len(ids)} training rows of {corpus.path} (its train split less the "
+                        f"validation rows) leave {empty} of the {folds} folds without a row to hold out; use fewer folds")
+
+
+def check_same_cross_fitting(out: Path, corpus: Corpus, folds: int) -> None:
+    """`--resume` continues the cross-fitting in OUT, never another one: the same K, fold rule and
+    corpus as its folds.json, and as the training record (or checkpoint) of every fold folder there.
+    Mixing two splits would score rows with a teacher that trained on them."""
+    def refuse(found: str) -> None:
+        raise CpfdError(f"{out}: --resume continues the cross-fitted teacher there, which {found}; this run asks for "
+                        f"--folds {folds} on {corpus.path}: pass --overwrite to train a new one, or resume it as it was")
+
+    if (out / FOLDS).exists():
+        data = read_folds(out)
+        if data["folds"] != folds or data.get("rule") != FOLD_RULE or data.get("salt") != FOLD_SALT:
+            refuse(f"has {data['folds']} folds" if data["folds"] != folds else "assigns rows to folds by another rule")
+    for fold_dir in sorted(out.glob("fold-*")):
+        record = read_training_record(fold_dir)
+        if record is None and (fold_dir / CHECKPOINT).exists():
+            record = read_checkpoint(fold_dir / CHECKPOINT)["record"]
+        if record is None:
+            continue  # a fold that had not started: nothing of it is kept
+        fold = record.get("fold") or {}
+        if fold.get("folds") != folds or fold.get("rule") != FOLD_RULE or fold_dir.name != f"fold-{fold.get('k')}":
+            refuse(f"was trained with {fold.get('folds')} folds ({fold_dir.name})" if fold.get("folds") != folds
+                   else f"holds a fold trained under another rule or name ({fold_dir.name})")
+        if (record.get("corpus") or {}).get("fingerprint") != corpus.fingerprint:
+            refuse(f"was trained on another corpus ({(record.get('corpus') or {}).get('path')}, {fold_dir.name})")
+
+
 def fold_logits(models_logits, ids, split: str, folds: int) -> tuple[np.ndarray, np.ndarray]:
     """The dump's logits and folds for rows scored by every fold teacher.
 
@@ -130,6 +177,15 @@ def fold_logits(models_logits, ids, split: str, folds: int) -> tuple[np.ndarray,
 
 
 def fold_teachers(teacher_dir: Path) -> list[Path]:
-    """The K model folders of a cross-fitted teacher, in fold order."""
+    """The K model folders of a cross-fitted teacher, in fold order; each must have been trained as
+    fold k of these K by this rule (its training record says so), or a row could be scored by a
+    teacher that trained on it."""
     data = read_folds(teacher_dir)
-    return [Path(teacher_dir) / t["dir"] for t in data["teachers"]]
+    dirs = [Path(teacher_dir) / t["dir"] for t in data["teachers"]]
+    for k, folder in enumerate(dirs):
+        fold = (read_training_record(folder) or {}).get("fold") or {}
+        if (fold.get("k"), fold.get("folds"), fold.get("rule")) != (k, data["folds"], data.get("rule")):
+            raise CpfdError(f"{folder}: its training record says fold {fold.get('k')} of {fold.get('folds')}, "
+                            f"{Path(teacher_dir) / FOLDS} fold {k} of {data['folds']}: train the cross-fitted teacher "
+                            "again (train-teacher --folds K --overwrite)")
+    return dirs
