@@ -13,6 +13,9 @@ codec) opens the dump with `open_dump` and reads every row group in these passes
                  corpus.json's (what every DataLoader worker pays once per epoch)
     first pass   the first read of every row group in a fresh process (cold Parquet readers)
     steady pass  logits + teacher_loss only: the per-row-group cost of training (median of 5)
+    checks       the steady pass with the read-time checks (page checksums verified, every row finite
+                 with teacher_loss = CE of its logits) against the same reader with them off, the
+                 two taking turns pass by pass (median of 5 each, and their ratio)
     extra() pass the same through `TeacherDump.extra` (writable copies, the CorpusBatches path)
     verify()     the full check `cpfd distill` runs once per run: file sha256, the sample_id and
                  label columns against the corpus's, every value finite
@@ -146,7 +149,7 @@ def peak_rss_mb() -> int:
 def measure(dump_dir: str, corpus_dir: str) -> dict:
     """Runs in a fresh subprocess: open, first pass, steady passes, extra() passes, verify; peak RSS."""
     from cpfd.storage.corpus import Corpus
-    from cpfd.storage.dump import DUMP_MANIFEST, open_dump, plan_dump
+    from cpfd.storage.dump import DUMP_MANIFEST, TeacherDump, open_dump, plan_dump
 
     rss_after_import = peak_rss_mb()
     corpus = Corpus(corpus_dir, verify="fast")
@@ -171,6 +174,12 @@ def measure(dump_dir: str, corpus_dir: str) -> dict:
 
     result["first_s"] = timed(stream)
     result["steady_s"] = statistics.median(timed(stream) for _ in range(REPEATS))
+    readers = {"checked": dump, "unchecked": TeacherDump(dump_dir, corpus, check_reads=False)}
+    passes = {name: [] for name in readers}
+    for r in range(REPEATS):  # side by side: the two readers take turns, in alternating order
+        for name in (list(readers) if r % 2 == 0 else list(readers)[::-1]):
+            passes[name].append(timed(lambda: [None for _ in readers[name].iter_teacher_columns()]))
+    result["checked_s"], result["unchecked_s"] = (statistics.median(passes[n]) for n in ("checked", "unchecked"))
     result["extra_s"] = statistics.median(timed(extra) for _ in range(REPEATS))
     result["peak_rss_mb"] = peak_rss_mb()  # before verify(): the streaming path's peak
     result["verify_s"] = timed(dump.verify)
@@ -206,6 +215,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    checks = []
     with tempfile.TemporaryDirectory(prefix="cpfd-bench-") as tmp:
         for rows in sizes:
             corpus = Path(tmp) / f"corpus-{rows}"
@@ -230,7 +240,14 @@ def main() -> None:
                     f"{r['verify_s']:>10.2f} {r['verify_peak_rss_mb']:>5} MB"
                     f" {r['rows'] / r['rerun_finished_s'] / 1e6:>9.1f} M rows/s {r['rows'] / r['rerun_kept_s'] / 1e6:>9.1f} M rows/s"
                 )
+                checks.append((rows, codec, r))
                 shutil.rmtree(dump)
+    print("\nread-time checks (page checksums; each row finite, teacher_loss = CE of its logits), "
+          f"steady pass, median of {REPEATS} each, the two readers taking turns:")
+    print(f"{'rows':>10} {'codec':>6} {'with checks':>16} {'without':>16} {'time ratio':>10}")
+    for rows, codec, r in checks:
+        print(f"{rows:>10,} {codec:>6} {r['rows'] / r['checked_s'] / 1e6:>9.1f} M rows/s "
+              f"{r['rows'] / r['unchecked_s'] / 1e6:>9.1f} M rows/s {r['checked_s'] / r['unchecked_s']:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ Writing (the `dump-teacher` command runs the teacher; this module only stores wh
 per row group of the corpus shard, in order. The writer checks them against the corpus rows
 (ids, labels, shapes, finite values, teacher_loss = CE of the logits) before anything is stored.
 A shard is written to `.part-NNNNN.parquet.PID.tmp` (a name of its own per process) and renamed
-when complete, so a crash leaves committed shards and at most one temp file per worker; a rerun
+when complete, so a crash leaves committed shards and at most one temp file per worker. Whoever
+finishes the dump reads every committed shard back before `_manifest.json` vouches for it (a
+shard damaged on disk after its worker committed it is refused there); a rerun
 (`plan_dump`) deletes the temp files of its own shards, keeps the committed shards that check out
 (values read back against the `values_sha256` the writer recorded, finite, loss = CE) and
 returns the rest. Job arrays: corpus shard i belongs to worker `i % num_shards`; whichever worker
@@ -39,7 +41,9 @@ caught here), then gives for a corpus `WorkUnit` the teacher logits and losses o
 rows, reading only those two columns. Opening reads footers only, so each DataLoader worker can
 afford it every epoch. `verify()` is the full pass (file sha256 against the manifest, the id and
 label columns against the corpus's, every value finite): `cpfd distill` runs it once before
-training, and streaming does not check the values again. `read_teacher_losses(dump_dir)` reads
+training. Streaming checks what it reads as well: every shard is written with Parquet page
+checksums that every reader verifies (a damaged page is one error line, never data), and each row
+read must be finite with teacher_loss the cross-entropy of its logits (`TeacherDump.read`). `read_teacher_losses(dump_dir)` reads
 every stored loss of a finished dump without a corpus (calibration, matched PFD). Where a digest is missing (a dump or
 corpus written before cpfd recorded them) the shard's columns are compared on its first read
 instead. Any mismatch is a one-line `CpfdError` naming the file and the problem; nothing is
@@ -397,7 +401,7 @@ def _values_problem(file: Path, record: dict | None, num_classes: int) -> str | 
     if not record or "values_sha256" not in record:
         return "its footer records no values digest (written by an older cpfd)"
     try:
-        pf = pq.ParquetFile(file)
+        pf = pq.ParquetFile(file, page_checksum_verification=True)
         h = hashlib.sha256()
         for g in range(pf.num_row_groups):
             table = pf.read_row_group(g, columns=["label", *TEACHER_COLUMNS], use_threads=False)
@@ -406,8 +410,7 @@ def _values_problem(file: Path, record: dict | None, num_classes: int) -> str | 
             values_digest(logits, loss, h)
             if not (np.isfinite(logits).all() and np.isfinite(loss).all()):
                 return f"row group {g} holds NaN or inf"
-            expected = cross_entropy(logits, table.column(0).to_numpy())
-            if len(loss) and (np.abs(loss - expected) / (1.0 + np.abs(expected))).max() > LOSS_RTOL:
+            if loss_mismatch(logits, table.column(0).to_numpy(), loss):
                 return f"row group {g}: teacher_loss is not the cross-entropy of the logits"
     except (pa.ArrowException, OSError) as e:
         return f"not readable ({e})"
@@ -465,13 +468,10 @@ def _row_group_table(
         raise CpfdError(f"{where}: the teacher's logits hold NaN or inf")
     if not np.isfinite(loss).all():
         raise CpfdError(f"{where}: teacher_loss holds NaN or inf")
-    expected = cross_entropy(logits, labels)
-    worst = np.abs(loss - expected) / (1.0 + np.abs(expected))
-    if n and worst.max() > LOSS_RTOL:
-        i = int(worst.argmax())
-        raise CpfdError(
-            f"{where}: teacher_loss of row {i} is {loss[i]:.6g}, the cross-entropy of its logits is {expected[i]:.6g}"
-        )
+    mismatch = loss_mismatch(logits, labels, loss)
+    if mismatch:
+        i, expected = mismatch
+        raise CpfdError(f"{where}: teacher_loss of row {i} is {loss[i]:.6g}, the cross-entropy of its logits is {expected:.6g}")
     flat = pa.array(logits.reshape(-1), type=pa.float32())
     columns = [ids, pa.array(labels, type=pa.int32()), pa.FixedSizeListArray.from_arrays(flat, num_classes), pa.array(loss)]
     if folds:
@@ -480,6 +480,22 @@ def _row_group_table(
             raise CpfdError(f"{where}: fold of shape {fold.shape}, expected ({n},)")
         columns.append(pa.array(fold, type=pa.int32()))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def loss_mismatch(logits: np.ndarray, labels: np.ndarray, loss: np.ndarray) -> tuple[int, float] | None:
+    """(first worst row, its cross-entropy) where teacher_loss is not the cross-entropy of the row's
+    logits within LOSS_RTOL, or None when every row's is. (n, C), (n,), (n,)."""
+    if not len(loss):
+        return None
+    # Streaming pays this on every row it reads, so: float32 (plenty for a tolerance of 1e-2), and
+    # the classes as C contiguous rows (numpy reduces over a short last axis several times slower).
+    xt = np.ascontiguousarray(np.asarray(logits, dtype=np.float32).T)  # (C, n)
+    m = xt.max(axis=0)  # (n,)
+    own = np.take_along_axis(xt, np.asarray(labels, dtype=np.intp)[None, :], axis=0)[0]  # (n,)
+    expected = m - own + np.log(np.exp(xt - m).sum(axis=0))  # (n,) cross-entropy
+    worst = np.abs(loss - expected) / (1.0 + np.abs(expected))
+    i = int(worst.argmax())
+    return (i, float(expected[i])) if not worst[i] <= LOSS_RTOL else None  # NaN counts as a mismatch
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -536,6 +552,7 @@ def write_dump_shard(
             compression=compression,
             use_dictionary=False,  # ids are unique, floats never repeat
             write_statistics=["sample_id", "label", "teacher_loss"],
+            write_page_checksum=True,  # every reader verifies them: a damaged page is an error, not data
         )
         count = 0
         for g, arrays in enumerate(row_group_arrays):
@@ -597,7 +614,10 @@ def finalize_dump(out: str | Path, corpus: Corpus | str | Path, split: str, prov
             return False
         recorded = _footer_json(md, DIGESTS_KEY)
         problem = (_shard_problem(md, corpus.num_classes, rows[i], groups[i], _has_folds(provenance))
-                   or _content_problem(recorded, digests[i]))
+                   or _content_problem(recorded, digests[i])
+                   # what a worker committed may have changed on disk since: read it back before the
+                   # manifest vouches for it (its values digest, page checksums, finite, loss = CE)
+                   or _values_problem(file, recorded, corpus.num_classes))
         if problem:
             raise CpfdError(f"{file}: {problem}; delete it and rerun")
         entry = {"file": file.name, "corpus_file": f"{split}/{corpus_file.name}", "rows": rows[i]}
@@ -655,7 +675,7 @@ def shard_files(dump_dir: str | Path, manifest: dict | None = None) -> list[Path
 
 def _read_columns(file: Path, columns: list[str]) -> pa.Table:
     try:
-        return pq.read_table(file, columns=columns)
+        return pq.read_table(file, columns=columns, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as e:
         raise CpfdError(f"{file}: cannot read {', '.join(columns)} ({e})") from None
 
@@ -684,8 +704,12 @@ class TeacherDump:
     `teacher_logits` and `teacher_loss`.
     """
 
-    def __init__(self, dump_dir: str | Path, corpus: Corpus | str | Path, split: str | None = None):
+    def __init__(self, dump_dir: str | Path, corpus: Corpus | str | Path, split: str | None = None,
+                 check_reads: bool = True):
         self.path = Path(dump_dir)
+        # what is read is checked: page checksums, and each row finite with loss = CE (off only to
+        # measure what the checks cost: benchmarks/stream_teacher_columns.py)
+        self.check_reads = check_reads
         self.corpus = _as_corpus(corpus)
         self.manifest = read_manifest(self.path)
         m, where = self.manifest, self.path / DUMP_MANIFEST
@@ -777,31 +801,33 @@ class TeacherDump:
 
     def verify(self) -> None:
         """A full pass: every shard's sha256 against the manifest, its ids and labels against the
-        corpus columns, and finite values. Reads the whole dump and the corpus ids once; after it,
-        streaming (`read`) does not check the values again."""
+        corpus columns, and its values (`read`: page checksums, finite, loss = CE). Reads the whole
+        dump and the corpus ids once; streaming then checks the values of each row it reads again."""
         for shard, entry in enumerate(self.manifest["shards"]):
             file = self.files[shard]
             if file_sha256(file) != entry.get("sha256"):
                 raise CpfdError(f"{file}: sha256 differs from {DUMP_MANIFEST} (the file changed after the dump)")
             self.check_ids(shard)
         for unit in self.corpus.work_units(self.split):
-            logits, loss = self.read(unit)
-            file = self.files[unit.shard]
-            if not np.isfinite(logits).all():
-                raise CpfdError(f"{file}: logits hold NaN or inf in row group {unit.row_group}")
-            if not np.isfinite(loss).all():
-                raise CpfdError(f"{file}: teacher_loss holds NaN or inf in row group {unit.row_group}")
+            self._check_values(unit, *self._read_row_group(unit))
 
     # ---- streaming ----------------------------------------------------------------------
     def _file(self, shard: int) -> pq.ParquetFile:
         if self._open is None or self._open[0] != shard:
             if shard not in self._rows_checked:
                 self.check_ids(shard)
-            self._open = (shard, pq.ParquetFile(self.files[shard]))
+            self._open = (shard, pq.ParquetFile(self.files[shard], page_checksum_verification=self.check_reads))
         return self._open[1]
 
     def read(self, unit: WorkUnit) -> tuple[np.ndarray, np.ndarray]:
-        """(logits (n, C) float32, teacher_loss (n,) float32) for exactly the rows of `unit`."""
+        """(logits (n, C) float32, teacher_loss (n,) float32) for exactly the rows of `unit`, checked."""
+        labels, logits, loss = self._read_row_group(unit)
+        if self.check_reads:
+            self._check_values(unit, labels, logits, loss)
+        return logits, loss
+
+    def _read_row_group(self, unit: WorkUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(labels, logits, teacher_loss) of the unit's row group, its pages' checksums verified."""
         if unit.split != self.split:
             raise CpfdError(f"{self.path}: dump of the {self.split} split, asked for a row group of {unit.split}")
         if not 0 <= unit.shard < len(self.files) or not 0 <= unit.row_group < len(self.row_groups[unit.shard]):
@@ -809,16 +835,28 @@ class TeacherDump:
         file = self.files[unit.shard]
         pf = self._file(unit.shard)
         try:
-            # One thread: two plain float columns decode faster than a thread pool starts, and
+            # One thread: three plain columns decode faster than a thread pool starts, and
             # each DataLoader worker is already a process of its own (stream_teacher_columns.py).
-            table = pf.read_row_group(unit.row_group, columns=TEACHER_COLUMNS, use_threads=False)
-        except (pa.ArrowException, OSError) as e:
-            raise CpfdError(f"{file}: cannot read row group {unit.row_group} ({e})") from None
+            table = pf.read_row_group(unit.row_group, columns=["label", *TEACHER_COLUMNS], use_threads=False)
+        except (pa.ArrowException, OSError) as e:  # a damaged page fails its checksum here
+            raise CpfdError(f"{file}: cannot read row group {unit.row_group} ({' '.join(str(e).split())})") from None
         if table.num_rows != unit.rows:
             raise CpfdError(f"{file}: row group {unit.row_group} holds {table.num_rows} rows, the corpus has {unit.rows}")
-        logits = _float32_view(table.column(0), file).reshape(-1, self.num_classes)
-        loss = _float32_view(table.column(1), file)
-        return logits, loss
+        labels = table.column(0).to_numpy()
+        logits = _float32_view(table.column(1), file).reshape(-1, self.num_classes)
+        return labels, logits, _float32_view(table.column(2), file)
+
+    def _check_values(self, unit: WorkUnit, labels: np.ndarray, logits: np.ndarray, loss: np.ndarray) -> None:
+        """Every row read: finite, and teacher_loss the cross-entropy of its logits (LOSS_RTOL). A few
+        floats a row, nothing next to a training step (benchmarks/stream_teacher_columns.py)."""
+        where = f"{self.files[unit.shard]}: row group {unit.row_group}"
+        if not (np.isfinite(logits).all() and np.isfinite(loss).all()):
+            raise CpfdError(f"{where} holds NaN or inf logits or losses (the file changed after the dump)")
+        mismatch = loss_mismatch(logits, labels, loss)
+        if mismatch:
+            i, expected = mismatch
+            raise CpfdError(f"{where}, row {i}: teacher_loss {loss[i]:.6g} is not the cross-entropy of its logits "
+                            f"({expected:.6g}): the file changed after the dump")
 
     def extra(self, unit: WorkUnit) -> dict:
         """The `CorpusBatches` extra columns for `unit` (writable copies)."""

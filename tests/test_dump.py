@@ -16,6 +16,7 @@ from cpfd.storage.dump import (
     DIGESTS_KEY,
     DUMP_MANIFEST,
     PROVENANCE_KEY,
+    TeacherDump,
     describe_dump,
     dump_provenance,
     file_sha256,
@@ -453,12 +454,12 @@ def with_manifest_sha256(dump_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("column, shard, message", [
-    ("logits", "part-00000.parquet", "part-00000.parquet: logits hold NaN or inf in row group 1"),
-    ("teacher_loss", "part-00002.parquet", "part-00002.parquet: teacher_loss holds NaN or inf in row group 0"),
+    ("logits", "part-00000.parquet", "part-00000.parquet: row group 1 holds NaN or inf logits or losses"),
+    ("teacher_loss", "part-00002.parquet", "part-00002.parquet: row group 0 holds NaN or inf logits or losses"),
 ])
 def test_nan_logits_and_inf_loss_are_refused_by_verify(dump_copy, corpus, column, shard, message):
-    # verify() proves every value finite once (distill runs it before training); streaming then
-    # reads the values without checking them again
+    # verify() proves every value finite once (distill runs it before training); streaming checks
+    # each row it reads again (test_a_shard_damaged_after_commit_...)
     row = 4 if column == "logits" else 0
     rewrite_shard(dump_copy / shard, lambda t: set_value(t, column, row, float("nan" if column == "logits" else "inf")))
     with_manifest_sha256(dump_copy)
@@ -473,3 +474,57 @@ def test_describe_dump(corpus, reference):
     assert d["label_counts"] == {"neg": int((labels == 0).sum()), "pos": int((labels == 1).sum())}
     assert d["teacher"]["weights_sha256"] == "a" * 64 and d["corpus"]["fingerprint"] == corpus.fingerprint
     assert d["schema_version"] == DUMP_SCHEMA_VERSION and d["classes"] == ["neg", "pos"]
+
+
+# ---- a shard damaged on disk after its writer committed it ------------------------------------
+
+def flip_bytes_in_logits(file: Path, row_group: int = 0) -> None:
+    """Flip two bytes in the middle of a row group's logits values (stored uncompressed), in place:
+    what a bad disk or a stray write does to a committed file."""
+    md = pq.ParquetFile(file).metadata
+    names = [md.schema.column(i).path for i in range(md.num_columns)]
+    chunk = md.row_group(row_group).column(names.index("logits.list.element"))
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data = bytearray(file.read_bytes())
+    data[middle] ^= 0x5A
+    data[middle + 1] ^= 0xA5
+    file.write_bytes(bytes(data))
+
+
+def test_whoever_finishes_the_dump_reads_committed_shards_back(corpus, tmp_path):
+    out = tmp_path / "dump"
+    assert run_dump(out, corpus, num_shards=2, shard_index=0) is False  # commits shards 0 and 2
+    flip_bytes_in_logits(out / "part-00000.parquet")
+    # the worker of the last shard, finishing the dump, finds it damaged
+    raises_one_line(lambda: run_dump(out, corpus, num_shards=2, shard_index=1), r"part-00000\.parquet: .*delete it and rerun")
+    assert not (out / DUMP_MANIFEST).exists()
+
+
+def test_a_shard_damaged_after_the_manifest_fails_its_page_checksum_as_it_is_read(corpus, dump_copy):
+    flip_bytes_in_logits(dump_copy / "part-00001.parquet")
+    with_manifest_sha256(dump_copy)  # the manifest hashed the damaged file: only reading it can tell
+    dump = open_dump(dump_copy, corpus)
+    unit = [u for u in corpus.work_units("train") if u.shard == 1][0]
+    with pytest.raises(CpfdError, match=r"part-00001\.parquet: cannot read row group 0 \(.*checksum") as info:
+        dump.read(unit)
+    assert "\n" not in str(info.value)
+    raises_one_line(dump.verify, "part-00001.parquet: cannot read row group 0")
+
+
+def test_a_loss_that_is_not_the_cross_entropy_of_its_logits_is_refused_as_it_is_read(corpus, dump_copy):
+    # A file without page checksums (not written by cpfd's writer) whose loss is off by 0.15, the
+    # size of the difference --verify found in the damaged shard of the report.
+    def off(table):
+        loss = table.column("teacher_loss").to_numpy().copy()
+        loss[1] += 0.15
+        return table.set_column(table.column_names.index("teacher_loss"), table.schema.field("teacher_loss"),
+                                pa.array(loss, pa.float32()))
+
+    rewrite_shard(dump_copy / "part-00002.parquet", off, digests="recompute")
+    with_manifest_sha256(dump_copy)
+    dump = open_dump(dump_copy, corpus)
+    unit = [u for u in corpus.work_units("train") if u.shard == 2][0]
+    raises_one_line(lambda: dump.read(unit),
+                    r"part-00002\.parquet: row group 0, row 1: teacher_loss .* is not the cross-entropy of its logits")
+    assert TeacherDump(dump_copy, corpus, check_reads=False).read(unit)[1][1] == pytest.approx(
+        pq.read_table(dump_copy / "part-00002.parquet").column("teacher_loss")[1].as_py())  # the switch is real
