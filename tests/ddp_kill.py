@@ -1,5 +1,5 @@
 """`cpfd` as torchrun starts it, except that rank R kills itself (SIGKILL) at its optimizer step K:
-a process lost in the middle of a job (out of memory, a node gone). Used by tests/test_ddp.py:
+a process lost in the middle of a job (out of memory, a node gone). Used by tests/pipeline/test_distributed.py:
 
     CPFD_TEST_KILL=1:7 torchrun --nproc-per-node 2 tests/ddp_kill.py train-student ...
 """

@@ -6,15 +6,22 @@
   row groups of 3) and computable labels, for storage and dump tests; `make_row` is one row of
   every column, for the corpus writer's own tests;
 - `run_dump`: the dump-teacher loop of one worker with a fake teacher (seeded random logits), for
-  the dump's writer, reader and DuckDB tests.
+  the dump's writer, reader and DuckDB tests;
+- `tiny_student`, `tiny_teacher` and `model_batch`: an X-VLM, a DF-X-VLM (hidden 32, 2 layers) and a
+  batch that fits one, for the modeling and model-folder tests (`MODEL_INPUTS`: the input mixes).
+
+The corpus, teacher, student and dump that several test folders share are built once a session by
+the fixtures of tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -136,3 +143,74 @@ def run_dump(out, corpus, split="train", teacher=TEACHER_A, overwrite=False, num
     if stop_after is not None and stop_after >= len(todo):
         return None
     return finalize_dump(out, corpus, split, provenance)
+
+
+# ---- tiny models -------------------------------------------------------------------------------
+
+VOCAB = 50
+TINY_MODEL = dict(hidden_size=32, num_layers=2, num_heads=4, fusion_layers=2, feature_hidden=16, head_hidden=32)
+
+MODEL_INPUTS = {
+    "frames+text": dict(frames=2, text=True),
+    "text only": dict(frames=0, text=True),
+    "frames only": dict(frames=2, text=False),
+    "tabular": dict(frames=0, text=False, features=4),
+    "frames+text+features": dict(frames=2, text=True, features=4),
+}
+
+
+def tiny_model_options(frames=2, text=True, features=0, num_classes=3, **overrides) -> dict:
+    options = dict(num_classes=num_classes, frames_per_video=frames, image_size=16, has_text=text,
+                   vocab_size=VOCAB, feature_names=[f"f{i}" for i in range(features)],
+                   feature_mean=[1.0] * features, feature_std=[2.0] * features, patch_size=8,
+                   max_length=12, **TINY_MODEL)
+    options.update(overrides)
+    return options
+
+
+# The model classes are imported when a model is built: most tests that import this file never
+# build one, and transformers takes a second or two to import.
+
+
+def tiny_student(**kwargs):
+    """An X-VLM of `tiny_model_options(**kwargs)`, seeded: the same weights on every call."""
+    from cpfd.student.xvlm import XVLMConfig, XVLMForClassification
+
+    torch.manual_seed(0)
+    return XVLMForClassification(XVLMConfig.build(**tiny_model_options(**kwargs)))
+
+
+def tiny_teacher(privileged=3, **kwargs):
+    """A DF-X-VLM of `tiny_model_options(**kwargs)` and `privileged` privileged features, seeded."""
+    from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
+
+    torch.manual_seed(0)
+    config = DFXVLMConfig.build(privileged_features=[f"p{i}" for i in range(privileged)],
+                                privileged_mean=[0.0] * privileged, privileged_std=[1.0] * privileged,
+                                df_hidden=16, **tiny_model_options(**kwargs))
+    return DFXVLMForClassification(config)
+
+
+def model_batch(config, batch_size=2, seed=0) -> dict:
+    """A random batch of what `config` reads: one padded text row, a missing feature value."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = {"labels": torch.zeros(batch_size, dtype=torch.long)}
+    if config.frames_per_video:
+        shape = (batch_size, config.frames_per_video, config.image_size, config.image_size, 3)
+        batch["frames"] = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    if config.has_text:
+        batch["input_ids"] = torch.randint(5, VOCAB, (batch_size, 10), generator=generator)
+        batch["attention_mask"] = torch.ones(batch_size, 10, dtype=torch.long)
+        batch["attention_mask"][1, 6:] = 0  # one padded row
+    if config.feature_names:
+        batch["features"] = torch.randn(batch_size, len(config.feature_names), generator=generator)
+        batch["features"][0, 0] = math.nan
+    if getattr(config, "privileged_features", None):
+        batch["privileged"] = torch.randn(batch_size, len(config.privileged_features), generator=generator)
+    return batch
+
+
+def same_state(a, b) -> bool:
+    """Two models hold bit-identical weights (stored values, not recomputed ones)."""
+    x, y = a.state_dict(), b.state_dict()
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)

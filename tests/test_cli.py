@@ -1,4 +1,5 @@
-"""The command line as a whole: every command of docs/commands.md exists and explains itself."""
+"""cli.py, the command line as a whole: every command of docs/commands.md exists and explains itself,
+errors are one line, what installing adds, and which commands refuse to run under torchrun."""
 
 import pytest
 from click.testing import CliRunner
@@ -128,3 +129,21 @@ def test_commands_are_listed_in_pipeline_order_with_their_whole_summary():
               not line.startswith("   ")]
     assert listed[:4] == ["synth", "import", "export-manifest", "info"] and listed[-1] == "experiment"
     assert "..." not in result.output.split("Commands:")[1]
+
+
+@pytest.mark.parametrize("command", ["synth", "import", "evaluate", "predict", "calibrate", "experiment"])
+def test_a_command_that_runs_once_is_refused_under_torchrun(command, tmp_path, monkeypatch):
+    """Under torchrun every process would run it and write the same output: one line says so, before
+    anything is read or written; the commands that split their work are not refused there."""
+    from cpfd.cli import UNDER_TORCHRUN
+    from tests.invoke import refused, run
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    refused(command, tmp_path / "in", tmp_path / "out",
+            message=f"rank 1 of 2: cpfd {command} runs as one process, not under torchrun")
+    assert list(tmp_path.iterdir()) == []
+    for name in UNDER_TORCHRUN:  # reaches the command (its own usage error), not the refusal
+        result = run(name)
+        assert result.exit_code == 2 and "Missing argument" in result.output, result.output
+    assert set(UNDER_TORCHRUN) < set(cpfd.commands)

@@ -1,9 +1,9 @@
-"""`cpfd distill` end to end through the CLI: the student stage of docs/method.md.
+"""student/distill.py: `cpfd distill` end to end through the CLI, the student stage of docs/method.md.
 
-A tiny teacher is trained and dumped once (train and eval splits), then its folder is deleted:
-everything here runs from the corpus and the dump alone, as the design says the student stage must.
-The corpus has three train shards (40 + 40 + 20 rows, row groups of at most 16), so batches cross
-row groups and shards.
+The corpus and the teacher's dump of its train split are the session's (tests/conftest.py); the
+teacher folder that dump names was deleted once the dump was written, so everything here runs from
+the corpus and the dump alone, as the design says the student stage must. The corpus has three
+train shards (40 + 40 + 20 rows, row groups of at most 16), so batches cross row groups and shards.
 """
 
 import json
@@ -24,10 +24,10 @@ import cpfd.student.distill as distill_module
 from cpfd.pipeline.data import training_rows
 from cpfd.storage.corpus import Corpus
 from cpfd.student.cpfd import MAPPING_DEFAULTS, MAPPING_PARAMS, alpha_from_loss, quantiles_of, resolve_params
-from tests.factories import WEIGHTS_TOLERANCE, max_weight_difference, tiny_corpus
+from tests.factories import WEIGHTS_TOLERANCE, layout_corpus, max_weight_difference, run_dump, tiny_corpus
 from tests.invoke import FAST, MODEL, ok, run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def training_record(folder) -> dict:
@@ -40,42 +40,32 @@ def dump_losses(dump) -> np.ndarray:
                            for f in sorted(Path(dump).glob("*.parquet"))])
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("c") / "corpus", n_train=100, n_eval=24,
-                       rows_per_shard=40, row_group_rows=16)
+def dumped_by(dump) -> Path:
+    """The teacher folder a dump's manifest names."""
+    return Path(json.loads((Path(dump) / "_manifest.json").read_text())["teacher"]["dir"])
 
 
 @pytest.fixture(scope="module")
-def dumps(corpus, tmp_path_factory):
-    """{"train": dump, "eval": dump of the eval split, "teacher": the (deleted) teacher folder}."""
-    root = tmp_path_factory.mktemp("d")
-    teacher = root / "teacher"
-    ok("train-teacher", corpus.path, "--out", teacher, *FAST)
-    for split in ("train", "eval"):
-        ok("dump-teacher", teacher, corpus.path, "--out", root / split, "--split", split, "--quiet")
-    shutil.rmtree(teacher)
-    return {"train": root / "train", "eval": root / "eval", "teacher": teacher}
+def eval_dump(corpus, teacher, tmp_path_factory):
+    """The teacher's dump of the eval split: what distill must refuse to train on."""
+    out = tmp_path_factory.mktemp("d") / "eval"
+    ok("dump-teacher", teacher, corpus.path, "--out", out, "--split", "eval", "--quiet")
+    return out
 
 
 @pytest.fixture(scope="module")
-def dump(dumps):
-    return dumps["train"]
-
-
-@pytest.fixture(scope="module")
-def distilled(corpus, dump, dumps, tmp_path_factory):
+def distilled(corpus, dump, tmp_path_factory):
     """A CPFD student (neg-sigmoid, calibrated, T = 2) over two epochs; (folder, CLI output)."""
-    assert not dumps["teacher"].exists()
+    assert not dumped_by(dump).exists()
     out = tmp_path_factory.mktemp("s") / "cpfd"
     result = ok("distill", corpus.path, dump, "--out", out, "--mapping", "neg-sigmoid", "--temperature", "2",
                 *MODEL, "--epochs", "2")
     return out, result.output
 
 
-def test_distill_runs_without_the_teacher_and_records_the_mapping(corpus, dump, dumps, distilled):
+def test_distill_runs_without_the_teacher_and_records_the_mapping(corpus, dump, distilled):
     out, output = distilled
-    assert not dumps["teacher"].exists()
+    assert not dumped_by(dump).exists()
     assert {"config.json", "model.safetensors", "tokenizer", "training.json"} <= {p.name for p in out.iterdir()}
     assert json.loads((out / "config.json").read_text())["architecture"] == "X-VLM"
     record = training_record(out)
@@ -271,9 +261,9 @@ def broken(corpus, dump, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
-def test_refusals_are_one_line_errors_before_any_training(corpus, dumps, broken, tmp_path, case):
+def test_refusals_are_one_line_errors_before_any_training(corpus, dump, eval_dump, broken, tmp_path, case):
     template, message = REFUSALS[case]
-    paths = {"corpus": corpus.path, "dump": dumps["train"], "eval_dump": dumps["eval"], **broken}
+    paths = {"corpus": corpus.path, "dump": dump, "eval_dump": eval_dump, **broken}
     args = [a.format(**paths) for a in template]
     result = run("distill", *args, "--out", tmp_path / "s", *FAST)
     assert result.exit_code == 1, result.output
@@ -337,3 +327,17 @@ def test_a_dump_whose_labels_differ_from_the_corpus_is_refused(corpus, dump, tmp
     result = run("distill", relabelled.path, dump, "--out", tmp_path / "s", "--mapping", "constant", *FAST,
                  "--max-steps", "1")
     assert result.exit_code == 1 and result.output.startswith("error: ") and "label" in result.output, result.output
+
+
+def warnings_of(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+
+
+def test_calibrate_and_distill_warn_when_the_teachers_losses_carry_no_information(tmp_path):
+    """Issue 17 (a newcomer's first hour): a teacher no better than chance is said, not silently used."""
+    corpus = layout_corpus(tmp_path / "c", n_train=60, n_eval=8)
+    run_dump(tmp_path / "d", corpus)  # a "teacher" of random logits: ROC AUC about 0.5 on its own rows
+    result = ok("calibrate", tmp_path / "d")
+    assert any("no better than chance: its losses carry no information" in w for w in warnings_of(result)), result.stderr
+    result = run("distill", corpus.path, tmp_path / "d", "--out", tmp_path / "s", "--mapping", "tanh", *FAST)
+    assert any("no better than chance" in w for w in warnings_of(result)), result.stderr

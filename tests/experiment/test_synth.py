@@ -1,4 +1,4 @@
-"""The synthetic corpus generator (`cpfd synth`): determinism, validity, frames, privileged
+"""experiment/synth.py, the synthetic corpus generator (`cpfd synth`): determinism, validity, frames, privileged
 features and their missingness, the presets' positive rates, the stories and the privileged
 strength, the ground-truth file, and the command line."""
 

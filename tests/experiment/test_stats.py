@@ -1,4 +1,5 @@
-"""Paired statistics for the report: hand-computed intervals, parity with sklearn, verdicts, JSON."""
+"""experiment/stats.py, paired statistics for the report: hand-computed intervals, parity with sklearn,
+verdicts, JSON."""
 
 import json
 import math

@@ -1,4 +1,5 @@
-"""Rows picked by a hash of their id: the validation split, folds, and what the dataset streams."""
+"""pipeline/data.py: rows picked by a hash of their id (the validation split, folds), and what the
+dataset streams."""
 
 import hashlib
 
@@ -7,8 +8,7 @@ import pyarrow as pa
 import pytest
 
 from cpfd.pipeline.data import CorpusBatches, Inputs, fold_of, fold_rows, id_uniforms, training_rows, validation_rows
-from tests.factories import layout_corpus, tiny_corpus
-from tests.invoke import FAST, ok
+from tests.factories import layout_corpus
 
 
 def test_id_uniforms_are_fixed_uniform_and_do_not_depend_on_chunking():
@@ -63,24 +63,3 @@ def test_the_dataset_streams_exactly_the_selected_rows(tmp_path, workers):
         assert data.num_rows == mask.sum() and len(data) == -(-mask.sum() // 4)
         seen = np.concatenate([b["labels"].numpy() for b in make_loader(data, workers)])
         assert sorted(seen) == sorted(labels[mask])
-
-
-def test_a_run_without_validation_rows_keeps_the_last_epoch(tmp_path):
-    corpus = tiny_corpus(tmp_path / "c", n_train=48, n_eval=16)
-    ok("train-student", corpus.path, "--out", tmp_path / "s", *FAST, "--epochs", "3", "--val-fraction", "0")
-    import json
-
-    record = json.loads((tmp_path / "s" / "training.json").read_text())
-    assert record["best_epoch"] == 3 and record["validation"] == {"fraction": 0.0, "rows": 0}
-    assert record["schedule"] == {"rule": "fixed", "epochs": 3, "steps": 9, "steps_per_epoch": 3, "min_steps": 600}
-
-
-def test_the_auto_schedule_gives_a_small_corpus_enough_steps(tmp_path):
-    import json
-
-    corpus = tiny_corpus(tmp_path / "c", n_train=60, n_eval=16)
-    ok("train-student", corpus.path, "--out", tmp_path / "s", *FAST[2:], "--min-steps", "20")
-    record = json.loads((tmp_path / "s" / "training.json").read_text())
-    steps_per_epoch = record["schedule"]["steps_per_epoch"]
-    assert record["schedule"]["rule"] == "auto" and record["schedule"]["steps"] >= 20
-    assert record["schedule"]["epochs"] == max(3, -(-20 // steps_per_epoch)) == len(record["epochs"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-MAPS = Path(__file__).resolve().parents[1] / "benchmarks" / "maps.py"
+MAPS = Path(__file__).resolve().parents[2] / "benchmarks" / "maps.py"
 
 
 @pytest.fixture(scope="module")

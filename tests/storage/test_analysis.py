@@ -1,9 +1,11 @@
-"""DuckDB over a small dump: views, queries, inspect (quantiles, histograms, Table 1) against numpy."""
+"""storage/analysis.py, DuckDB over a small dump: views, queries, inspect (quantiles, histograms,
+Table 1) against numpy."""
 
 import csv
 import io
 import json
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -226,6 +228,53 @@ def test_query_is_read_only_and_one_statement(tmp_path, binary, sql, message):
     with pytest.raises(CpfdError, match=message) as info:
         query(dump, sql.format(dump=dump))
     assert "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in dump.iterdir()} == before
+
+
+WRITES = [  # every way a statement could touch a file, EXPLAIN and nested statements included
+    "EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{target}' (FORMAT parquet, USE_TMP_FILE false)",
+    "COPY (SELECT 1 AS x) TO '{target}' (FORMAT parquet)",
+    "COPY teacher TO '{folder}/new.csv'",
+    "EXPLAIN ANALYZE SELECT * FROM read_parquet('{target}')",
+    "ATTACH '{folder}/x.duckdb' AS x",
+    "EXPORT DATABASE '{folder}/exported'",
+    "PRAGMA enable_profiling = 'json'",
+    "SET profiling_output = '{folder}/profile.json'",
+    "SET enable_external_access = true",
+    "SELECT * FROM (SELECT * FROM read_parquet('{target}'))",
+    "WITH t AS (SELECT * FROM read_csv('{folder}/../*')) SELECT count(*) FROM t",
+    "CALL pragma_version()",  # harmless, and allowed: the sandbox is about files
+]
+
+
+@pytest.mark.parametrize("sql", WRITES)
+@pytest.mark.parametrize("where", ["dump", "corpus"])
+def test_the_sandbox_refuses_every_file_access_whatever_the_statement(binary, sql, where):
+    """The read-only guarantee is DuckDB's own configuration (no file access, locked), not a check of
+    the statement's kind: every statement is run on the sandboxed connection itself, and no file of
+    the dump or the corpus changes, and none is added."""
+    corpus, dump, _ = binary
+    folder = dump if where == "dump" else corpus.path / "train"
+    target = folder / "part-00000.parquet"
+    before = {p: p.read_bytes() for root in (dump, corpus.path) for p in root.rglob("*") if p.is_file()}
+    con = connect(dump, corpus.path, sandbox=True)
+    try:
+        if sql.startswith("CALL"):
+            con.execute(sql)
+        else:
+            with pytest.raises(duckdb.Error, match="Permission Error|Cannot change configuration"):
+                con.execute(sql.format(target=target, folder=folder)).fetchall()
+    finally:
+        con.close()
+    assert {p: p.read_bytes() for root in (dump, corpus.path) for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_query_explain_analyze_copy_over_a_shard_is_one_line_and_changes_nothing(binary):
+    corpus, dump, _ = binary
+    before = {p.name: p.read_bytes() for p in dump.iterdir()}
+    sql = f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{dump}/part-00000.parquet' (FORMAT parquet, USE_TMP_FILE false)"
+    with pytest.raises(CpfdError, match="query failed: Permission Error"):
+        query(dump, sql, corpus=corpus.path)
     assert {p.name: p.read_bytes() for p in dump.iterdir()} == before
 
 

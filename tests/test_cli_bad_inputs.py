@@ -16,20 +16,21 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from cpfd.storage.corpus import CORPUS_JSON
+from cpfd.storage.corpus import CORPUS_JSON, Corpus
 from cpfd.storage.schema import CORPUS_COLUMNS
 from tests.factories import tiny_corpus
 from tests.invoke import FAST, ok, one_error_line, run
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A corpus, a teacher, a student, a dump, a serving manifest and a predictions file."""
+def world(tmp_path_factory, corpus, teacher, student, dump):
+    """A corpus, a teacher, a student, a dump, a serving manifest and a predictions file, all in one
+    folder. The first four are copies of the session's (tests/conftest.py): the cases here try to
+    write into them, and check that nothing there changed."""
     root = tmp_path_factory.mktemp("world")
-    corpus = tiny_corpus(root / "corpus", n_train=40, n_eval=16)
-    ok("train-teacher", corpus.path, "--out", root / "teacher", *FAST)
-    ok("train-student", corpus.path, "--out", root / "student", *FAST)
-    ok("dump-teacher", root / "teacher", corpus.path, "--out", root / "dump", "--quiet")
+    for name, folder in (("corpus", corpus.path), ("teacher", teacher), ("student", student), ("dump", dump)):
+        shutil.copytree(folder, root / name)
+    corpus = Corpus(root / "corpus")
     ok("evaluate", root / "student", corpus.path, "--out", root / "predictions.parquet", "--quiet")
     serve = root / "serve"
     serve.mkdir()

@@ -1,5 +1,5 @@
-"""Cross-fitted teachers (issue 16): K fold teachers, and a dump whose every train row is scored by a
-teacher that never trained on it."""
+"""teacher/crossfit.py: cross-fitted teachers (issue 16), K fold teachers, and a dump whose every train
+row is scored by a teacher that never trained on it. The corpus is the session's (tests/conftest.py)."""
 
 import json
 
@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from cpfd.pipeline.data import CorpusBatches, fold_of, fold_rows
-from tests.factories import tiny_corpus
 from tests.invoke import FAST, ok, refused, run
 
 K = 3
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("c") / "corpus", n_train=90, n_eval=24, rows_per_shard=40)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +27,10 @@ def cross_fitted(corpus, tmp_path_factory):
                 streamed.setdefault(k, set()).update(np.array(ids.to_pylist())[mask].tolist())
         return mask
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(CorpusBatches, "_mask", spy)
     out = tmp_path_factory.mktemp("t") / "teacher"
-    ok("train-teacher", corpus.path, "--out", out, "--folds", K, *FAST)
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:  # undone even when the training fails
+        mp.setattr(CorpusBatches, "_mask", spy)
+        ok("train-teacher", corpus.path, "--out", out, "--folds", K, *FAST)
     return out, streamed
 
 
@@ -103,7 +96,7 @@ def test_an_interrupted_cross_fit_resumes_at_its_fold(corpus, tmp_path, monkeypa
     out = tmp_path / "t"
     real = torch.optim.AdamW.step
     calls = {"n": 0}
-    per_fold = 4  # 90 rows less the validation ones, less a third: ~55 rows, batches of 16
+    per_fold = 5  # 100 rows less the validation ones, less a third: 65 rows in fold 0, batches of 16
 
     def crash_in_fold_1(self, *a, **k):
         calls["n"] += 1
@@ -126,3 +119,38 @@ def test_an_interrupted_cross_fit_resumes_at_its_fold(corpus, tmp_path, monkeypa
 def test_a_cross_fitted_folder_is_not_a_model(corpus, cross_fitted):
     teacher, _ = cross_fitted
     refused("evaluate", teacher, corpus.path, "--quiet", message="is a cross-fitted teacher")
+
+
+def test_a_resume_with_another_k_is_refused_and_changes_nothing(corpus, cross_fitted, tmp_path):
+    import shutil
+
+    out = tmp_path / "teacher"
+    shutil.copytree(cross_fitted[0], out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    refused("train-teacher", corpus.path, "--out", out, "--folds", 2, "--resume", *FAST,
+            message=f"--resume continues the cross-fitted teacher there, which has {K} folds; this run asks for --folds 2")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # an interrupted run (no folds.json yet, one fold trained): its folds' records say K
+    (out / "folds.json").unlink()
+    shutil.rmtree(out / "fold-2")
+    refused("train-teacher", corpus.path, "--out", out, "--folds", 4, "--resume", *FAST,
+            message=f"which was trained with {K} folds (fold-0)")
+    assert not (out / "fold-3").exists() and not (out / "folds.json").exists()
+
+
+def test_more_folds_than_the_rows_can_fill_are_refused_before_training(corpus, tmp_path):
+    refused("train-teacher", corpus.path, "--out", tmp_path / "t", "--folds", 1000, *FAST,
+            message="of the 1000 folds without a row to hold out; use fewer folds")
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_dump_refuses_a_fold_folder_of_another_cross_fitting(corpus, cross_fitted, tmp_path):
+    import shutil
+
+    out = tmp_path / "teacher"
+    shutil.copytree(cross_fitted[0], out)
+    record = json.loads((out / "fold-1" / "training.json").read_text())
+    record["fold"]["folds"] = K + 1  # what a fold folder of a (K+1)-fold run carries
+    (out / "fold-1" / "training.json").write_text(json.dumps(record))
+    refused("dump-teacher", out, corpus.path, "--out", tmp_path / "dump", "--quiet",
+            message=f"its training record says fold 1 of {K + 1}")

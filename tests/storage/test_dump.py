@@ -1,4 +1,5 @@
-"""The teacher dump: a mirror of the corpus shards, crash-safe resumption, job arrays, the aligned reader."""
+"""storage/dump.py, the teacher dump's writer and reader: a mirror of the corpus shards, crash-safe
+resumption, job arrays, the aligned reader. (`cpfd dump-teacher` itself: tests/teacher/test_dump.py.)"""
 
 import hashlib
 import json

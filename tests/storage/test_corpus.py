@@ -1,4 +1,4 @@
-"""The corpus directory: schema round trip, atomic writes, validation and streaming."""
+"""storage/corpus.py, the corpus directory: schema round trip, atomic writes, validation and streaming."""
 
 import json
 import math
@@ -18,7 +18,7 @@ from cpfd.storage.errors import CpfdError
 from cpfd.storage.schema import CORPUS_SCHEMA, SCHEMA_VERSION
 from tests.factories import make_row
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_corpus(out, n_train=25, n_eval=7, **kw):

@@ -1,16 +1,18 @@
-"""Data-parallel training under torchrun (gloo, CPU, 2 processes), started as users start it.
+"""pipeline/distributed.py: data-parallel training under torchrun (gloo, CPU, 2 processes), started
+as users start it.
 
 In-process tests check the data plan (every training row once per epoch over ranks x workers,
 equal step counts) and the loss normalization; the torchrun tests check that 2 ranks reach the
 weights of one process over the same global batches, that a killed rank ends the job with one
 line and `--resume` continues it, and that the number of processes cannot change on resume.
+(`experiment.launch`, which hands steps to torchrun jobs: tests/experiment/test_launch.py; the
+commands refused under torchrun: tests/test_cli.py.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from collections import Counter
@@ -24,9 +26,9 @@ from cpfd.pipeline.data import CorpusBatches, Inputs, training_rows, weighted
 from cpfd.pipeline.train import weighted_loss
 
 from tests.factories import WEIGHTS_TOLERANCE, layout_corpus, max_weight_difference, run_dump, tiny_corpus
-from tests.invoke import refused, run
+from tests.invoke import refused
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 # A tiny model with no dropout anywhere: 2 ranks and 1 process see the same global batches, so only
 # the order of float32 sums differs (in the gradient all-reduce and the loss's sum).
@@ -167,77 +169,3 @@ def test_a_bad_option_is_said_once_by_rank_zero(tmp_path):
     assert errors(done.stderr) == ["error: rank 0 of 2: --batch-size 7 is the global batch and must divide "
                                        "evenly among the 2 processes of this torchrun job"]
     assert not (tmp_path / "s").exists()
-
-
-@pytest.mark.parametrize("command", ["synth", "import", "evaluate", "predict", "calibrate", "experiment"])
-def test_a_command_that_runs_once_is_refused_under_torchrun(command, tmp_path, monkeypatch):
-    """Under torchrun every process would run it and write the same output: one line says so, before
-    anything is read or written; the commands that split their work are not refused there."""
-    from cpfd.cli import UNDER_TORCHRUN, cpfd
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
-    refused(command, tmp_path / "in", tmp_path / "out",
-            message=f"rank 1 of 2: cpfd {command} runs as one process, not under torchrun")
-    assert list(tmp_path.iterdir()) == []
-    for name in UNDER_TORCHRUN:  # reaches the command (its own usage error), not the refusal
-        result = run(name)
-        assert result.exit_code == 2 and "Missing argument" in result.output, result.output
-    assert set(UNDER_TORCHRUN) < set(cpfd.commands)
-
-
-# ---- cpfd experiment --nproc-per-node ----------------------------------------------------------
-
-def test_a_step_runs_as_one_call_in_each_process_of_a_torchrun_job(tmp_path):
-    """experiment.launch: the same library call in 2 processes of a real torchrun job, each inside the
-    process group; a failing call is one error line per rank and one CpfdError here."""
-    from cpfd.experiment.launch import Step, run_step
-    from cpfd.storage.errors import CpfdError
-    from tests.probe_steps import fail_on_rank, record_rank
-
-    assert run_step(Step("here", record_rank, {"out": tmp_path / "here"})) == (0, 1)  # in this process
-    run_step(Step("probe", record_rank, {"out": tmp_path / "job"}, device="cpu"), nproc=2, threads=1)
-    seen = [json.loads(p.read_text()) for p in sorted((tmp_path / "job").glob("rank-*.json"))]
-    assert seen == [{"rank": 0, "world": 2, "threads": 1}, {"rank": 1, "world": 2, "threads": 1}]
-    with pytest.raises(CpfdError, match="step broken: its torchrun job \\(2 processes\\) failed"):
-        run_step(Step("broken", fail_on_rank, {"rank": 1}, device="cpu"), nproc=2)
-
-
-def test_experiment_hands_each_training_and_dump_to_a_torchrun_job(tmp_path, monkeypatch):
-    """--nproc-per-node 2: each training and dump goes to run_step as a torchrun job of 2 processes; here
-    the job's processes are stood in for by `launch.main` on the step file in this process, so the
-    experiment's result shows that the steps travel whole (pickled) and run."""
-    from cpfd.experiment import launch
-    from tests.invoke import ok
-
-    jobs = []
-
-    def one_process_for_the_job(command, env):
-        assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
-        assert command[7] == "cpfd.experiment.launch" and env["OMP_NUM_THREADS"] == "1"
-        jobs.append(pickle.loads(Path(command[8]).read_bytes()))
-        return launch.main([command[8]])
-
-    monkeypatch.setattr(launch, "torchrun", one_process_for_the_job)
-    corpus = tiny_corpus(tmp_path / "c", n_train=64, n_eval=32)
-    ok("experiment", "--out", tmp_path / "exp", "--corpus", corpus.path, "--mappings", "exp-decay", "--no-matched-pfd",
-       "--nproc-per-node", "2", "--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1",
-       "--quiet", "--bootstrap", "100")
-    assert [(j.name, j.function.__name__) for j in jobs] == [
-        ("seed-0/teacher", "train_teacher"), ("seed-0/baseline", "train_student"), ("seed-0/dump", "dump_teacher"),
-        ("seed-0/dump-eval", "dump_teacher"), ("seed-0/pfd", "distill"), ("seed-0/cpfd-exp-decay", "distill")]
-    assert jobs[4].kwargs["params"] == {"alpha": 0.5} and jobs[5].kwargs["mapping"] == "exp-decay"
-    assert all(j.kwargs["train_options"].batch_size == 16 for j in jobs if "train_options" in j.kwargs)
-    assert (tmp_path / "exp" / "report.md").exists()
-
-
-@pytest.mark.slow  # four torchrun jobs of 2 processes and an experiment: about 90 s on 2 cores
-def test_experiment_with_two_processes_per_training(tmp_path):
-    corpus = tiny_corpus(tmp_path / "c", n_train=64, n_eval=32)
-    done = cpfd_alone("experiment", "--out", tmp_path / "exp", "--corpus", corpus.path, "--mappings", "exp-decay",
-                      "--no-matched-pfd", "--nproc-per-node", "2", "--epochs", "1", "--batch-size", "16",
-                      "--hidden-size", "32", "--num-layers", "1", "--quiet", "--bootstrap", "100", timeout=900)
-    succeeded(done)
-    for name in ("teacher", "baseline", "pfd", "cpfd-exp-decay"):
-        record = json.loads((tmp_path / "exp" / "seed-0" / name / "training.json").read_text())
-        assert record["processes"] == 2 and record["finished"]

@@ -1,11 +1,21 @@
-"""`cpfd dump-teacher` end to end through the CLI: the offline stage of docs/method.md and docs/formats.md ("Teacher dump").
+"""teacher/dump.py: `cpfd dump-teacher` end to end through the CLI, the offline stage of docs/method.md
+and docs/formats.md ("Teacher dump").
 
-A tiny teacher is trained once on a corpus of three train shards (40 + 40 + 20 rows, row groups of
-at most 16), dumped once, and every test reads or re-dumps from there. The storage-level checks of
-the writer and reader are in tests/test_dump.py; here the command is checked as a user runs it:
-what lands on disk, that it is what the teacher computes, crashes, job arrays and refusals.
+The session's teacher, trained on a corpus of three train shards (40 + 40 + 20 rows, row groups of
+at most 16), and its dump in batches of 8 (tests/conftest.py) are what every test reads or
+re-dumps from (a re-dump into that dump works on a copy). The storage-level checks of the writer
+and reader are in tests/storage/test_dump.py; here the command is checked as a user runs it: what
+lands on disk, that it is what the teacher computes, crashes, job arrays and refusals.
+
+The last part, `--num-workers N`, has a corpus of its own: DataLoader workers read and collate the
+row groups, the teacher runs in the main process, and the dump is the same file for file whatever
+N. That corpus has an odd number of train row groups of uneven sizes (8, 8, 8, 6 | 8, 8, 8, 6 | 2)
+and the batch size cuts them unevenly, so two workers get different numbers of units and pieces,
+and the main process has to put the units back in order. Each dump's `created_at` is fixed, so
+that two dumps of the same rows are byte-identical files.
 """
 
+import functools
 import hashlib
 import json
 import re
@@ -17,14 +27,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cpfd.pipeline.data import Inputs, collate
-from cpfd.teacher.dump import RECOMPUTE_TOLERANCE, TeacherScorer, recompute_tolerance, verify_note
+from cpfd.pipeline.data import Inputs, collate, fold_of
+from cpfd.teacher import dump as dump_module
+from cpfd.teacher.dump import RECOMPUTE_TOLERANCE, CollatedUnits, TeacherScorer, recompute_tolerance, verify_note
 from cpfd.teacher.models import load_model
 from cpfd.pipeline.train import autocast, resolve_device
 from cpfd.storage.atomic import temp_path_for
-from tests.factories import tiny_corpus
+from cpfd.storage.corpus import Corpus, CorpusWriter
+from cpfd.storage.dump import dump_provenance
+from cpfd.storage.schema import CORPUS_COLUMNS
+from tests.factories import CREATED_AT, tiny_corpus
 from tests.invoke import FAST, ok, refused, run
-
 
 
 def sha256(path) -> str:
@@ -55,26 +68,6 @@ def assert_same_rows(have_dir, want_dir, tolerance=TOLERANCE) -> None:
             x = np.array(a.column(column).to_pylist(), dtype=np.float64)
             y = np.array(b.column(column).to_pylist(), dtype=np.float64)
             assert x.shape == y.shape and np.abs(x - y).max() <= tolerance, (name, column, np.abs(x - y).max())
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(tmp_path_factory.mktemp("c") / "corpus", n_train=100, n_eval=24,
-                       rows_per_shard=40, row_group_rows=16)
-
-
-@pytest.fixture(scope="module")
-def teacher(corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("t") / "teacher"
-    ok("train-teacher", corpus.path, "--out", out, *FAST)
-    return out
-
-
-@pytest.fixture(scope="module")
-def dump(teacher, corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("d") / "dump"
-    ok("dump-teacher", teacher, corpus.path, "--out", out, "--batch-size", "8", "--quiet")
-    return out
 
 
 def test_the_corpus_has_several_shards_and_row_groups(corpus):
@@ -192,8 +185,9 @@ def verified(output: str, rows: int, tolerance=TOLERANCE) -> None:
     assert float(found[2]) <= tolerance and float(found[3]) <= tolerance
 
 
-def test_verify_recomputes_the_teacher_and_finds_no_difference(corpus, teacher, dump):
-    result = ok("dump-teacher", teacher, corpus.path, "--out", dump, "--verify", "20", "--quiet")
+def test_verify_recomputes_the_teacher_and_finds_no_difference(corpus, teacher, dump, tmp_path):
+    shutil.copytree(dump, tmp_path / "dump")  # the shared dump stays read-only
+    result = ok("dump-teacher", teacher, corpus.path, "--out", tmp_path / "dump", "--verify", "20", "--quiet")
     # the dump is finished: the rerun writes nothing, then checks 20 random rows
     assert "dumped 0 rows in 0 shard(s)" in result.output and "(complete)" in result.output
     verified(result.output, 20)
@@ -370,3 +364,131 @@ def test_verify_reruns_the_dumps_own_batches_when_both_sides_are_bf16(corpus, te
     assert "note:" not in result.output
     # row groups of 16, 16, 8 rows (shards of 40) and 16, 4 (the shard of 20): dump batches of 8 or 4 rows
     assert calls and {size for _, size in calls} == {8} and {rows for rows, _ in calls} <= {8, 4}, calls
+
+
+# ---- --num-workers: the same dump whatever the number of DataLoader workers ----------------------
+
+BATCH = "5"  # row groups of 8, 6 and 2 rows: pieces of 5 + 3, 5 + 1 and 2
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """Train row groups 8, 8, 8, 6 | 8, 8, 8, 6 | 2: an odd number, of uneven sizes."""
+    return tiny_corpus(tmp_path_factory.mktemp("c") / "corpus", n_train=62, n_eval=20, rows_per_shard=30,
+                       row_group_rows=8)
+
+
+@pytest.fixture(scope="module")
+def uneven_teacher(uneven, tmp_path_factory):
+    out = tmp_path_factory.mktemp("t") / "teacher"
+    ok("train-teacher", uneven.path, "--out", out, *FAST)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cross_fitted_teacher(uneven, tmp_path_factory):
+    out = tmp_path_factory.mktemp("x") / "teacher"
+    ok("train-teacher", uneven.path, "--out", out, "--folds", "2", *FAST)
+    return out
+
+
+@pytest.fixture
+def fixed_time(monkeypatch):
+    monkeypatch.setattr(dump_module, "dump_provenance", functools.partial(dump_provenance, created_at=CREATED_AT))
+
+
+def files(folder) -> dict:
+    """{name: sha256} of every file of a dump folder."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def dumps(teacher, corpus, root, split, workers) -> dict:
+    """{workers: the files of the dump made with that many DataLoader workers}."""
+    out = {}
+    for n in workers:
+        ok("dump-teacher", teacher, corpus.path, "--out", root / f"{split}-{n}", "--split", split,
+           "--batch-size", BATCH, "--num-workers", n, "--quiet")
+        out[n] = files(root / f"{split}-{n}")
+    return out
+
+
+def test_the_units_do_not_divide_evenly_among_the_workers(uneven):
+    assert uneven.row_groups("train") == [[8, 8, 8, 6], [8, 8, 8, 6], [2]]
+    units = uneven.work_units("train")
+    assert len(units[0::2]) != len(units[1::2])
+
+
+def test_a_dump_is_the_same_file_for_file_with_0_1_or_2_workers(uneven, uneven_teacher, tmp_path, fixed_time):
+    made = dumps(uneven_teacher, uneven, tmp_path, "train", (0, 1, 2))
+    assert made[0].keys() == {"_manifest.json", *(p.name for p in uneven.shard_paths("train"))}
+    assert made[1] == made[0] and made[2] == made[0]
+    # and the rows are the corpus rows, in order, in its row groups
+    for shard, groups in zip(uneven.shard_paths("train"), uneven.row_groups("train")):
+        dumped = tmp_path / "train-2" / shard.name
+        ids = pq.read_table(dumped, columns=["sample_id"]).column(0)
+        assert ids.equals(pq.read_table(shard, columns=["sample_id"]).column(0))
+        meta = pq.ParquetFile(dumped).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == groups
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_a_cross_fitted_dump_is_the_same_with_workers(uneven, cross_fitted_teacher, tmp_path, fixed_time, split):
+    # train rows go to the teacher of their fold (each with its own tokenizer), eval rows to all of them
+    made = dumps(cross_fitted_teacher, uneven, tmp_path, split, (0, 2))
+    assert made[2] == made[0]
+    folds = pq.read_table(tmp_path / f"{split}-2" / uneven.shard_paths(split)[0].name).column("fold").to_pylist()
+    assert set(folds) == ({0, 1} if split == "train" else {-1})
+
+
+def test_the_workers_collate_what_the_scorer_collates(uneven, cross_fitted_teacher):
+    # the pieces a worker hands over are the batches TeacherScorer.logits runs, model by model
+    scorer = TeacherScorer(cross_fitted_teacher, uneven, "cpu", 5)
+    columns = ["sample_id", *scorer.inputs.columns()]
+    units = uneven.work_units("train")
+    pieces = list(CollatedUnits(uneven, units, columns, scorer.collator, 5))
+    assert {p.piece.model for p in pieces} == {0, 1}
+    for index, unit in enumerate(units):
+        mine = [p for p in pieces if p.unit == index]
+        table = Corpus(uneven.path).read_unit(unit, columns)
+        assert len(mine) == mine[0].pieces and mine[0].labels.tolist() == table.column("label").to_pylist()
+        assert {p.piece.model for p in mine} == set(fold_of(table.column("sample_id"), 2).tolist())
+        logits = scorer.collator.combine(mine[0].ids, [(p.piece.model, scorer.forward(p.piece).numpy()) for p in mine])
+        assert (logits == scorer.logits(table)).all()
+
+
+def copy_with_a_damaged_frame(corpus: Corpus, out, damaged_id: str) -> Corpus:
+    """The same corpus (rows, shards, row groups), one video's first frame replaced by bytes that are no image."""
+    with CorpusWriter(out, task="tiny", classes=corpus.classes, frames_per_video=corpus.frames_per_video,
+                      image_size=corpus.image_size, has_text=corpus.has_text,
+                      privileged_features=corpus.privileged_features, features=corpus.features,
+                      rows_per_shard=30, row_group_rows=8) as writer:
+        for split in ("train", "eval"):
+            for table in corpus.iter_batches(split, list(CORPUS_COLUMNS)):
+                for row in table.to_pylist():
+                    if row["sample_id"] == damaged_id:
+                        row["frames"] = [b"not an image", *row["frames"][1:]]
+                    writer.add(split, row)
+    return Corpus(out)
+
+
+def test_a_damaged_frame_read_by_a_worker_is_one_error_line(uneven, uneven_teacher, tmp_path):
+    damaged = copy_with_a_damaged_frame(uneven, tmp_path / "corpus", "train-0045")  # shard 1, row group 1
+    assert damaged.row_groups("train") == uneven.row_groups("train")
+    result = refused("dump-teacher", uneven_teacher, damaged.path, "--out", tmp_path / "dump", "--num-workers", "2",
+                     "--batch-size", BATCH, "--quiet", message="frame 0 is not a readable image")
+    line = result.stderr.splitlines()[-1]
+    assert str(damaged.shard_paths("train")[1]) in line and "(row group 1)" in line
+    assert not (tmp_path / "dump" / "_manifest.json").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_on_cuda_the_workers_hand_over_pinned_batches(uneven, uneven_teacher, tmp_path):
+    from cpfd.pipeline.data import make_loader
+
+    scorer = TeacherScorer(uneven_teacher, uneven, "cuda", 5)
+    columns = ["sample_id", *scorer.inputs.columns()]
+    dataset = CollatedUnits(uneven, uneven.work_units("train"), columns, scorer.collator, 5)
+    item = next(iter(make_loader(dataset, 2, pin_memory=True)))
+    assert all(t.is_pinned() for t in item.piece.batch.values())
+    ok("dump-teacher", uneven_teacher, uneven.path, "--out", tmp_path / "d", "--num-workers", "2", "--device", "cuda",
+       "--quiet")

@@ -1,4 +1,6 @@
-"""The CPFD loss, the alpha mappings and the calibration rule, against hand-computed values and references."""
+"""student/cpfd.py: the CPFD loss, the alpha mappings and the calibration rule, against hand-computed
+values and references, and property tests (hypothesis): alpha and the loss stay finite and in range
+for any valid input."""
 
 import ast
 import math
@@ -8,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from cpfd.student import cpfd
 from cpfd.student.cpfd import (
@@ -448,3 +453,81 @@ def test_student_never_imports_teacher():
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [m for m in imported if m.split(".")[0] == "teacher"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Properties (hypothesis): bounded example counts, no deadline; database=None: every run draws
+# fresh examples.
+
+MANY_EXAMPLES = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+UNIT = st.floats(0.0, 1.0)
+
+
+@st.composite
+def mapping_and_params(draw):
+    mapping = draw(st.sampled_from(MAPPINGS))
+    if mapping == "constant":
+        params = {"alpha": draw(UNIT)}
+    elif mapping == "threshold":
+        high = draw(UNIT)
+        params = {"tau": draw(FINITE), "alpha_high": high, "alpha_low": draw(st.floats(0.0, high))}
+    elif mapping in ("neg-sigmoid", "tanh"):
+        params = {"beta": draw(st.floats(0.0, 1.7976931348623157e308)), "center": draw(FINITE)}
+    else:
+        alpha_max = draw(st.floats(0.0, 1.0, exclude_min=True))
+        lo, hi = sorted(draw(st.lists(FINITE, min_size=2, max_size=2, unique=True)))
+        params = {"alpha_min": draw(st.floats(0.0, alpha_max, exclude_min=True)), "alpha_max": alpha_max,
+                  "loss_min": lo, "loss_max": hi}
+    validate_params(mapping, params)  # the strategy follows its rules
+    return mapping, params
+
+
+@st.composite
+def finite_losses(draw):
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.float16]))
+    array = draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=2, max_side=6),
+                            elements=st.floats(allow_nan=False, allow_infinity=False, width=np.finfo(dtype).bits)))
+    as_tensor = draw(st.booleans())
+    return torch.from_numpy(array) if as_tensor else array
+
+
+@MANY_EXAMPLES
+@given(mp=mapping_and_params(), losses=finite_losses())
+def test_alpha_is_finite_in_unit_range_and_non_increasing(mp, losses):
+    mapping, params = mp
+    alpha = alpha_from_loss(losses, mapping, **params)
+    a = np.asarray(alpha.float() if isinstance(alpha, torch.Tensor) else alpha, dtype=np.float64)
+    assert a.shape == tuple(losses.shape)
+    assert np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all(), (a, losses)
+    ordered = np.sort(np.asarray(losses).reshape(-1))
+    a_sorted = np.asarray(alpha_from_loss(ordered, mapping, **params))
+    assert (np.diff(a_sorted) <= 0).all(), (ordered, a_sorted)
+
+
+@st.composite
+def loss_inputs(draw):
+    b, c = draw(st.integers(0, 4)), draw(st.integers(2, 5))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    logits = hnp.arrays(dtype, (b, c), elements=st.floats(-1e4, 1e4, width=np.finfo(dtype).bits))
+    s, t = torch.from_numpy(draw(logits)), torch.from_numpy(draw(logits))
+    labels = torch.tensor(draw(st.lists(st.integers(0, c - 1), min_size=b, max_size=b)), dtype=torch.int64)
+    per_sample = hnp.arrays(np.float32, (b,), elements=st.floats(0, 1, width=32)).map(torch.from_numpy)
+    alpha = draw(st.one_of(UNIT, per_sample))
+    return s, t, labels, alpha, draw(st.floats(0.05, 20.0))
+
+
+@MANY_EXAMPLES
+@given(inputs=loss_inputs())
+def test_cpfd_loss_is_finite_non_negative_with_finite_gradients(inputs):
+    s, t, labels, alpha, temperature = inputs
+    s = s.clone().requires_grad_(True)
+    loss = cpfd_loss(s, t, labels, alpha, temperature)
+    assert torch.isfinite(loss)
+    # KL and CE are >= 0; float rounding of terms as large as |logit| / T may dip a hair below
+    scale = 1.0 + (s.detach().abs().max().item() + t.abs().max().item() if s.numel() else 0.0) * temperature
+    eps = 1e-5 if s.dtype == torch.float32 else 1e-12
+    assert loss.item() >= -eps * scale, (loss.item(), scale)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()

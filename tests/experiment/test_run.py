@@ -1,4 +1,5 @@
-"""`cpfd experiment` end to end on very small corpora: every table, figure and comparison, and the numbers."""
+"""experiment/run.py: `cpfd experiment` end to end on very small corpora, every table, figure and
+comparison of its report, and the numbers."""
 
 import json
 
@@ -92,8 +93,7 @@ def test_a_rerun_with_other_settings_is_refused_with_a_short_diff(experiment):
             message="train_options.epochs 1 -> 2")
 
 
-def test_synthetic_options_with_a_corpus_are_refused(tmp_path):
-    corpus = tiny_corpus(tmp_path / "c")
+def test_synthetic_options_with_a_corpus_are_refused(corpus, tmp_path):
     refused("experiment", "--out", tmp_path / "x", "--corpus", corpus.path, "--train-samples", "10", "--preset", "task3",
             message="--preset, --train-samples describe the synthetic corpus, which --corpus replaces")
 
