@@ -24,7 +24,7 @@ import click
 from cpfd import version
 from cpfd.experiment.options import EXPERIMENT_LR, ExperimentOptions
 from cpfd.pipeline.options import ModelOptions, TrainOptions
-from cpfd.pipeline.ranks import is_rank_zero, rank_prefix, under_torchrun
+from cpfd.pipeline.ranks import is_rank_zero, rank_prefix, tell_torchrun, under_torchrun
 from cpfd.experiment.synth import PRESETS, STORIES
 from cpfd.storage.errors import CpfdError, FailedOnMain, error_line, warnings_as_lines
 from cpfd.student.mappings import MAPPINGS, param_help, param_names
@@ -35,7 +35,7 @@ SPLITS = ("train", "eval")
 
 # `cpfd --help` lists the commands in the order a user runs them.
 PIPELINE_ORDER = ["synth", "import", "export-manifest", "info", "train-teacher", "train-student", "dump-teacher", "inspect", "query",
-                  "calibrate", "distill", "evaluate", "predict", "experiment"]
+                  "calibrate", "distill", "evaluate", "export", "predict", "experiment"]
 # The commands that split their work over the processes of a torchrun job; any other would run once
 # per process, each writing the same output.
 UNDER_TORCHRUN = ["train-teacher", "train-student", "dump-teacher", "distill"]
@@ -82,12 +82,17 @@ class CpfdGroup(click.Group):
             except (OSError, ValueError, io.UnsupportedOperation):
                 pass
             raise click.exceptions.Exit(141) from None
-        except FailedOnMain:
-            raise click.exceptions.Exit(1) from None  # rank 0 of the torchrun job said what went wrong
+        except FailedOnMain as e:  # rank 0 of the torchrun job said what went wrong
+            tell_torchrun(f"error: {rank_prefix(0)}{e}")
+            raise click.exceptions.Exit(1) from None
         except (CpfdError, OSError) as e:
             if ctx.params.get("debug"):
                 raise
-            raise CpfdClickError(rank_prefix() + error_line(e)) from None
+            line = rank_prefix() + error_line(e)
+            tell_torchrun(f"error: {line}")  # torchrun's failure report shows it, for every rank
+            if not is_rank_zero():
+                raise click.exceptions.Exit(1) from None  # said once, by rank 0 (or torchrun's report)
+            raise CpfdClickError(line) from None
 
 
 def say(message: str) -> None:
@@ -116,6 +121,11 @@ def quiet_option(f):
 def overwrite_option(f):
     return click.option("--overwrite", is_flag=True,
                         help="Replace what OUT already holds (the old content goes only once the new one is complete).")(f)
+
+
+def file_overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace the --out file if it exists (never an input, nor a file an input lists).")(f)
 
 
 def device_option(f):
@@ -204,6 +214,9 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
               help="Share of ids hashed into the eval split (lines with `split` keep theirs).")
 @click.option("--classes", type=str, default=None,
               help="Comma-separated class names in index order, for string labels (default: sorted names).")
+@click.option("--positive-class", type=str, default=None,
+              help="Two classes: the one a model predicts at its threshold (`predict`, F1); it becomes class 1, "
+                   "whatever the order of the names (default: the second of --classes, or of the sorted names).")
 @click.option("--frames-per-video", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Frames kept per video: image files evenly sampled if more, the last repeated if fewer; "
                    "a video file sampled at the centres of N equal segments of its duration.")
@@ -223,15 +236,15 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
               help="Processes that check and decode frames and videos; the corpus is the same whatever the number.")
 @overwrite_option
 @quiet_option
-def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size, task, rows_per_shard, row_group_rows,
-            on_bad, workers, overwrite, quiet):
+def import_(manifest, out, eval_fraction, classes, positive_class, frames_per_video, image_size, task, rows_per_shard,
+            row_group_rows, on_bad, workers, overwrite, quiet):
     """Turn a JSON Lines manifest (docs/formats.md) into a corpus.
 
     A line gives its frames as image files (`frames`) or as one video file (`video`).
 
     Example:
 
-        cpfd import videos.jsonl runs/my-corpus --classes ok,violating --workers 4 --on-bad skip
+        cpfd import videos.jsonl runs/my-corpus --positive-class violating --workers 4 --on-bad skip
     """
     need(manifest, "manifest file")
     from cpfd.storage.manifest import import_manifest
@@ -241,6 +254,7 @@ def import_(manifest, out, eval_fraction, classes, frames_per_video, image_size,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         frames_per_video=frames_per_video, image_size=image_size, task=task, rows_per_shard=rows_per_shard,
         row_group_rows=row_group_rows, overwrite=overwrite, progress=not quiet, on_bad=on_bad, workers=workers,
+        positive_class=positive_class,
     )
     skipped = f", skipped {report['skipped']} (see {report['skipped_report']})" if report["skipped_report"] else ""
     click.echo(f"read {report['lines_read']} lines, wrote {report['rows_written']} rows "
@@ -429,8 +443,9 @@ def train_student(corpus, out, overwrite, resume, **kw):
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Videos per batch.")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@file_overwrite_option
 @quiet_option
-def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
+def evaluate(model, corpus, split, out, batch_size, device, as_json, overwrite, quiet):
     """ROC AUC, PR AUC and F1 of a model on a corpus split.
 
     Binary tasks: F1 of the positive class at probability 0.5 and the best F1 over thresholds;
@@ -445,8 +460,8 @@ def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
     from cpfd.pipeline.evaluate import evaluate_model, format_evaluation
     from cpfd.teacher.models import ARCHITECTURES
 
-    metrics = evaluate_model(model, corpus, architectures=ARCHITECTURES, split=split, out=out, batch_size=batch_size,
-                             device=device, progress=not quiet)
+    metrics = evaluate_model(model, corpus, architectures=ARCHITECTURES, split=split, out=out, overwrite=overwrite,
+                             batch_size=batch_size, device=device, progress=not quiet)
     click.echo(json.dumps(metrics, indent=2) if as_json else format_evaluation(metrics, out))
 
 
@@ -455,29 +470,83 @@ def evaluate(model, corpus, split, out, batch_size, device, as_json, quiet):
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write a predictions Parquet file (sample_id, logits, prob, pred) instead of JSON lines on stdout.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Two classes: predict the positive class (the second of --classes at import) at this probability "
+                   "or above (default: the threshold the model chose on its validation split).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Videos per batch.")
 @device_option
+@file_overwrite_option
 @quiet_option
-def predict(model, manifest, out, batch_size, device, quiet):
+def predict(model, manifest, out, threshold, batch_size, device, overwrite, quiet):
     """Score raw videos from a manifest with a student: the serve path.
 
-    Reads frames, title, OCR text and non-privileged features; labels and privileged
-    features in the manifest are ignored. A teacher is refused.
+    MODEL is a student's model folder (PyTorch) or a serving folder from `cpfd export`
+    (onnxruntime; neither torch nor transformers is imported). Reads frames, title, OCR text and
+    non-privileged features; labels and privileged features in the manifest are ignored. A
+    teacher is refused. Says on stderr which class is positive and at which probability.
 
     Example:
 
-        cpfd predict runs/cpfd-student new_videos.jsonl --out scores.parquet
+        cpfd predict runs/serve new_videos.jsonl --out scores.parquet
     """
     need(model, "model folder")
     need(manifest, "manifest file")
-    from cpfd.student.predict import predict_manifest, prediction_lines
+    from cpfd.storage.predictions import prediction_lines, threshold_line
+    from cpfd.student.serving import check_model_folder, is_serving_folder
 
-    result = predict_manifest(model, manifest, out=out, batch_size=batch_size, device=device, progress=not quiet)
+    check_model_folder(model)  # JSON only: a teacher or a damaged folder is refused before the heavy imports
+    if is_serving_folder(model):
+        from cpfd.student.serving import serve_manifest
+
+        result = serve_manifest(model, manifest, out=out, overwrite=overwrite, threshold=threshold,
+                                batch_size=batch_size)
+    else:
+        from cpfd.student.predict import predict_manifest
+
+        result = predict_manifest(model, manifest, out=out, overwrite=overwrite, threshold=threshold,
+                                  batch_size=batch_size, device=device, progress=not quiet)
+    said = threshold_line(result["classes"], result["threshold"], given=threshold is not None)
+    if said:
+        click.echo(said, err=True)
     if out is not None:
         click.echo(f"scored {len(result['sample_id'])} videos; wrote {out}")
         return
-    for line in prediction_lines(result):
+    for line in prediction_lines(result["sample_id"], result["logits"], result["classes"], result["threshold"]):
         click.echo(line)
+
+
+@cpfd.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Serving folder to write.")
+@click.option("--corpus", type=click.Path(path_type=Path), default=None,
+              help="Corpus whose rows the parity check scores (default: the one the model was trained on).")
+@click.option("--check-rows", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Rows of the corpus (eval split) on which onnxruntime must match PyTorch within 1e-4.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also quantize the graph (onnxruntime dynamic int8); serving.json records what it changed.")
+@click.option("--opset", type=click.IntRange(17, 30), default=None, help="ONNX opset (default: the exporter's).")
+@overwrite_option
+@quiet_option
+def export(model, out, corpus, check_rows, quantize, opset, overwrite, quiet):
+    """Export a student to a serving folder: model.onnx, its tokenizer, serving.json.
+
+    The graph takes frames, token ids and mask and the non-privileged features (never a
+    privileged one) and answers class probabilities; `cpfd predict OUT MANIFEST` runs it on
+    onnxruntime without PyTorch. The export is checked against the PyTorch student on real rows
+    and fails, writing nothing, above the tolerance. A teacher is refused.
+
+    Example:
+
+        cpfd export runs/cpfd-student --out runs/serve
+    """
+    need(model, "model folder")
+    from cpfd.student.serving import check_model_folder
+
+    check_model_folder(model)
+    from cpfd.student.export import export_student, format_export
+
+    click.echo(format_export(export_student(model, out, corpus=corpus, check_rows=check_rows, quantize=quantize,
+                                            opset=opset, overwrite=overwrite), out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,7 +692,8 @@ def mapping_options(f):
 @mapping_options
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Distillation temperature T.")
 @click.option("--alpha-log", type=click.Path(path_type=Path), default=None,
-              help="Write sample_id, teacher_loss, alpha of every training row to this Parquet file.")
+              help="Write sample_id, teacher_loss, alpha of every training row to this Parquet file (one that "
+                   "exists is replaced only with --overwrite).")
 @training_options
 def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resume, **kw):
     """Train X-VLM from a corpus and a teacher dump: PFD or CPFD. The teacher is never loaded.

@@ -5,12 +5,16 @@ A step is a library function (`teacher.train.train_teacher`, `teacher.dump.dump_
 starts a torchrun job whose N processes each make the same call:
 
     run_step(step)               # here
-    run_step(step, nproc=4)      # python -m torch.distributed.run --standalone --nproc-per-node 4 \
-                                 #        -m cpfd.experiment.launch STEP_FILE
+    run_step(step, nproc=4)      # python -m cpfd.experiment.launch job 4 STEP_FILE: torchrun's launcher
+                                 # (torch.distributed.run), whose 4 processes each run
+                                 # python -m cpfd.experiment.launch STEP_FILE
 
 The step travels to the job as a pickle (`STEP_FILE`, written for the job by this process, read by
-its children, removed afterwards); each child sets up the process group around the call, as the
-training commands do, and ends a failure with one `error:` line like the command line.
+its children, removed afterwards). Each child sets up the process group around the call, as the
+training commands do; a failing child leaves its one error line in torchrun's error file
+(`pipeline.ranks.tell_torchrun`). The launcher runs in a process of its own that keeps torchrun's
+log lines and its traceback out of the experiment's output: a failed job is one CpfdError here,
+naming the step and the job's root cause (the first process to fail, with its line).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cpfd.pipeline.ranks import is_rank_zero, rank_prefix
+from cpfd.pipeline.ranks import is_rank_zero, rank_prefix, tell_torchrun
 from cpfd.storage.errors import CpfdError, FailedOnMain, error_line, warnings_as_lines
 
 
@@ -51,31 +55,63 @@ def run_step(step: Step, *, nproc: int = 1, threads: int | None = None) -> Any:
     with tempfile.TemporaryDirectory(prefix="cpfd-step-") as folder:
         path = Path(folder) / "step.pickle"
         path.write_bytes(pickle.dumps(step))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-                   "-m", "cpfd.experiment.launch", str(path)]
+        command = [sys.executable, "-m", "cpfd.experiment.launch", "job", str(nproc), str(path)]
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-        status = torchrun(command, env)
+        status = launch_job(command, env)
+        cause = root_cause_file(path)
+        cause = cause.read_text().strip() if cause.exists() else f"exit status {status}"
     if status:
-        raise CpfdError(f"step {step.name}: its torchrun job ({nproc} processes) failed with exit status {status}; "
-                        "its messages are above")
+        raise CpfdError(f"step {step.name}: its torchrun job ({nproc} processes) failed: {cause}")
     return None
 
 
-def torchrun(command: list[str], env: dict) -> int:
-    """Run a torchrun job to its end; its warnings and errors go to stderr. The exit status."""
+def launch_job(command: list[str], env: dict) -> int:
+    """Run the job's launcher to its end (the children's warnings and progress go to stderr); its exit status."""
     return subprocess.run(command, stdout=subprocess.DEVNULL, env=env).returncode
 
 
-def main(argv: list[str] | None = None) -> int:
-    """In each process of a torchrun job: read the step, make its call inside the process group.
+def root_cause_file(step_file: Path) -> Path:
+    """Where the launcher leaves the root cause of a failed job, beside the step file."""
+    return step_file.with_suffix(".root-cause")
 
-    A CpfdError (or OSError) is one `error: rank R of N: ...` line and exit status 1, as from the
-    command line; warnings are one `warning:` line each, from rank 0 only."""
+
+def torchrun_job(nproc: int, step_file: Path) -> int:
+    """torchrun's launcher (`torch.distributed.run`, as `--standalone --nproc-per-node N`) over
+    `python -m cpfd.experiment.launch STEP_FILE`, in this process. Its log lines stay below ERROR
+    (the children say what matters) and a failed job is not its 40-line traceback: the root cause's
+    line goes to `root_cause_file`, and the status is 1."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "cpfd.experiment.launch", str(step_file)])
+    try:
+        run(args)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        message = failure.message if isinstance(failure.message, str) else str(failure.message.get("message"))
+        if not message.startswith("error: "):  # no line of cpfd's: a signal, or a crash before cpfd spoke
+            message = f"rank {rank} of {nproc}: {message}"
+        root_cause_file(step_file).write_text(message.removeprefix("error: ") + "\n")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cpfd.experiment.launch job N STEP_FILE`: the job's launcher (`torchrun_job`).
+    `python -m cpfd.experiment.launch STEP_FILE`: one process of the job. It reads the step and makes
+    its call inside the process group; a CpfdError (or OSError) is its one line
+    (`error: rank R of N: ...`), left for torchrun's failure report; warnings are one `warning:`
+    line each, from rank 0 only."""
     from cpfd.pipeline.distributed import process_group
 
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[0] == "job" and argv[1].isdigit():
+        return torchrun_job(int(argv[1]), Path(argv[2]))
     if len(argv) != 1:
-        print("usage: python -m cpfd.experiment.launch STEP_FILE (written by experiment.launch.run_step)",
+        print("usage: python -m cpfd.experiment.launch [job N] STEP_FILE (written by experiment.launch.run_step)",
               file=sys.stderr)
         return 2
     step = pickle.loads(Path(argv[0]).read_bytes())  # the file this job's parent wrote for it
@@ -83,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with process_group(step.device):
                 step()
-        except FailedOnMain:
-            return 1  # rank 0 said what went wrong
+        except FailedOnMain as e:  # rank 0 failed at a step only it does
+            tell_torchrun(f"error: {rank_prefix(0)}{e}")
+            return 1
         except (CpfdError, OSError) as e:
-            print(f"error: {rank_prefix()}{error_line(e)}", file=sys.stderr, flush=True)
+            tell_torchrun(f"error: {rank_prefix()}{error_line(e)}")
             return 1
     return 0
 

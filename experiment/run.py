@@ -187,7 +187,8 @@ class Experiment:
         metrics_path, predictions = eval_paths(seed_dir, name)
         if metrics_path.exists():
             return json.loads(metrics_path.read_text())
-        metrics = evaluate_model(seed_dir / name, self.corpus_path, architectures=ARCHITECTURES, split="eval", out=predictions,
+        metrics = evaluate_model(seed_dir / name, self.corpus_path, architectures=ARCHITECTURES, split="eval",
+                                 out=predictions, overwrite=True,  # its own folder: an interrupted evaluation's file
                                  device=self.train_options.device, progress=False)
         atomic_write_json(metrics_path, metrics)
         return metrics

@@ -29,72 +29,18 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cpfd.pipeline import distributed
+from cpfd.pipeline.inputs import Inputs, batch_arrays
 from cpfd.pipeline.tokenization import encode_text
 from cpfd.storage.corpus import Corpus, WorkUnit
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.images import decode_frames
-
-
-@dataclass
-class Inputs:
-    """Which corpus inputs a stage reads. `privileged` is True only for the teacher."""
-
-    frames: bool
-    text: bool
-    features: bool
-    privileged: bool = False
-
-    @classmethod
-    def for_corpus(cls, corpus: Corpus, privileged: bool) -> "Inputs":
-        return cls(
-            frames=corpus.has_frames,
-            text=corpus.has_text,
-            features=bool(corpus.features),
-            privileged=privileged,
-        )
-
-    def columns(self) -> list[str]:
-        columns = ["label"]
-        columns += ["frames"] if self.frames else []
-        columns += ["title", "ocr_text"] if self.text else []
-        columns += ["features"] if self.features else []
-        columns += ["privileged"] if self.privileged else []
-        return columns
-
-
-def list_column_to_matrix(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
-    """A list<float32> column of fixed width -> float32 (N, width), without a Python loop."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return np.array(values, dtype=np.float32).reshape(len(column), width)  # a writable copy for torch
 
 
 def collate(table: pa.Table, inputs: Inputs, tokenizer, max_length: int, widths: dict) -> dict:
-    """One Arrow table of rows -> the batch dict of tensors."""
-    batch = {"labels": torch.from_numpy(table.column("label").to_numpy().astype(np.int64))}
-    if inputs.frames:
-        videos = [decode_frames(v) for v in table.column("frames").to_pylist()]
-        size = widths.get("image_size")
-        for frames in videos:
-            if size is not None and frames.shape[1:3] != (size, size):
-                raise CpfdError(f"a video holds frames of {frames.shape[2]}x{frames.shape[1]} px, "
-                                f"corpus.json says {size}x{size}")
-        batch["frames"] = torch.from_numpy(np.stack(videos))  # (B, F, H, W, 3)
-    if inputs.text:
-        encoded = encode_text(
-            tokenizer,
-            table.column("title").to_pylist(),
-            table.column("ocr_text").to_pylist(),
-            max_length=max_length,
-        )
-        batch["input_ids"] = torch.from_numpy(encoded["input_ids"])
-        batch["attention_mask"] = torch.from_numpy(encoded["attention_mask"])
-    if inputs.features:
-        batch["features"] = torch.from_numpy(list_column_to_matrix(table.column("features"), widths["features"]))
-    if inputs.privileged:
-        batch["privileged"] = torch.from_numpy(list_column_to_matrix(table.column("privileged"), widths["privileged"]))
-    return batch
+    """One Arrow table of rows -> the batch dict of tensors (`pipeline.inputs.batch_arrays`, as tensors)."""
+    def encode(titles, ocr_texts):
+        return encode_text(tokenizer, titles, ocr_texts, max_length=max_length)
+
+    return {key: torch.from_numpy(array) for key, array in batch_arrays(table, inputs, encode, widths).items()}
 
 
 def id_uniforms(ids: pa.Array | pa.ChunkedArray, salt: str) -> np.ndarray:

@@ -1,52 +1,35 @@
-"""`cpfd evaluate` and the predictions file: a model of either stage scored on a corpus split.
+"""`cpfd evaluate`: a model of either stage scored on a corpus split, and its predictions file
+(`storage.predictions`, which `cpfd predict` writes too, from raw videos).
 
-The model classes are handed in (`architectures`), so this module imports neither stage;
-`student.predict` writes the same predictions file from raw videos.
+The model classes are handed in (`architectures`), so this module imports neither stage.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from cpfd.pipeline.data import make_loader
-from cpfd.pipeline.metrics import classification_metrics, softmax
+from cpfd.pipeline.metrics import classification_metrics
 from cpfd.pipeline.scoring import resolve_device, score_batches
 from cpfd.pipeline.stages import check_model_fits_corpus, dataset_for, load_model
-from cpfd.storage.atomic import atomic_file
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.model_folder import read_training_record
-from cpfd.storage.outputs import check_paths
-
-
-def write_predictions(path: Path, sample_ids, labels, logits: np.ndarray) -> None:
-    """The predictions file (docs/formats.md, "Predictions file"; labels may be None for the serve path)."""
-    probs = softmax(logits.astype(np.float64))
-    pred = probs.argmax(1)
-    prob = probs[:, 1] if logits.shape[1] == 2 else probs[np.arange(len(pred)), pred]
-    num_classes = logits.shape[1]
-    columns = {"sample_id": pa.array(sample_ids, pa.string())}
-    if labels is not None:
-        columns["label"] = pa.array(labels, pa.int32())
-    columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.astype(np.float32).ravel()), num_classes)
-    columns["prob"] = pa.array(prob.astype(np.float32))
-    columns["pred"] = pa.array(pred.astype(np.int32))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        pq.write_table(pa.table(columns), tmp)
+from cpfd.storage.model_folder import CONFIG, read_model_config, read_training_record
+from cpfd.storage.outputs import check_file_output
+from cpfd.storage.predictions import write_predictions
 
 
 def evaluate_model(model_dir, corpus_path, *, architectures: dict[str, type], split: str = "eval", out=None,
-                   batch_size: int = 128, device: str = "auto", progress: bool = True) -> dict:
-    """`cpfd evaluate`: metrics of a model on a corpus split, optionally its predictions file.
+                   overwrite: bool = False, batch_size: int = 128, device: str = "auto", progress: bool = True) -> dict:
+    """`cpfd evaluate`: metrics of a model on a corpus split, optionally its predictions file (`out`,
+    which replaces a file there only with `overwrite`).
 
     `architectures` are the model classes the folder may hold (`teacher.models.ARCHITECTURES`: either stage's)."""
-    check_paths({"--out": out}, {"MODEL": model_dir, "CORPUS": corpus_path})
+    # the pretrained folders the model was built from are inputs too (a folder without a model: load_model says so)
+    config = read_model_config(Path(model_dir)) if (Path(model_dir) / CONFIG).is_file() else {}
+    backbones = [config[k] for k in ("vision_model_path", "text_model_path") if config.get(k)]
+    check_file_output("--out", out, overwrite=overwrite, inputs={"MODEL": model_dir, "CORPUS": corpus_path},
+                      referenced={"a backbone folder the model was built from": backbones})
     model, tokenizer = load_model(model_dir, architectures)
     corpus = Corpus(corpus_path)
     check_model_fits_corpus(model, Path(model_dir), corpus)

@@ -10,11 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from cpfd.storage.predictions import softmax
 
 
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

@@ -2,13 +2,16 @@
 LOCAL_RANK. It imports no torch, so the command line asks it before loading anything heavy.
 
 `torchrun_env()` validates the three numbers (one line naming them when they are wrong);
-`is_rank_zero()` and `rank_prefix()` only say how to present a message and never raise.
+`is_rank_zero()` and `rank_prefix()` only say how to present a message and never raise;
+`tell_torchrun()` hands a failed process's error line to torchrun's failure report.
 Once a process group is set up, `pipeline.distributed.rank()` and `world()` give the same numbers.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 from cpfd.storage.errors import CpfdError
 
@@ -39,10 +42,34 @@ def under_torchrun() -> bool:
 
 
 def is_rank_zero() -> bool:
-    """Outside torchrun, or its rank 0: the process that speaks for the job."""
-    return os.environ.get("RANK", "0") == "0"
+    """Outside torchrun, or its rank 0: the process that speaks for the job. A process whose
+    environment is no valid torchrun job speaks for itself (its error says what is wrong)."""
+    try:
+        env = torchrun_env()
+    except CpfdError:
+        return True
+    return env is None or env[0] == 0
 
 
-def rank_prefix() -> str:
-    """`rank R of N: ` before an error of a torchrun job's process; nothing in one process."""
-    return f"rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']}: " if under_torchrun() else ""
+def rank_prefix(rank: int | str | None = None) -> str:
+    """`rank R of N: ` before an error of a torchrun job's process (this one's rank, or `rank`);
+    nothing in one process."""
+    if not under_torchrun():
+        return ""
+    return f"rank {os.environ.get('RANK', '?') if rank is None else rank} of {os.environ['WORLD_SIZE']}: "
+
+
+def tell_torchrun(line: str) -> None:
+    """Leave `line` (cpfd's one error line) where torchrun looks for a failed process's error: the file
+    it names in TORCHELASTIC_ERROR_FILE. Its failure report then shows this line for this process, and
+    as the root cause when this process failed first, instead of a pointer to its docs. Outside
+    torchrun (no such file), nothing."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    try:
+        with open(path, "w") as f:  # the format of torchrun's own @record; the report shows py_callstack
+            json.dump({"message": {"message": line, "extraInfo": {"py_callstack": line,
+                                                                  "timestamp": str(int(time.time()))}}}, f)
+    except OSError:
+        pass  # the error line itself is what matters; torchrun then says less

@@ -11,7 +11,6 @@ module never imports `teacher` or `student`.
 
 from __future__ import annotations
 
-import difflib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from cpfd.pipeline import distributed
 from cpfd.pipeline.data import (
     CorpusBatches,
     Inputs,
-    list_column_to_matrix,
     training_rows,
     validation_rows,
 )
@@ -33,6 +31,7 @@ from cpfd.pipeline.scoring import inference
 from cpfd.pipeline.tokenization import load_tokenizer, save_tokenizer, train_wordpiece_tokenizer
 from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.checkpoint import read_checkpoint
+from cpfd.pipeline.inputs import input_problem, list_column_to_matrix
 from cpfd.pipeline.train import check_resume, set_seed
 from cpfd.storage.corpus import Corpus
 from cpfd.storage.errors import CpfdError, warn
@@ -192,34 +191,6 @@ def load_model(model_dir: Path, architectures: dict[str, type]):
 def reads_privileged(model) -> bool:
     """Whether the model reads the privileged columns (the teacher, DF-X-VLM); a student never does."""
     return bool(getattr(model.config, "privileged_features", None))
-
-
-def input_problem(config, *, frames: bool, text: bool, features) -> str | None:
-    """What a model's inputs and some data's disagree on, in a few words that name the field; None
-    when they fit. `features` are the names of the dense features the data carries, in order (a
-    list) or as a set of keys (one manifest line, where order does not matter). The one check of
-    `evaluate` (a corpus) and `predict` (each manifest line)."""
-    if config.frames_per_video and not frames:
-        return "the model reads frames; there are none (frames or video)"
-    if frames and not config.frames_per_video:
-        return "frames: the model reads no frames (it was trained without them)"
-    if config.has_text and not text:
-        return "the model reads title / ocr_text; there is neither (write \"\" for an empty text)"
-    if text and not config.has_text:
-        return "title / ocr_text: the model reads no text (it was trained without it)"
-    names, have = list(config.feature_names), list(features or [])
-    reads = f"(the model reads {', '.join(names) or 'no features'})"
-    for name in have:
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            return (f"features {name!r} is not a feature the model reads"
-                    + (f" (did you mean {close[0]!r}?)" if close else f" {reads}"))
-    missing = [n for n in names if n not in have]
-    if missing:
-        return f"features lacks {missing[0]!r} {reads}; write null for a value that is missing"
-    if isinstance(features, list) and have != names:
-        return f"features are in another order ({', '.join(have)}) than the model's ({', '.join(names)})"
-    return None
 
 
 def check_model_fits_corpus(model, model_dir: Path, corpus: Corpus) -> None:

@@ -35,6 +35,7 @@ from cpfd.storage.errors import CpfdError
 from cpfd.storage.outputs import exclusive, replacing
 from cpfd.storage.schema import (
     CORPUS_COLUMNS,
+    CORPUS_JSON,
     CORPUS_DICTIONARY_COLUMNS,
     CORPUS_JSON_SHAPE,
     CORPUS_SCHEMA,
@@ -46,7 +47,6 @@ from cpfd.storage.schema import (
     check_json,
 )
 
-CORPUS_JSON = "corpus.json"
 
 # A class with fewer rows than this in a split makes its metrics swing with a single row: warned about.
 MIN_CLASS_ROWS = 5

@@ -69,9 +69,8 @@ from cpfd import version
 from cpfd.storage.atomic import TMP_SUFFIX, commit, fsync_dir
 from cpfd.storage.corpus import Corpus, IdDigest, WorkUnit, hash_labels
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.schema import DUMP_MANIFEST_SHAPE, DUMP_SCHEMA_VERSION, SHARD_FILE, SPLITS, check_json, dump_schema
+from cpfd.storage.schema import DUMP_MANIFEST, DUMP_MANIFEST_SHAPE, DUMP_SCHEMA_VERSION, SHARD_FILE, SPLITS, check_json, dump_schema
 
-DUMP_MANIFEST = "_manifest.json"
 PROVENANCE_KEY = b"cpfd.dump"
 # Each shard's footer also records what its rows are: {"rows", "ids_sha256", "labels_sha256"},
 # hashed the way corpus.json hashes a corpus shard, from the rows the writer checked and stored,

@@ -416,6 +416,18 @@ def video_path(record: dict, manifest_path: str | Path, *, check: bool = True) -
     return p
 
 
+def listed_files(manifest: str | Path) -> list[Path]:
+    """Every frame and video file the manifest's lines name, resolved (existing or not): what an
+    output must never replace. Reads the lines only, no image."""
+    files: list[Path] = []
+    for record in iter_manifest(manifest, require_label=False):
+        files += frame_paths(record, manifest, check=False)
+        video = video_path(record, manifest, check=False)
+        if video is not None:
+            files.append(video)
+    return files
+
+
 def feature_vector(values: dict[str, float | None] | None, names: Sequence[str]) -> list[float]:
     """Values in `names` order; a name the line leaves out or sets to null is NaN."""
     values = values or {}
@@ -607,6 +619,27 @@ def _check_classes(classes: Sequence[str]) -> list[str]:
     if len(classes) < 2:
         raise err(f"a corpus needs at least 2 classes, got {classes}")
     return classes
+
+
+def with_positive_class(classes: list[str], positive: str, *, given: bool, names: bool) -> list[str]:
+    """The classes with `positive` second (class 1, the one a binary model's threshold is on).
+
+    Refused: more than two classes; a name that is not one of them; --classes that put it first
+    (say the order once); class indices (0, 1) as labels, whose order the labels themselves fix."""
+    if len(classes) != 2:
+        raise CpfdError(f"--positive-class applies to two classes; the manifest has {len(classes)} "
+                        f"({_some_names(classes)})")
+    if positive not in classes:
+        raise CpfdError(f"--positive-class {_name(positive)} is not one of the classes ({_some_names(classes)})")
+    if classes[1] == positive:
+        return list(classes)
+    if given:
+        raise CpfdError(f"--positive-class {_name(positive)} is the first of --classes {','.join(classes)}; "
+                        "list it second, or leave --classes out")
+    if not names:
+        raise CpfdError(f"--positive-class {positive}: the labels are class indices, so class 1 is the positive "
+                        "one; write the labels as class names to choose another")
+    return [classes[1], classes[0]]
 
 
 def _some_names(names: Sequence[str], n: int = 10) -> str:
@@ -814,6 +847,7 @@ def import_manifest(
     progress: bool = True,
     on_bad: str = "error",
     workers: int = 1,
+    positive_class: str | None = None,
 ) -> dict:
     """`cpfd import`: manifest -> corpus directory. Returns lines_read (blank lines included),
     rows_written, train_rows, eval_rows, classes, the corpus fingerprint, skipped (lines left
@@ -825,6 +859,8 @@ def import_manifest(
     `on_bad`: "error" (a bad frame or video file is the line's error) or "skip" (the line is
     left out and listed in OUT/skipped.jsonl; a manifest with nothing left is an error).
     `workers` > 1 checks and decodes the files in that many processes; the corpus is the same.
+    `positive_class` names the class a binary model predicts at its threshold: it becomes class 1
+    (the second), whatever the order of the names.
     """
     manifest, out = Path(manifest), Path(out)
     if not 0.0 <= eval_fraction <= 1.0:
@@ -851,12 +887,17 @@ def import_manifest(
     try:
         scan = scan_manifest(manifest, classes=classes, frames_per_video=frames_per_video, out=out,
                              progress=progress, on_bad=on_bad, pool=pool)
+        if positive_class is not None:
+            scan.classes = with_positive_class(scan.classes, positive_class, given=classes is not None,
+                                               names=scan.label_kind is not int)
         fpv = frames_per_video if scan.has_frames else 0
         # --workers is left out: it does not change what is written.
         command = ["cpfd", "import", str(manifest), str(out), "--eval-fraction", str(eval_fraction),
                    "--frames-per-video", str(frames_per_video), "--image-size", str(image_size)]
         if classes is not None:
             command += ["--classes", ",".join(scan.classes)]
+        if positive_class is not None:
+            command += ["--positive-class", positive_class]
         if on_bad != "error":
             command += ["--on-bad", on_bad]
 

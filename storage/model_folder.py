@@ -27,10 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from cpfd.storage.atomic import atomic_file, atomic_write_bytes, atomic_write_json, fsync_dir
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.schema import check_json
+from cpfd.storage.schema import CONFIG, FOLDS, WEIGHTS, check_json
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 TRAINING = "training.json"
 CHECKPOINT = "checkpoint.safetensors"
 TOKENIZER = "tokenizer"
@@ -38,7 +36,6 @@ MODEL_FILES = (CONFIG, WEIGHTS, TRAINING, CHECKPOINT, TOKENIZER)
 
 # A cross-fitted teacher (`train-teacher --folds K`) is a folder of K model folders, fold-0 ..
 # fold-(K-1), and this file, written last: what the folder is and each fold's weights.
-FOLDS = "folds.json"
 FOLDS_SHAPE = {
     "kind": str, "folds": int, "rule": str, "salt": str, "validation_fraction": (int, float),
     "teachers": [{"fold": int, "dir": str, "training_rows": int, "weights_sha256": str}],

@@ -8,7 +8,9 @@ and `--overwrite` replaces an old result only once the new one is complete.
 
 - `check_paths` refuses an output that is, or lies inside, one of the command's inputs, and an
   input that lies inside an output that may be replaced (paths are compared after resolving
-  symlinks).
+  symlinks). `check_file_output` adds what a single-file output needs: not a file an input lists
+  or references, not inside another corpus, dump or model folder, and not a file that exists
+  unless `--overwrite`.
 - `exclusive` takes an advisory lock (`fcntl.flock`) on a lock file beside the output,
   `.NAME.lock`, removed again when the block ends; the kernel drops the lock when the process
   ends, even on kill -9, so a crashed run never leaves a lock that blocks the next one.
@@ -28,10 +30,11 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from cpfd.storage.atomic import fsync_dir
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.schema import CONFIG, CORPUS_JSON, DUMP_MANIFEST, FOLDS, SPLITS, WEIGHTS
 
 STAGING_SUFFIX = ".cpfd-new"
 
@@ -66,6 +69,56 @@ def check_paths(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | 
         for b in names[i + 1:]:
             if outs[a] == outs[b]:
                 raise CpfdError(f"{a} and {b} are the same path ({outputs[a]})")
+
+
+def cpfd_folder(folder: Path) -> str | None:
+    """What cpfd folder `folder` is ("corpus", "teacher dump", "model", "cross-fitted teacher"), by the
+    files that make it one; None for any other folder."""
+    try:
+        if (folder / CORPUS_JSON).is_file() and any((folder / split).is_dir() for split in SPLITS):
+            return "corpus"
+        if (folder / DUMP_MANIFEST).is_file() and any(folder.glob("part-*.parquet")):
+            return "teacher dump"
+        if (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
+            return "model"
+        if (folder / FOLDS).is_file() and (folder / "fold-0").is_dir():
+            return "cross-fitted teacher"
+    except OSError:  # a folder we may not read: not one of ours to protect
+        return None
+    return None
+
+
+def check_file_output(option: str, path: Path | None, *, overwrite: bool, inputs: Mapping[str, Path | None],
+                      referenced: Mapping[str, Iterable[Path]] | None = None, own: Path | None = None) -> None:
+    """Refuse a single-file output (a predictions file, an alpha log) that would replace what it must not.
+
+    Never, even with `overwrite`: an input or a path inside one (`check_paths`); a file an input
+    lists or references (`referenced`: what -> paths, e.g. the frames and videos a manifest lists,
+    the teacher folder a dump was made from); a path inside a corpus, dump or model folder other
+    than the command's own output folder `own` (the file would change that folder); a folder.
+    Without `overwrite`: a file that exists. None (no such output) is fine.
+    """
+    if path is None:
+        return
+    check_paths({option: path}, inputs)
+    out = _resolved(path)
+    for what, paths in (referenced or {}).items():
+        for ref in paths:
+            if _inside(out, _resolved(ref)):
+                raise CpfdError(f"{option} {path} {'is' if out == _resolved(ref) else 'lies inside'} {what} ({ref}): "
+                                "an output must not overwrite an input; choose another path")
+    mine = _resolved(own) if own is not None else None
+    for folder in out.parents:
+        if mine is not None and _inside(folder, mine):
+            continue
+        kind = cpfd_folder(folder)
+        if kind:
+            raise CpfdError(f"{option} {path} lies inside {folder}, a {kind} folder that a file written there "
+                            "would change; choose a path outside it")
+    if out.is_dir():
+        raise CpfdError(f"{option} {path} is a folder; give a file name")
+    if out.exists() and not overwrite:
+        raise CpfdError(f"{option} {path} exists; pass --overwrite to replace it, or choose another path")
 
 
 def lock_path(path: Path) -> Path:

@@ -18,6 +18,16 @@ from cpfd.storage.errors import CpfdError
 # (`storage.corpus.IdDigest`); version 1 joined them with newlines, which ids may contain.
 SCHEMA_VERSION = 2
 
+# The file written last into a corpus folder and a teacher-dump folder: a folder counts as one only
+# when it holds it (storage.corpus, storage.dump; storage.outputs recognises them by it).
+CORPUS_JSON = "corpus.json"
+DUMP_MANIFEST = "_manifest.json"
+# A model folder's config (written last) and weights; a cross-fitted teacher's record of its folds
+# (storage.model_folder; torch-free here, for the commands that only need to recognise a folder).
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+FOLDS = "folds.json"
+
 # Parquet row groups are the unit of streaming and of parallel work (ranks x DataLoader workers).
 MAX_ROW_GROUP_ROWS = 65_536
 

@@ -30,7 +30,7 @@ from cpfd.storage.corpus import Corpus
 from cpfd.storage.dump import TeacherDump, open_dump, read_dump_columns, read_teacher_losses
 from cpfd.storage.errors import CpfdError, warn
 from cpfd.storage.model_folder import MODEL_FILES
-from cpfd.storage.outputs import check_paths
+from cpfd.storage.outputs import check_file_output
 from cpfd.student.train import build_student
 from cpfd.student.cpfd import (
     MAPPING_DEFAULTS,
@@ -124,6 +124,17 @@ def write_alpha_log(dump: TeacherDump, mapping: str, params: dict, path: Path) -
     return table.num_rows
 
 
+ALPHA_LOG_COLUMNS = ["sample_id", "teacher_loss", "alpha"]
+
+
+def is_alpha_log(path: Path) -> bool:
+    """Whether `path` is a Parquet file of exactly the alpha log's columns (`write_alpha_log`)."""
+    try:
+        return pq.read_schema(path).names == ALPHA_LOG_COLUMNS
+    except (pa.ArrowException, OSError):
+        return False
+
+
 def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperature: float = 1.0,
             alpha_log=None, model_options: ModelOptions, train_options: TrainOptions,
             overwrite: bool = False, resume: bool = False, command: str = "", announce=print) -> dict:
@@ -132,6 +143,18 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
         raise CpfdError(f"--temperature must be a positive finite number, got {temperature}")
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus, split="train")
+    out = Path(out)
+    inputs = {**model_inputs(corpus, model_options), "DUMP": Path(dump_dir)}
+    teacher = dump.manifest["teacher"]["dir"]
+    # a resumed run writes its alpha log again over the interrupted run's (and over nothing else)
+    replaces = overwrite or (resume and alpha_log is not None and is_alpha_log(Path(alpha_log)))
+    check_file_output("--alpha-log", alpha_log, overwrite=replaces, inputs=inputs, own=out,
+                      referenced={"the teacher the dump was made from": [Path(teacher)] if teacher else []})
+    if alpha_log is not None and Path(alpha_log).resolve().is_relative_to(out.resolve()):
+        inner = Path(alpha_log).resolve().relative_to(out.resolve()).parts
+        if not inner or inner[0] in MODEL_FILES:
+            raise CpfdError(f"--alpha-log {alpha_log} would overwrite the model folder's own "
+                            f"{inner[0] if inner else 'folder'}; choose another name")
     params_given = dict(params)
 
     def checked_mapping():  # under torchrun, rank 0 checks and calibrates once, for every rank
@@ -151,14 +174,6 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
                  "teacher_dir": dump.manifest["teacher"]["dir"]},
         "distillation": {"mapping": mapping, "params": params, "calibrated": calibrated, "temperature": temperature},
     }
-    out = Path(out)
-    inputs = {**model_inputs(corpus, model_options), "DUMP": Path(dump_dir)}
-    check_paths({"--alpha-log": alpha_log}, inputs)
-    if alpha_log is not None and Path(alpha_log).resolve().is_relative_to(out.resolve()):
-        inner = Path(alpha_log).resolve().relative_to(out.resolve()).parts
-        if not inner or inner[0] in MODEL_FILES:
-            raise CpfdError(f"--alpha-log {alpha_log} would overwrite the model folder's own "
-                            f"{inner[0] if inner else 'folder'}; choose another name")
     with model_output(out, overwrite=overwrite, resume=resume, inputs=inputs) as target:
         stage = prepare_stage(corpus, target, build=build_student, stage="distill", model_options=model_options,
                               train_options=train_options, overwrite=overwrite, resume=resume, command=command,

@@ -1,23 +1,24 @@
-"""`cpfd predict`: the serve path. A student scores raw videos from a manifest, on frames, text and
-non-privileged features alone; a teacher is refused.
+"""`cpfd predict` on a student's model folder (PyTorch): a student scores raw videos from a manifest,
+on frames, text and non-privileged features alone; a teacher is refused. A serving folder
+(`cpfd export`) is served by `student.serving` instead, without PyTorch.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+import torch
 
-from cpfd.pipeline.data import Inputs, collate
-from cpfd.pipeline.evaluate import write_predictions
-from cpfd.pipeline.metrics import softmax
 from cpfd.pipeline.scoring import resolve_device, score_batches
-from cpfd.pipeline.stages import input_problem, load_model
+from cpfd.pipeline.stages import load_model
+from cpfd.pipeline.tokenization import encode_text
 from cpfd.storage.errors import CpfdError
-from cpfd.storage.model_folder import read_model_config
-from cpfd.storage.outputs import check_paths
+from cpfd.storage.manifest import listed_files
+from cpfd.storage.model_folder import read_model_config, read_training_record
+from cpfd.storage.outputs import check_file_output
+from cpfd.storage.predictions import write_predictions
+from cpfd.student.serving import InputSpec, manifest_batches, resolve_threshold
 from cpfd.student.xvlm import XVLMConfig, XVLMForClassification
 
 
@@ -30,53 +31,35 @@ def load_student(model_dir: Path):
     return load_model(model_dir, {XVLMConfig.architecture: XVLMForClassification})
 
 
-def prediction_lines(result: dict):
-    """`cpfd predict`'s JSON lines: id, predicted class and class probabilities (6 decimals)."""
-    probs = softmax(result["logits"].astype(np.float64))
-    for sample_id, p in zip(result["sample_id"], probs):
-        yield json.dumps({"id": sample_id, "pred": result["classes"][int(p.argmax())],
-                          "probs": {c: round(float(v), 6) for c, v in zip(result["classes"], p)}})
+def predict_manifest(model_dir, manifest, *, out=None, overwrite: bool = False, threshold: float | None = None,
+                     batch_size: int = 64, device: str = "auto", progress: bool = True) -> dict:
+    """`cpfd predict MODEL MANIFEST`: score raw videos from a manifest with a student's model folder.
 
-
-def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, device: str = "auto",
-                     progress: bool = True) -> dict:
-    """`cpfd predict`: score raw videos from a manifest with a student: the serve path.
-
-    Reads frames, title, OCR text and non-privileged features only; a teacher is refused,
-    because at serving time the privileged features do not exist yet.
-    Returns {"sample_id": [...], "logits": (N, C), "classes": [...]} and writes the
-    predictions file (without labels) when `out` is given.
-    """
-    from cpfd.storage.manifest import iter_manifest, to_row
-    from cpfd.storage.schema import CORPUS_SCHEMA
-
-    check_paths({"--out": out}, {"MODEL": model_dir, "MANIFEST": manifest})
+    Reads frames, title, OCR text and non-privileged features only (`student.serving.manifest_batches`,
+    the same lines -> arrays as the serving folder's path); a teacher is refused, because at serving
+    time the privileged features do not exist yet. Returns {"sample_id", "logits" (N, C), "classes",
+    "threshold"} and writes the predictions file when `out` is given (decisions at `threshold`:
+    --threshold, else the model's validation threshold for two classes)."""
+    model_dir, manifest = Path(model_dir), Path(manifest)
+    record = read_training_record(model_dir) or {}
+    check_file_output("--out", out, overwrite=overwrite, inputs={"MODEL": model_dir, "MANIFEST": manifest},
+                      referenced={"a frame or video file MANIFEST lists": listed_files(manifest) if out else []})
     model, tokenizer = load_student(model_dir)
     config = model.config
+    spec = InputSpec(classes=list(config.classes), frames_per_video=config.frames_per_video,
+                     image_size=config.image_size, has_text=bool(config.has_text), max_length=config.max_length,
+                     feature_names=list(config.feature_names), threshold=record.get("threshold"))
+    threshold = resolve_threshold(spec, threshold)
     device = resolve_device(device)
     model.to(device)
-    inputs = Inputs(frames=config.frames_per_video > 0, text=bool(config.has_text),
-                    features=bool(config.feature_names), privileged=False)
-    widths = {"features": len(config.feature_names), "privileged": 0}
+
+    def encode(titles, ocr_texts):
+        return encode_text(tokenizer, titles, ocr_texts, max_length=config.max_length)
+
     ids: list[str] = []
-
-    def batches():
-        rows = []
-        for record in iter_manifest(manifest, require_label=False):
-            problem = input_problem(config, frames=bool(record["frames"] or record.get("video")), text="text" in record["kinds"],
-                                    features=set(record["features"] or ()) if "features" in record["kinds"] else None)
-            if problem:
-                raise CpfdError(f"{manifest}:{record['line']}: {problem}")
-            rows.append(to_row(record, manifest, label=-1, frames_per_video=config.frames_per_video,
-                               image_size=config.image_size, privileged_features=[], features=config.feature_names))
-            ids.append(record["id"])
-            if len(rows) == batch_size:
-                yield collate(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), inputs, tokenizer, config.max_length, widths)
-                rows = []
-        if rows:
-            yield collate(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), inputs, tokenizer, config.max_length, widths)
-
-    _, logits = score_batches(model, batches(), device, progress=progress, desc="predict")
+    batches = ({k: torch.from_numpy(v) for k, v in arrays.items()}
+               for arrays in manifest_batches(manifest, spec, encode if config.has_text else None, batch_size, ids))
+    _, logits = score_batches(model, batches, device, progress=progress, desc="predict")
     if not ids:
         raise CpfdError(f"{manifest}: the manifest has no lines to score")
     bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
@@ -84,5 +67,5 @@ def predict_manifest(model_dir, manifest, *, out=None, batch_size: int = 64, dev
         raise CpfdError(f"{model_dir}: the model gives NaN or infinite scores ({len(bad)} of {len(ids)} videos, "
                         f"e.g. {ids[bad[0]]!r}): its weights are not usable")
     if out is not None:
-        write_predictions(out, ids, None, logits)
-    return {"sample_id": ids, "logits": logits, "classes": list(config.classes)}
+        write_predictions(out, ids, None, logits, threshold)
+    return {"sample_id": ids, "logits": logits, "classes": list(config.classes), "threshold": threshold}

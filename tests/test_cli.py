@@ -1,6 +1,10 @@
 """cli.py, the command line as a whole: every command of docs/commands.md exists and explains itself,
 errors are one line, what installing adds, and which commands refuse to run under torchrun."""
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -139,9 +143,16 @@ def test_a_command_that_runs_once_is_refused_under_torchrun(command, tmp_path, m
     from tests.invoke import refused, run
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("RANK", "0")
     refused(command, tmp_path / "in", tmp_path / "out",
-            message=f"rank 1 of 2: cpfd {command} runs as one process, not under torchrun")
+            message=f"rank 0 of 2: cpfd {command} runs as one process, not under torchrun")
+    monkeypatch.setenv("RANK", "1")  # the other ranks say it once, to torchrun's report, not on stderr
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path.parent / f"{tmp_path.name}-error.json"))
+    result = run(command, tmp_path / "in", tmp_path / "out")
+    assert result.exit_code == 1 and "error:" not in result.output, result.output
+    said = json.loads(Path(os.environ["TORCHELASTIC_ERROR_FILE"]).read_text())["message"]["message"]
+    assert said == f"error: rank 1 of 2: cpfd {command} runs as one process, not under torchrun; only " \
+                   f"{', '.join(UNDER_TORCHRUN)} split their work over a torchrun job's processes"
     assert list(tmp_path.iterdir()) == []
     for name in UNDER_TORCHRUN:  # reaches the command (its own usage error), not the refusal
         result = run(name)

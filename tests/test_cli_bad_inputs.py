@@ -114,6 +114,46 @@ def test_an_output_that_is_an_input_is_refused(world, case):
     refused_cleanly(world["root"], fill(args, world), message)
 
 
+# ---- 1b. a single-file output never replaces a file an input lists, a cpfd folder's file, or one that exists
+
+FILE_OUTPUT_REPLACES = {
+    "predict --out a frame the manifest lists": (
+        ["predict", "{student}", "{manifest}", "--out", "{first_frame}", "--overwrite", "--quiet"],
+        "is a frame or video file MANIFEST lists"),
+    "predict --out another corpus's corpus.json": (
+        ["predict", "{student}", "{manifest}", "--out", "{corpus}/corpus.json", "--overwrite", "--quiet"],
+        "lies inside {corpus}, a corpus folder"),
+    "predict --out a file that exists": (["predict", "{student}", "{manifest}", "--out", "{predictions}", "--quiet"],
+                                         "exists; pass --overwrite"),
+    "predict --out a folder": (["predict", "{student}", "{manifest}", "--out", "{root}/a-folder", "--overwrite",
+                                "--quiet"], "is a folder"),
+    "evaluate --out a file that exists": (["evaluate", "{student}", "{corpus}", "--out", "{predictions}", "--quiet"],
+                                          "exists; pass --overwrite"),
+    "evaluate --out inside another model": (
+        ["evaluate", "{student}", "{corpus}", "--out", "{teacher}/p.parquet", "--overwrite", "--quiet"],
+        "lies inside {teacher}, a model folder"),
+    "evaluate --out a dump's file": (
+        ["evaluate", "{student}", "{corpus}", "--out", "{dump}/_manifest.json", "--overwrite", "--quiet"],
+        "a teacher dump folder"),
+    "distill --alpha-log the weights of the dump's teacher": (
+        ["distill", "{corpus}", "{dump}", "--out", "{root}/s", "--mapping", "constant", "--alpha-log",
+         "{dump_teacher}/model.safetensors", "--overwrite", *FAST], "the teacher the dump was made from"),
+    "distill --alpha-log a file that exists": (
+        ["distill", "{corpus}", "{dump}", "--out", "{root}/s", "--mapping", "constant", "--alpha-log", "{manifest}",
+         *FAST], "exists; pass --overwrite"),
+}
+
+
+@pytest.mark.parametrize("case", list(FILE_OUTPUT_REPLACES))
+def test_a_single_file_output_never_replaces_what_it_must_not(world, case):
+    args, message = FILE_OUTPUT_REPLACES[case]
+    (world["root"] / "a-folder").mkdir(exist_ok=True)
+    extra = {"first_frame": next(world["manifest"].parent.glob("*.png")),
+             "dump_teacher": json.loads((world["dump"] / "_manifest.json").read_text())["teacher"]["dir"]}
+    refused_cleanly(world["root"], fill(args, {**world, **extra}), fill([message], world)[0])
+    assert not (world["root"] / "s").exists()
+
+
 # ---- 2. malformed JSON beside the shards --------------------------------------------------
 
 MALFORMED = {"a list": [], "null": None, "a missing key": "drop", "a mistyped key": "retype", "not JSON": "{oops"}

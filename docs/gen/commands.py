@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cpfd.cli import cpfd  # noqa: E402
 
 ORDER = ["synth", "import", "export-manifest", "info", "train-teacher", "train-student", "dump-teacher", "inspect", "query",
-         "calibrate", "distill", "evaluate", "predict", "experiment"]
+         "calibrate", "distill", "evaluate", "export", "predict", "experiment"]
 PROSE = open(Path(__file__).with_name("commands_prose.md")).read()
 SECTIONS = {}
 for block in ("\n" + PROSE).split("\n@@ ")[1:]:

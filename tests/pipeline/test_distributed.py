@@ -166,6 +166,10 @@ def test_a_bad_option_is_said_once_by_rank_zero(tmp_path):
     corpus = layout_corpus(tmp_path / "c")
     done = cpfd_under_torchrun("train-student", corpus.path, "--out", tmp_path / "s", "--batch-size", "7", *MODEL)
     assert done.returncode != 0
-    assert errors(done.stderr) == ["error: rank 0 of 2: --batch-size 7 is the global batch and must divide "
-                                       "evenly among the 2 processes of this torchrun job"]
+    line = ("error: rank 0 of 2: --batch-size 7 is the global batch and must divide evenly among the 2 processes "
+            "of this torchrun job")
+    assert errors(done.stderr) == [line]
+    # torchrun's failure report names cpfd's line as the root cause (the error file), not a pointer to its docs
+    report = done.stderr.split("Root Cause (first observed failure):")[1]
+    assert f"traceback : {line}" in report and "To enable traceback" not in done.stderr
     assert not (tmp_path / "s").exists()

@@ -30,7 +30,7 @@ def write_serving_manifest(tmp_path, n=5):
 def test_predict_scores_raw_videos(student, tmp_path):
     manifest = write_serving_manifest(tmp_path)
     result = ok("predict", student, manifest, "--quiet")
-    rows = [json.loads(line) for line in result.output.splitlines()]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["id"] for r in rows] == [f"new-{i}" for i in range(5)]
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 and r["pred"] in ("neg", "pos") for r in rows)
     ok("predict", student, manifest, "--out", tmp_path / "scores.parquet", "--quiet")
