@@ -34,6 +34,9 @@ def test_every_table_figure_and_comparison_is_there(experiment):
     assert {"table1", "table3", "table4", "table5", "table6", "table7"} <= set(tables)
     assert set(tables["table6"]) == {"threshold", "exp-decay"} and set(tables["table7"]) == {"1", "2"}
     assert tables["table4"]["dense_features_needed"] == {"teacher": 29, "student": 3}  # the student reads 3 features
+    exported = tables["table4"]["student_onnx"]  # the exported student, timed on the same rows
+    assert exported["ms_per_video_batch1"] > 0 and exported["parity_max_abs_diff_probs"] <= 1e-4
+    assert "the student exported (`cpfd export`), onnxruntime CPU" in report
     assert tables["table1"][0]["groups"] == ["negative", "positive", "overall"]  # the corpus's class names
 
 
