@@ -52,3 +52,14 @@ def raises_one_line(call, message: str, error=CpfdError) -> Exception:
         call()
     assert "\n" not in str(info.value), str(info.value)
     return info.value
+
+
+def assert_one_line_error(call, *fragments: str) -> str:
+    """A library call refusing with a one-line CpfdError whose message holds every fragment; the message."""
+    with pytest.raises(CpfdError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message

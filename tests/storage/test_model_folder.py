@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from cpfd.storage.errors import CpfdError
 from cpfd.student.xvlm import XVLMForClassification
 from cpfd.teacher.df_xvlm import DFXVLMForClassification
 from tests.factories import tiny_student, tiny_teacher
+from tests.invoke import assert_one_line_error
 
 
 @pytest.fixture
@@ -17,16 +17,6 @@ def saved_student(tmp_path):
     folder = tmp_path / "student"
     tiny_student().save_pretrained(folder)
     return folder
-
-
-def assert_one_line_error(call, *fragments):
-    with pytest.raises(CpfdError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message
-    return message
 
 
 def test_loading_a_missing_folder_or_config_is_a_cpfd_error(saved_student, tmp_path):

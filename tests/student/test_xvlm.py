@@ -9,19 +9,9 @@ import torch
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
 from cpfd.pipeline.tokenization import encode_text, load_tokenizer
-from cpfd.storage.errors import CpfdError
 from cpfd.student.xvlm import XVLMConfig, XVLMForClassification
 from tests.factories import MODEL_INPUTS, VOCAB, model_batch, same_state, tiny_model_options, tiny_student
-
-
-def assert_one_line_error(call, *fragments):
-    with pytest.raises(CpfdError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message
-    return message
+from tests.invoke import assert_one_line_error
 
 
 @pytest.mark.parametrize("inputs", MODEL_INPUTS.values(), ids=MODEL_INPUTS.keys())
