@@ -41,7 +41,7 @@ from cpfd.storage.dump import file_sha256
 from cpfd.storage.model_folder import TOKENIZER, WEIGHTS, read_model_config, read_training_record
 from cpfd.storage.outputs import check_paths, exclusive, staging_path, swap_in
 from cpfd.student.predict import load_student
-from cpfd.student.serving import ONNX_FILE, SERVING_FORMAT, SERVING_JSON
+from cpfd.student.serving import ONNX_FILE, SERVING_FORMAT, SERVING_JSON, TOKENIZER_JSON
 
 
 # Largest |probability difference| allowed between onnxruntime (CPU) and the PyTorch student on the
@@ -241,6 +241,8 @@ def _write_serving_folder(model, tokenizer, model_dir: Path, target: Path, corpu
         "format": SERVING_FORMAT,
         "architecture": config.architecture,
         "model": ONNX_FILE,
+        "model_sha256": file_sha256(target / ONNX_FILE),  # predict checks it: a damaged graph may still load
+        "tokenizer_sha256": file_sha256(target / TOKENIZER_JSON) if (target / TOKENIZER_JSON).is_file() else None,
         "inputs": graph_inputs(config),
         "outputs": ["logits", "probs"],
         "classes": list(config.classes),

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from cpfd.pipeline.inputs import Inputs, batch_arrays, input_problem
+from cpfd.storage.dump import file_sha256
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.manifest import iter_manifest, listed_files, to_row
 from cpfd.storage.outputs import check_file_output
@@ -92,9 +93,31 @@ def read_serving(folder: Path) -> dict:
     if bad or data["format"] != SERVING_FORMAT:
         raise CpfdError(f"{path}: not a serving.json of this cpfd (format {data.get('format')!r}, "
                         f"{'missing or mistyped: ' + ', '.join(bad) if bad else f'expected format {SERVING_FORMAT}'})")
-    for key, kind in (("frames", dict), ("text", dict), ("features", dict)):
-        if data.get(key) is not None and not isinstance(data[key], kind):
-            raise CpfdError(f"{path}: '{key}' must be an object or null")
+    def bad(what: str) -> CpfdError:
+        return CpfdError(f"{path}: {what}")
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not all(isinstance(c, str) for c in data["classes"]) or len(data["classes"]) < 2:
+        raise bad("'classes' must be a list of at least two names")
+    if not all(isinstance(n, str) for n in data["inputs"]):
+        raise bad("'inputs' must be a list of input names")
+    threshold = data.get("threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                                      and 0 <= threshold <= 1):
+        raise bad(f"'threshold' must be a probability in [0, 1] or null, got {threshold!r}")
+    for key in ("frames", "text", "features"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise bad(f"'{key}' must be an object or null")
+    frames, text, features = data.get("frames") or {}, data.get("text") or {}, data.get("features") or {}
+    if frames and not (whole(frames.get("per_video")) and whole(frames.get("image_size"))
+                       and frames["per_video"] > 0 and frames["image_size"] > 0):
+        raise bad("'frames' needs positive whole numbers 'per_video' and 'image_size'")
+    if text and not (whole(text.get("max_length")) and text["max_length"] >= 3):
+        raise bad("'text' needs a whole number 'max_length' of at least 3")
+    if features and not (isinstance(features.get("names"), list) and all(isinstance(n, str) for n in features["names"])):
+        raise bad("'features' needs a list of feature 'names'")
     return data
 
 
@@ -182,6 +205,11 @@ def serve_manifest(folder, manifest, *, out=None, overwrite: bool = False, thres
     check_file_output("--out", out, overwrite=overwrite, inputs={"MODEL": folder, "MANIFEST": manifest},
                       referenced={"a frame or video file MANIFEST lists": listed_files(manifest) if out else []})
     graph = folder / str(serving.get("model", ONNX_FILE))
+    if not graph.is_file():
+        raise CpfdError(f"{graph}: missing (the serving folder is incomplete; export it again)")
+    if file_sha256(graph) != serving.get("model_sha256"):
+        raise CpfdError(f"{graph}: its sha256 differs from {folder / SERVING_JSON}'s (the file changed after the "
+                        "export); export the student again")
     try:
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a missing or damaged graph
@@ -189,11 +217,19 @@ def serve_manifest(folder, manifest, *, out=None, overwrite: bool = False, thres
     names = [i.name for i in session.get_inputs()]
     if names != list(serving["inputs"]):
         raise CpfdError(f"{graph}: its inputs are {names}, {folder / SERVING_JSON} says {serving['inputs']}")
+    if spec.has_text and (folder / TOKENIZER_JSON).is_file() \
+            and file_sha256(folder / TOKENIZER_JSON) != serving.get("tokenizer_sha256"):
+        raise CpfdError(f"{folder / TOKENIZER_JSON}: its sha256 differs from {folder / SERVING_JSON}'s (the file changed "
+                        "after the export); export the student again")
     encode = tokenizers_encoder(folder / TOKENIZER_JSON, spec.max_length) if spec.has_text else None
     ids: list[str] = []
     logits = []
     for arrays in manifest_batches(manifest, spec, encode, batch_size, ids):
-        logits.append(session.run(["logits"], {n: arrays[n] for n in names})[0])
+        try:
+            logits.append(session.run(["logits"], {n: arrays[n] for n in names})[0])
+        except Exception as e:  # onnxruntime's own exception types: a graph that does not fit serving.json
+            raise CpfdError(f"{graph}: the graph does not run on {folder / SERVING_JSON}'s inputs "
+                            f"({' '.join(str(e).split())[:200]})") from None
     if not ids:
         raise CpfdError(f"{manifest}: the manifest has no lines to score")
     logits = np.concatenate(logits).astype(np.float32)

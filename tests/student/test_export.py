@@ -135,12 +135,21 @@ def test_an_export_outside_the_tolerance_writes_nothing(student, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def flip_a_byte_in_the_middle(folder: Path) -> None:
+    data = bytearray((folder / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01  # the weights' bytes: a value changes, the file still parses
+    (folder / "model.onnx").write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("damage, message", [
-    (lambda d: (d / "model.onnx").write_bytes(b"not a graph"), "model.onnx: not a readable ONNX graph"),
+    (lambda d: (d / "model.onnx").write_bytes(b"not a graph"), "model.onnx: its sha256 differs"),
+    (flip_a_byte_in_the_middle, "model.onnx: its sha256 differs"),  # still a graph onnxruntime would load
+    (lambda d: (d / "model.onnx").unlink(), "model.onnx: missing"),
     (lambda d: (d / "serving.json").write_text("{oops"), "serving.json: not a readable serving.json"),
     (lambda d: (d / "serving.json").write_text('{"format": 99, "inputs": [], "classes": []}'),
      "serving.json: not a serving.json of this cpfd"),
-    (lambda d: (d / "tokenizer" / "tokenizer.json").write_text("[]"), "tokenizer.json: not a readable tokenizer"),
+    (lambda d: (d / "tokenizer" / "tokenizer.json").write_text("[]"), "tokenizer.json: its sha256 differs"),
+    (lambda d: (d / "tokenizer" / "tokenizer.json").unlink(), "tokenizer.json: not a readable tokenizer"),
 ])
 def test_a_damaged_serving_folder_is_one_line_naming_the_file(served, tmp_path, damage, message):
     folder = tmp_path / "serve"
