@@ -258,16 +258,23 @@ def scored_units(scorer: TeacherScorer, corpus: Corpus, units: list[WorkUnit], c
     dataset = CollatedUnits(corpus, units, columns, scorer.collator, scorer.batch_size)
     stream = iter(make_loader(dataset, num_workers, pin_memory=scorer.device.type == "cuda", ranks=1))  # units: this worker's
     started: dict[int, dict] = {}
-    for index in range(len(units)):
-        while index not in started or len(started[index]["scored"]) < started[index]["pieces"]:
-            item = next(stream)
-            unit = started.setdefault(item.unit, {"pieces": item.pieces, "scored": []})
-            if item.ids is not None:
-                unit["ids"], unit["labels"] = item.ids, item.labels
-            unit["scored"].append((item.piece.model, scorer.forward(item.piece)))  # on the device, no sync
-        unit = started.pop(index)
-        scored = [(model, logits.cpu().numpy()) for model, logits in unit["scored"]]
-        yield unit["ids"], unit["labels"], scorer.collator.combine(unit["ids"], scored)
+    try:
+        for index in range(len(units)):
+            while index not in started or len(started[index]["scored"]) < started[index]["pieces"]:
+                item = next(stream)
+                unit = started.setdefault(item.unit, {"pieces": item.pieces, "scored": []})
+                if item.ids is not None:
+                    unit["ids"], unit["labels"] = item.ids, item.labels
+                unit["scored"].append((item.piece.model, scorer.forward(item.piece)))  # on the device, no sync
+            unit = started.pop(index)
+            scored = [(model, logits.cpu().numpy()) for model, logits in unit["scored"]]
+            yield unit["ids"], unit["labels"], scorer.collator.combine(unit["ids"], scored)
+    finally:
+        # A failed or abandoned dump stops its workers now: the error's traceback keeps the loader
+        # alive, and its workers would otherwise shut down (about 10 s) whenever a collection finds it.
+        shutdown = getattr(stream, "_shutdown_workers", None)  # torch's loader iterator; absent at 0 workers
+        if shutdown is not None:
+            shutdown()
 
 
 def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_size: int = 256,

@@ -16,7 +16,6 @@ that two dumps of the same rows are byte-identical files.
 """
 
 import functools
-import gc
 import hashlib
 import json
 import re
@@ -480,11 +479,6 @@ def test_a_damaged_frame_read_by_a_worker_is_one_error_line(uneven, uneven_teach
     line = result.stderr.splitlines()[-1]
     assert str(damaged.shard_paths("train")[1]) in line and "(row group 1)" in line
     assert not (tmp_path / "dump" / "_manifest.json").exists()
-    # The failed run's DataLoader iterator (2 workers) outlives the command in a reference cycle through
-    # the error's traceback, and collecting it takes about 10 s (its workers' shutdown). Collect it here,
-    # not wherever the garbage collector next runs: in some other test, 10 s slower for no reason of its own.
-    del result
-    gc.collect()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
