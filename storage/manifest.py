@@ -273,10 +273,17 @@ def parse_line(text: str | bytes, line_no: int, manifest_path: str | Path, *, re
             text = bytes(text).decode("utf-8-sig" if line_no == 1 else "utf-8")
         except UnicodeDecodeError as e:
             raise err(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    def array() -> CpfdError:  # a JSON array of objects (on one line or several): the usual mistake
+        name = Path(manifest_path)
+        return err(f"the manifest is a JSON array, not JSON Lines (one object per line); write one object per "
+                   f"line, e.g. jq -c '.[]' {name.name} > {name.stem}.jsonl")
+
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant,
                          parse_int=_parse_int)
     except json.JSONDecodeError as e:
+        if line_no == 1 and text.lstrip().startswith("["):
+            raise array() from None
         raise err(f"not valid JSON ({e.msg} at column {e.colno})") from None
     except _TooLarge as e:
         raise err(str(e)) from None
@@ -284,6 +291,8 @@ def parse_line(text: str | bytes, line_no: int, manifest_path: str | Path, *, re
         raise err(f"not valid JSON ({e})") from None
     except RecursionError:  # Python's JSON reader stops at about 1000 levels
         raise err("lists or objects nested too deeply to read (a manifest line nests 2 levels)") from None
+    if isinstance(obj, list) and line_no == 1 and all(isinstance(o, dict) for o in obj):
+        raise array()
     if not isinstance(obj, dict):
         raise err(f"expected a JSON object, got {type(obj).__name__}")
 
