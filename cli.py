@@ -271,7 +271,8 @@ def import_(manifest, out, eval_fraction, classes, positive_class, frames_per_vi
 @click.option("--keep-split", is_flag=True,
               help="Write each line's split (default: none, so an import hashes the ids into splits again).")
 @overwrite_option
-def export_manifest(corpus, out, split, limit, no_labels, no_privileged, keep_split, overwrite):
+@quiet_option
+def export_manifest(corpus, out, split, limit, no_labels, no_privileged, keep_split, overwrite, quiet):
     """Write a corpus split as a manifest with its frames as PNG files, as `import` and `predict` read.
 
     Example:
@@ -282,7 +283,7 @@ def export_manifest(corpus, out, split, limit, no_labels, no_privileged, keep_sp
     from cpfd.storage.manifest import export_manifest as run_export
 
     result = run_export(corpus, out, split=split, limit=limit, labels=not no_labels, privileged=not no_privileged,
-                        keep_split=keep_split, overwrite=overwrite)
+                        keep_split=keep_split, overwrite=overwrite, progress=not quiet)
     click.echo(f"wrote {result['manifest']} ({result['rows']} rows, {result['frames']} frame files)")
 
 

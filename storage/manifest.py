@@ -1022,6 +1022,7 @@ def export_manifest(
     privileged: bool = True,
     keep_split: bool = False,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> dict:
     """`cpfd export-manifest`: write a corpus split as a manifest `OUT/manifest.jsonl` with its frames
     as PNG files (`OUT/frames/<n>-<k>.png`), the format `cpfd import` and `cpfd predict` read.
@@ -1051,7 +1052,9 @@ def export_manifest(
         raise CpfdError(f"{corpus.path}: the {split} split is empty")
     columns = ["sample_id", "label", "title", "ocr_text", "frames", "features", "privileged"]
     lines, frames_written, n = [], 0, 0
-    with exclusive(out, "this export"), replacing(out, overwrite, lambda d: (d / MANIFEST_NAME).exists()) as target:
+    total = min(corpus.num_rows(split), limit or corpus.num_rows(split))
+    with exclusive(out, "this export"), replacing(out, overwrite, lambda d: (d / MANIFEST_NAME).exists()) as target, \
+            tqdm(total=total, desc="export-manifest", unit=" rows", file=sys.stderr, disable=not progress) as bar:
         (target / "frames").mkdir(parents=True, exist_ok=True)
         for table in corpus.iter_batches(split, columns):
             for row in table.to_pylist():
@@ -1078,5 +1081,6 @@ def export_manifest(
                     line["split"] = split
                 lines.append(json.dumps(line, ensure_ascii=False))
                 n += 1
+                bar.update(1)
         atomic_write_bytes(target / MANIFEST_NAME, ("\n".join(lines) + "\n").encode())
     return {"manifest": str(out / MANIFEST_NAME), "rows": n, "frames": frames_written}
