@@ -120,6 +120,23 @@ def predicted(predictions: dict, threshold: float | None) -> np.ndarray:
     return (predictions["prob"] >= threshold).astype(np.int64)
 
 
+def ms_per_video(score, batch: dict, n: int, repeats: int) -> dict:
+    """Median milliseconds per video of `score(batch)` on the batch's `n` videos one at a time and all
+    at once (after one warm-up), over `repeats`."""
+    one = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(n)]
+    score(one[0])  # warm-up
+    single, batched = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in one:
+            score(b)
+        single.append((time.perf_counter() - start) / n * 1000)
+        start = time.perf_counter()
+        score(batch)
+        batched.append((time.perf_counter() - start) / n * 1000)
+    return {"ms_per_video_batch1": statistics.median(single), "ms_per_video_batched": statistics.median(batched)}
+
+
 def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos: int = 32, repeats: int = 3) -> dict:
     """Median milliseconds per video at batch size 1 and at batch size `videos`, on this machine,
     through the scoring path every command uses (`pipeline.scoring.score_batches`)."""
@@ -132,19 +149,8 @@ def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos
     model.to(device)
     batch = next(iter(dataset_for(model, corpus, "eval", tokenizer, batch_size=videos)))
     n = len(batch["labels"])
-    one = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(n)]
-    score_batches(model, one[:1], device)  # warm-up
-    single, batched = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for b in one:
-            score_batches(model, [b], device)
-        single.append((time.perf_counter() - start) / n * 1000)
-        start = time.perf_counter()
-        score_batches(model, [batch], device)
-        batched.append((time.perf_counter() - start) / n * 1000)
-    return {"ms_per_video_batch1": statistics.median(single), "ms_per_video_batched": statistics.median(batched),
-            "parameters": sum(p.numel() for p in model.parameters()), "videos": n, "device": str(device)}
+    timing = ms_per_video(lambda b: score_batches(model, [b], device), batch, n, repeats)
+    return {**timing, "parameters": sum(p.numel() for p in model.parameters()), "videos": n, "device": str(device)}
 
 
 def onnx_serving_latency(model_dir: Path, corpus: Corpus, videos: int = 32, repeats: int = 3) -> dict | None:
@@ -173,19 +179,9 @@ def onnx_serving_latency(model_dir: Path, corpus: Corpus, videos: int = 32, repe
         except CpfdError as e:  # e.g. a backbone the exporter cannot trace: the report says so and goes on
             return {"failed": str(e)}
         session = ort.InferenceSession(str(Path(folder) / "serve" / "model.onnx"), providers=["CPUExecutionProvider"])
-        one = [{k: v[i:i + 1] for k, v in feed.items()} for i in range(n)]
-        session.run(["probs"], one[0])  # warm-up
-        single, batched = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for b in one:
-                session.run(["probs"], b)
-            single.append((time.perf_counter() - start) / n * 1000)
-            start = time.perf_counter()
-            session.run(["probs"], feed)
-            batched.append((time.perf_counter() - start) / n * 1000)
-    return {"ms_per_video_batch1": statistics.median(single), "ms_per_video_batched": statistics.median(batched),
-            "videos": n, "device": "cpu (onnxruntime)", "parity_max_abs_diff_probs": serving["parity"]["max_abs_diff_probs"]}
+        timing = ms_per_video(lambda b: session.run(["probs"], b), feed, n, repeats)
+    return {**timing, "videos": n, "device": "cpu (onnxruntime)",
+            "parity_max_abs_diff_probs": serving["parity"]["max_abs_diff_probs"]}
 
 
 def teacher_loss_by_outcome(dump_dir: Path, predictions: dict, threshold: float | None, classes: list[str]) -> dict:
