@@ -5,9 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cpfd-installed
 OUT    ?= runs/experiment
-# The default models are tiny: one intra-op thread per process is as fast as two on a 2-core
-# machine and several times faster when other jobs share it (docs/benchmarks.md).
-THREADS ?= 1
+# Left empty, cpfd chooses: one torch thread per step for the tiny default models (as fast as two
+# on a 2-core machine, several times faster when other jobs share it: docs/benchmarks.md), and as
+# many steps at once as the cores this process may use hold (--jobs). Set either to override.
+THREADS ?=
+JOBS    ?=
 
 .PHONY: install test test-all experiment clean
 
@@ -27,7 +29,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
 experiment: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(BIN)/cpfd experiment --out $(OUT)
+	$(BIN)/cpfd experiment --out $(OUT)$(if $(THREADS), --threads $(THREADS))$(if $(JOBS), --jobs $(JOBS))
 
 clean:
 	rm -rf $(VENV) runs

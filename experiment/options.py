@@ -42,6 +42,7 @@ class ExperimentOptions:
     bootstrap: int = 1000  # replicates of the paired bootstrap over eval rows
     threads: int | None = None  # torch intra-op threads; None: 1 for the tiny default models, else all cores
     nproc_per_node: int = 1  # > 1: each training a torchrun job of this many processes
+    jobs: int | None = None  # steps at once; None: the cores this process may use / each step's threads
     progress: bool = True
 
 
@@ -64,5 +65,7 @@ def check_experiment_options(options: ExperimentOptions) -> None:
         raise CpfdError(f"--cross-fit must be 0 (off) or at least 2 folds, got {options.cross_fit}")
     if options.nproc_per_node < 1:
         raise CpfdError(f"--nproc-per-node must be at least 1, got {options.nproc_per_node}")
+    if options.jobs is not None and options.jobs < 1:
+        raise CpfdError(f"--jobs must be at least 1, got {options.jobs}")
     if options.bootstrap < 100:
         raise CpfdError(f"--bootstrap must be at least 100 replicates, got {options.bootstrap}")

@@ -24,3 +24,21 @@ def record_rank(out: Path) -> tuple[int, int]:
 def fail_on_rank(rank: int) -> None:
     if distributed.rank() == rank:
         raise CpfdError(f"rank {rank} was told to fail")
+
+
+def write_pid_then_sleep(out: Path, seconds: float) -> None:
+    """Write this process's pid to OUT, then sleep: a long step that another's failure must stop."""
+    import os
+    import time
+
+    Path(out).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def say_then_fail(message: str) -> None:
+    """Print a line (for the log's tail), then fail with `message` as a step fails."""
+    import time
+
+    time.sleep(0.5)
+    print("a line of the failing step's own output", flush=True)
+    raise CpfdError(message)

@@ -57,7 +57,7 @@ def test_experiment_hands_each_training_and_dump_to_a_torchrun_job(tmp_path, mon
     corpus = tiny_corpus(tmp_path / "c", n_train=64, n_eval=32)
     ok("experiment", "--out", tmp_path / "exp", "--corpus", corpus.path, "--mappings", "exp-decay", "--no-matched-pfd",
        "--nproc-per-node", "2", "--epochs", "1", "--batch-size", "16", "--hidden-size", "32", "--num-layers", "1",
-       "--quiet", "--bootstrap", "100")
+       "--quiet", "--bootstrap", "100", "--jobs", "1")
     assert [(j.name, j.function.__name__) for j in jobs] == [
         ("seed-0/teacher", "train_teacher"), ("seed-0/baseline", "train_student"), ("seed-0/dump", "dump_teacher"),
         ("seed-0/dump-eval", "dump_teacher"), ("seed-0/pfd", "distill"), ("seed-0/cpfd-exp-decay", "distill")]

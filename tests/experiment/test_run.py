@@ -9,7 +9,7 @@ from tests.factories import tiny_corpus
 from tests.invoke import FAST, refused, run
 
 ARGS = ["--preset", "task4", "--train-samples", "96", "--eval-samples", "64", "--mappings", "threshold,exp-decay",
-        "--temperatures", "1,2", "--seeds", "2", "--bootstrap", "200", *FAST]
+        "--temperatures", "1,2", "--seeds", "2", "--bootstrap", "200", "--jobs", "1", *FAST]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_a_users_tabular_corpus(tmp_path):
     corpus = tiny_corpus(tmp_path / "tabular", frames=False, text=False, n_train=80, n_eval=48)
     out = tmp_path / "run"
     result = run("experiment", "--out", out, "--corpus", corpus.path, "--mappings", "neg-sigmoid",
-                 "--primary-mapping", "neg-sigmoid", "--no-matched-pfd", "--bootstrap", "100", *FAST)
+                 "--primary-mapping", "neg-sigmoid", "--no-matched-pfd", "--bootstrap", "100", "--jobs", "1", *FAST)
     assert result.exit_code == 0, result.output
     assert "## Table 3" in (out / "report.md").read_text()
     assert not (out / "corpus").exists()  # the user's corpus is used where it is
@@ -114,7 +114,7 @@ def test_a_users_tabular_corpus(tmp_path):
 def test_cross_fitting_adds_its_dumps_models_and_comparisons(tmp_path):
     out = tmp_path / "cf"
     result = run("experiment", "--out", out, "--preset", "task2", "--train-samples", "120", "--eval-samples", "48",
-                 "--mappings", "exp-decay", "--cross-fit", "2", "--bootstrap", "100", *FAST)
+                 "--mappings", "exp-decay", "--cross-fit", "2", "--bootstrap", "100", "--jobs", "1", *FAST)
     assert result.exit_code == 0, result.output
     seed = out / "seed-0"
     assert (seed / "teacher-cf" / "folds.json").exists() and (seed / "dump-cf" / "_manifest.json").exists()
