@@ -209,7 +209,11 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
 
 @cpfd.command("import")
 @click.argument("manifest", type=click.Path(path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path), required=False)
+@click.option("--out", "out_option", type=click.Path(path_type=Path), default=None,
+              help="Corpus folder to write (`cpfd import MANIFEST OUT` works too).")
+@click.option("--check", is_flag=True,
+              help="Validate the manifest as an import would, decoding every frame and video, and write nothing.")
 @click.option("--eval-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True,
               help="Share of ids hashed into the eval split (lines with `split` keep theirs).")
 @click.option("--classes", type=str, default=None,
@@ -236,22 +240,37 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
               help="Processes that check and decode frames and videos; the corpus is the same whatever the number.")
 @overwrite_option
 @quiet_option
-def import_(manifest, out, eval_fraction, classes, positive_class, frames_per_video, image_size, task, rows_per_shard,
-            row_group_rows, on_bad, workers, overwrite, quiet):
+def import_(manifest, out, out_option, check, eval_fraction, classes, positive_class, frames_per_video, image_size,
+            task, rows_per_shard, row_group_rows, on_bad, workers, overwrite, quiet):
     """Turn a JSON Lines manifest (docs/formats.md) into a corpus.
 
     A line gives its frames as image files (`frames`) or as one video file (`video`).
 
-    Example:
+    Examples:
 
-        cpfd import videos.jsonl runs/my-corpus --positive-class violating --workers 4 --on-bad skip
+        cpfd import videos.jsonl --out runs/my-corpus --positive-class violating --workers 4 --on-bad skip
+        cpfd import videos.jsonl --check --workers 4
     """
     need(manifest, "manifest file")
+    if out is not None and out_option is not None and out != out_option:
+        raise CpfdError(f"the corpus folder is given twice, {out} and --out {out_option}; give it once")
+    out = out if out is not None else out_option
+    class_names = [c.strip() for c in classes.split(",")] if classes else None
+    if check:
+        from cpfd.storage.manifest import check_manifest
+
+        found = check_manifest(manifest, eval_fraction=eval_fraction, classes=class_names,
+                               frames_per_video=frames_per_video, image_size=image_size, on_bad=on_bad,
+                               workers=workers, positive_class=positive_class, progress=not quiet)
+        click.echo(format_manifest_check(manifest, found, on_bad))
+        return
+    if out is None:
+        raise CpfdError("give the corpus folder to write, --out DIR (or check the manifest only: --check)")
     from cpfd.storage.manifest import import_manifest
 
     report = import_manifest(
         manifest, out, eval_fraction=eval_fraction,
-        classes=[c.strip() for c in classes.split(",")] if classes else None,
+        classes=class_names,
         frames_per_video=frames_per_video, image_size=image_size, task=task, rows_per_shard=rows_per_shard,
         row_group_rows=row_group_rows, overwrite=overwrite, progress=not quiet, on_bad=on_bad, workers=workers,
         positive_class=positive_class,
@@ -259,6 +278,25 @@ def import_(manifest, out, eval_fraction, classes, positive_class, frames_per_vi
     skipped = f", skipped {report['skipped']} (see {report['skipped_report']})" if report["skipped_report"] else ""
     click.echo(f"read {report['lines_read']} lines, wrote {report['rows_written']} rows "
                f"(train {report['train_rows']}, eval {report['eval_rows']}) to {out}{skipped}")
+
+
+def format_manifest_check(manifest: Path, found: dict, on_bad: str) -> str:
+    """What `import --check` prints: what an import would write, and the lines it would skip."""
+    classes = ", ".join(found["classes"])
+    inputs = [f"{found['frames_per_video']} frames per video" if found["frames_per_video"] else "no frames",
+              f"{len(found['features'])} features", f"{len(found['privileged_features'])} privileged features"]
+    lines = [f"{manifest}: valid; an import would write {found['rows']} rows (train {found['train_rows']}, eval "
+             f"{found['eval_rows']}) of classes {classes} (class 1, the positive class: {found['classes'][-1]})"
+             if len(found["classes"]) == 2 else
+             f"{manifest}: valid; an import would write {found['rows']} rows (train {found['train_rows']}, eval "
+             f"{found['eval_rows']}) of classes {classes}",
+             f"  {', '.join(inputs)}; every frame and video decoded; nothing written"]
+    if found["skipped"]:
+        lines.append(f"  {len(found['skipped'])} line(s) would be skipped (--on-bad {on_bad}):")
+        lines += [f"    line {e['line']} (id {e['id']}): {e['file']}: {e['reason']}" for e in found["skipped"][:20]]
+        if len(found["skipped"]) > 20:
+            lines.append(f"    ... and {len(found['skipped']) - 20} more")
+    return "\n".join(lines)
 
 
 @cpfd.command("export-manifest")
@@ -307,6 +345,18 @@ def info(path, as_json):
 # Models
 # ---------------------------------------------------------------------------------------------
 
+log_every_option = click.option(
+    "--log-every", type=click.IntRange(min=0), default=TRAIN.log_every, show_default=True,
+    help="Write a line of OUT/metrics.jsonl (loss and its parts, alpha's spread, gradient norm, samples/s) every "
+         "N optimizer steps, and one of validation metrics per epoch; 0: none.")
+
+
+tensorboard_option = click.option(
+    "--tensorboard", is_flag=True,
+    help="Also write the metrics.jsonl scalars as TensorBoard events under OUT/tensorboard/ (tags loss/ce, "
+         "loss/kd, alpha/mean, val/roc_auc...; needs pip install 'cpfd[tensorboard]').")
+
+
 def training_options(f):
     """Options shared by every command that trains a model; defaults from `pipeline.options`."""
     options = [
@@ -325,7 +375,8 @@ def training_options(f):
         click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN.batch_size, show_default=True,
                      help="Videos per batch."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TRAIN.lr, show_default=True,
-                     help="Peak AdamW learning rate."),
+                     help=f"Peak AdamW learning rate (`cpfd experiment` uses {EXPERIMENT_LR:g}, chosen for its default "
+                          "corpus and budget: docs/results.md)."),
         click.option("--weight-decay", type=click.FloatRange(min=0), default=TRAIN.weight_decay, show_default=True,
                      help="AdamW weight decay."),
         click.option("--warmup-ratio", type=click.FloatRange(0, 1), default=TRAIN.warmup_ratio, show_default=True,
@@ -362,6 +413,8 @@ def training_options(f):
         click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT from its last checkpoint."),
         click.option("--keep-checkpoint", is_flag=True,
                      help="Keep checkpoint.safetensors when the run finishes (by default only an unfinished run has one)."),
+        log_every_option,
+        tensorboard_option,
         overwrite_option,
         quiet_option,
     ]
@@ -377,6 +430,10 @@ def split_training_options(kw: dict) -> tuple[ModelOptions, TrainOptions]:
     model = ModelOptions(**{f.name: kw.pop(f.name) for f in fields(ModelOptions)})
     train = TrainOptions(**{f.name: kw.pop(f.name) for f in fields(TrainOptions) if f.name in kw},
                          progress=not kw.pop("quiet"))
+    if train.tensorboard:
+        from cpfd.pipeline.training_log import check_tensorboard
+
+        check_tensorboard()
     return model, train
 
 
@@ -773,7 +830,9 @@ def float_list(ctx, param, value):
 @click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN.batch_size, show_default=True,
               help="Videos per batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=EXPERIMENT_LR, show_default=True,
-              help="Peak learning rate (the experiment's default was chosen on validation splits, docs/results.md).")
+              help=f"Peak learning rate of every training. The experiment's own default, not the training commands' "
+                   f"{TRAIN.lr:g}: chosen for the default corpus and budget on baseline students' validation splits "
+                   "only (docs/results.md, \"How the experiment's default was chosen\").")
 @device_option
 @click.option("--num-workers", type=click.IntRange(min=0), default=TRAIN.num_workers, show_default=True,
               help="DataLoader workers.")
@@ -781,6 +840,12 @@ def float_list(ctx, param, value):
               help="torch threads (default: 1 for the tiny models built from a config, all cores otherwise).")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=EXPERIMENT.nproc_per_node, show_default=True,
               help="Run each training and teacher dump as a torchrun job of N processes (GPUs) on this machine.")
+@log_every_option
+@tensorboard_option
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Steps run at once, each in a process of its own with its log in OUT/logs/ (torchrun jobs, "
+                   "with --nproc-per-node) [default: the cores this process may use / threads per step; "
+                   "1: one after another, here].")
 @click.option("--vision-model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local pretrained vision model folder for every model.")
 @click.option("--text-model", type=click.Path(exists=True, file_okay=False), default=None,
@@ -792,8 +857,8 @@ def float_list(ctx, param, value):
 @quiet_option
 def experiment(out, corpus, preset, train_samples, eval_samples, story, privileged_strength, seeds, mappings,
                primary_mapping, temperatures, pfd_alpha, no_matched_pfd, cross_fit, bootstrap, epochs, min_steps,
-               val_fraction, batch_size, lr, device, num_workers, threads, nproc_per_node, vision_model, text_model,
-               hidden_size, num_layers, quiet):
+               val_fraction, batch_size, lr, device, num_workers, threads, nproc_per_node, log_every, tensorboard, jobs,
+               vision_model, text_model, hidden_size, num_layers, quiet):
     """The whole comparison on one corpus: teacher, baseline, PFD, CPFD, with statistics; then report.md.
 
     Runs corpus -> teacher -> baseline -> dump -> PFD -> CPFD per mapping -> evaluate, for each
@@ -823,12 +888,17 @@ def experiment(out, corpus, preset, train_samples, eval_samples, story, privileg
         privileged_strength=EXPERIMENT.privileged_strength if privileged_strength is None else privileged_strength,
         seeds=seeds, mappings=[m.strip() for m in mappings.split(",") if m.strip()], primary_mapping=primary_mapping,
         temperatures=temperatures, pfd_alpha=pfd_alpha, matched_pfd=not no_matched_pfd, cross_fit=cross_fit,
-        bootstrap=bootstrap, threads=threads, nproc_per_node=nproc_per_node, progress=not quiet,
+        bootstrap=bootstrap, threads=threads, nproc_per_node=nproc_per_node, jobs=jobs, progress=not quiet,
     )
     model_options = ModelOptions(vision_model=vision_model, text_model=text_model, hidden_size=hidden_size,
                                  num_layers=num_layers)
     train_options = TrainOptions(epochs=epochs, min_steps=min_steps, val_fraction=val_fraction, batch_size=batch_size,
-                                 lr=lr, device=device, num_workers=num_workers, progress=not quiet)
+                                 lr=lr, device=device, num_workers=num_workers, log_every=log_every,
+                                 tensorboard=tensorboard, progress=not quiet)
+    if tensorboard:
+        from cpfd.pipeline.training_log import check_tensorboard
+
+        check_tensorboard()
     report = run_experiment(options, model_options, train_options, command=invocation())
     click.echo(format_experiment_summary(report, out))
 

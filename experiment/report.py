@@ -27,11 +27,17 @@ import pyarrow.parquet as pq
 
 from cpfd.storage.atomic import atomic_write_bytes, atomic_write_json
 from cpfd.storage.corpus import Corpus
-from cpfd.storage.dump import read_dump_columns
+from cpfd.experiment.schedule import WARNINGS
+from cpfd.storage.dump import read_dump_columns, read_teacher_losses
 from cpfd.storage.errors import CpfdError
+from cpfd.storage.model_folder import read_metrics_log, read_training_record
 
 METRICS = ("roc_auc", "pr_auc", "f1_val", "f1_05")
 METRIC_NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "f1_val": "F1 (val. threshold)", "f1_05": "F1@0.5"}
+# The metrics a model is judged on: F1@0.5 is not (every student's threshold is chosen on its
+# validation split), so it is shown, marked, and never bolded.
+DECISION_METRICS = ("roc_auc", "pr_auc", "f1_val")
+COLUMN_NAMES = {**METRIC_NAMES, "f1_05": "F1@0.5 (not the decision metric)"}
 EVAL_KEYS = {"roc_auc": "roc_auc", "pr_auc": "pr_auc", "f1_val": "f1_at_val_threshold", "f1_05": "f1"}
 
 
@@ -122,7 +128,7 @@ def predicted(predictions: dict, threshold: float | None) -> np.ndarray:
 
 def ms_per_video(score, batch: dict, n: int, repeats: int) -> dict:
     """Median milliseconds per video of `score(batch)` on the batch's `n` videos one at a time and all
-    at once (after one warm-up), over `repeats`."""
+    at once (after one warm-up), over `repeats`, with the fastest and slowest repeat (`*_range`)."""
     one = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(n)]
     score(one[0])  # warm-up
     single, batched = [], []
@@ -134,10 +140,12 @@ def ms_per_video(score, batch: dict, n: int, repeats: int) -> dict:
         start = time.perf_counter()
         score(batch)
         batched.append((time.perf_counter() - start) / n * 1000)
-    return {"ms_per_video_batch1": statistics.median(single), "ms_per_video_batched": statistics.median(batched)}
+    return {"ms_per_video_batch1": statistics.median(single), "ms_per_video_batched": statistics.median(batched),
+            "ms_per_video_batch1_range": [min(single), max(single)],
+            "ms_per_video_batched_range": [min(batched), max(batched)], "repeats": repeats}
 
 
-def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos: int = 32, repeats: int = 3) -> dict:
+def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos: int = 32, repeats: int = 5) -> dict:
     """Median milliseconds per video at batch size 1 and at batch size `videos`, on this machine,
     through the scoring path every command uses (`pipeline.scoring.score_batches`)."""
     from cpfd.pipeline.scoring import resolve_device, score_batches
@@ -153,7 +161,7 @@ def serving_latency(model_dir: Path, corpus: Corpus, device: str = "cpu", videos
     return {**timing, "parameters": sum(p.numel() for p in model.parameters()), "videos": n, "device": str(device)}
 
 
-def onnx_serving_latency(model_dir: Path, corpus: Corpus, videos: int = 32, repeats: int = 3) -> dict | None:
+def onnx_serving_latency(model_dir: Path, corpus: Corpus, videos: int = 32, repeats: int = 5) -> dict | None:
     """`serving_latency` of the student exported by `cpfd export` (into a temporary folder), on
     onnxruntime's CPU provider, on the same rows; None when the export extra is not installed,
     {"failed": why} when the export fails."""
@@ -263,6 +271,10 @@ def _plt():
     return plt
 
 
+# Colour-blind-safe and distinct as outlines (Okabe-Ito).
+DISTINCT_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
+
+
 def _share_weights(values: np.ndarray) -> np.ndarray:
     """Histogram weights that make each bar the share of its group's rows in the bin.
 
@@ -282,11 +294,11 @@ def figure_teacher_loss(groups: dict, classes: list[str], path: Path, title: str
     bins = _log_bins(groups.values())
     fig, axes = plt.subplots(1, len(classes), figsize=(5 * len(classes), 3.6), squeeze=False)
     for ax, (y, name) in zip(axes[0], enumerate(classes)):
-        for correct, color in ((True, "tab:green"), (False, "tab:red")):
+        for correct, color in ((True, "tab:blue"), (False, "tab:orange")):
             losses = groups.get((correct, y), np.zeros(0))
-            if len(losses):
-                ax.hist(losses, bins=bins, weights=_share_weights(losses), alpha=0.6, color=color,
-                        label=f"student {'correct' if correct else 'incorrect'} (n={len(losses)})")
+            if len(losses):  # outlines, not filled bars: both stay readable where they overlap
+                ax.hist(losses, bins=bins, weights=_share_weights(losses), histtype="step", linewidth=1.8,
+                        color=color, label=f"student {'correct' if correct else 'incorrect'} (n={len(losses)})")
         ax.set_xscale("log")
         ax.set_title(f"label {name}")
         ax.set_xlabel("teacher loss")
@@ -298,20 +310,63 @@ def figure_teacher_loss(groups: dict, classes: list[str], path: Path, title: str
     save_figure(fig, path)
 
 
-def figure_alpha(runs: dict, loss_max: float, path: Path) -> None:
+def figure_alpha(runs: dict, losses: np.ndarray, path: Path) -> None:
+    """Each mapping's alpha against teacher loss, on a log axis spanning the dump's rows (0.5th to
+    99.5th percentile), over the share of the rows in each loss bin (grey)."""
     from cpfd.student.cpfd import alpha_from_loss
 
     plt = _plt()
-    losses = np.linspace(0, loss_max, 400)
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for name, run in runs.items():
+    positive = losses[losses > 0]
+    lo, hi = (np.quantile(positive, [0.005, 0.995]) if len(positive) else (1e-3, 1.0))
+    lo, hi = max(float(lo), 1e-6), max(float(hi), float(lo) * 10)
+    grid = np.geomspace(lo / 2, hi * 2, 400)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    rows = ax.twinx()
+    rows.hist(np.clip(positive, lo / 2, hi * 2), bins=np.geomspace(lo / 2, hi * 2, 40), weights=_share_weights(positive),
+              color="0.85")
+    rows.set_ylabel("share of the dump's rows", color="0.45")
+    ax.set_zorder(rows.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    for (name, run), color in zip(runs.items(), DISTINCT_COLOURS):
         params = ", ".join(f"{k}={v:.3g}" for k, v in run["params"].items())
-        ax.plot(losses, alpha_from_loss(losses, run["mapping"], **run["params"]), label=f"{run['mapping']} ({params})")
-    ax.set_xlabel("teacher loss")
+        ax.plot(grid, alpha_from_loss(grid, run["mapping"], **run["params"]), color=color, linewidth=1.8,
+                label=f"{run['mapping']} ({params})")
+    ax.set_xscale("log")
+    ax.set_xlabel("teacher loss (log scale; grey: the train dump's rows)")
     ax.set_ylabel("alpha")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
     ax.set_title("Alpha as a function of teacher loss (parameters used, seed 0)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def figure_training(curves: dict, steps: dict, path: Path) -> None:
+    """Left: validation ROC AUC per epoch of every model (seed 0), the kept epoch marked. Right: the
+    cross-entropy and distillation term per logged step of PFD and CPFD (metrics.jsonl)."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for i, (name, (auc, kept)) in enumerate(curves.items()):
+        color, style = DISTINCT_COLOURS[i % len(DISTINCT_COLOURS)], ("-", "--", ":")[i // len(DISTINCT_COLOURS) % 3]
+        epochs = np.arange(1, len(auc) + 1)
+        left.plot(epochs, auc, color=color, linestyle=style, linewidth=1.4, label=name)
+        if kept and 1 <= kept <= len(auc):
+            left.plot([kept], [auc[kept - 1]], marker="o", markersize=7, color=color, markeredgecolor="black")
+    left.set_xlabel("epoch")
+    left.set_ylabel("validation ROC AUC")
+    left.set_title("Validation ROC AUC per epoch (circle: the kept epoch)")
+    left.legend(fontsize=7)
+    for (name, lines), color in zip(steps.items(), DISTINCT_COLOURS):
+        step = [line["step"] for line in lines]
+        right.plot(step, [line["ce"] for line in lines], color=color, linewidth=1.4, label=f"{name}: cross-entropy")
+        if all("kd" in line for line in lines):
+            right.plot(step, [line["kd"] for line in lines], color=color, linewidth=1.4, linestyle="--",
+                       label=f"{name}: distillation term (T^2 KL)")
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("mean over the logged steps' rows")
+    right.set_title("Training loss terms per step")
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -322,9 +377,10 @@ def figure_loss_by_truth(dumps: dict, path: Path) -> None:
     bins = _log_bins([a for groups in dumps.values() for a in groups.values()])
     fig, axes = plt.subplots(1, len(dumps), figsize=(6 * len(dumps), 3.8), squeeze=False)
     for ax, (title, groups) in zip(axes[0], dumps.items()):
-        for key, losses in groups.items():
+        for (key, losses), color in zip(groups.items(), DISTINCT_COLOURS):
             if len(losses):
-                ax.hist(losses, bins=bins, weights=_share_weights(losses), alpha=0.5, label=f"{key} (n={len(losses)})")
+                ax.hist(losses, bins=bins, weights=_share_weights(losses), histtype="step", linewidth=1.8,
+                        color=color, label=f"{key} (n={len(losses)})")
         ax.set_xscale("log")
         ax.set_title(title)
         ax.set_xlabel("teacher loss on train-split rows")
@@ -372,10 +428,35 @@ def run_comparisons(out: Path, seeds: list[int], results: dict, pairs, replicate
             "same_as", name))[1]) for s in seeds] for name in (a, b)}
         labels = preds[a][0]["label"]
         thresholds = {name: [results[s][name].get("val_threshold", 0.5) for s in seeds] for name in (a, b)}
+        probs_a, probs_b = np.stack([p["prob"] for p in preds[a]]), np.stack([p["prob"] for p in preds[b]])
         found[label] = {"a": a, "b": b, **compare(
-            labels, np.stack([p["prob"] for p in preds[a]]), np.stack([p["prob"] for p in preds[b]]),
-            thresholds_a=thresholds[a], thresholds_b=thresholds[b], replicates=replicates, seed=0)}
+            labels, probs_a, probs_b, thresholds_a=thresholds[a], thresholds_b=thresholds[b], replicates=replicates,
+            seed=0), "mean_abs_prob_difference": float(np.abs(probs_a - probs_b).mean())}
     return found
+
+
+# Two models whose eval probabilities differ by less than this on average are practically the same
+# model (e.g. PFD from a teacher that memorised its training rows: its soft labels are the labels).
+SAME_MODEL_PROB_DIFFERENCE = 0.005
+
+
+def verdict_line(comparisons: dict, seeds: int) -> str:
+    """One line for the top of the report, in the words the statistics allow: which of the main
+    comparisons are resolved on ROC AUC (both intervals exclude 0), and that the rest are not."""
+    main = [label for label in ("PFD vs X-VLM", "CPFD vs X-VLM", "CPFD vs PFD", "CPFD vs PFD at its mean alpha")
+            if label in comparisons]
+    called = [(label, comparisons[label]["metrics"]["roc_auc"]["verdict"]) for label in main]
+    resolved = [f"{label.split(' vs ')[0]} {v} than {label.split(' vs ')[1]}" for label, v in called
+                if v in ("better", "worse")]
+    open_ = [label for label, v in called if v not in ("better", "worse")]
+    if seeds == 1:
+        return ("**Verdict:** with one seed nothing is called better or worse (no interval over training seeds); "
+                "run `--seeds 3` or more. The rows intervals are in \"What the data showed\".")
+    if not resolved:
+        return (f"**Verdict:** on ROC AUC no difference is resolved ({', '.join(open_)}: an interval includes 0); "
+                "these data do not tell the methods apart.")
+    return (f"**Verdict** (ROC AUC, both intervals exclude 0): {'; '.join(resolved)}"
+            + (f"; not resolved: {', '.join(open_)}." if open_ else "."))
 
 
 def write_report(out: Path, corpus: Corpus, options, results: dict, model_options, train_options, command: str) -> dict:
@@ -400,7 +481,7 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
         table3_models += [("PFD-X-VLM, cross-fitted dump", "pfd-cf"),
                           (f"CPFD-X-VLM ({options.primary_mapping}), cross-fitted dump", f"{primary}-cf")]
     students = [n for _, n in table3_models if n != "teacher"]
-    best = {m: strictly_best(models, students, m) for m in METRICS}
+    best = {m: strictly_best(models, students, m) for m in DECISION_METRICS}
     gaps = {name: {m: gap_closed(models[name][m]["mean"], models["baseline"][m]["mean"], models["teacher"][m]["mean"])
                    for m in METRICS} for name in students if name != "baseline"}
     ceiling = student_ceiling(corpus, train_options.val_fraction)
@@ -434,11 +515,25 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
         if s == seeds[0]:
             figure_teacher_loss(found["groups"], corpus.classes, out / "fig_teacher_loss.png",
                                 "Teacher loss by baseline-student correctness (eval split, seed 0)")
-            loss_q99 = float(np.quantile(np.concatenate([v for v in found["groups"].values() if len(v)]), 0.99))
         if options.cross_fit:
             table1_cf.append(teacher_loss_by_outcome(out / f"seed-{s}" / "dump-cf-eval", base, t, corpus.classes)["table"])
     figure_alpha({m: results[seeds[0]][f"cpfd-{m}"]["distillation"] for m in options.mappings}
-                 | {"pfd": results[seeds[0]]["pfd"]["distillation"]}, max(loss_q99, 1e-3), out / "fig_alpha.png")
+                 | {"pfd": results[seeds[0]]["pfd"]["distillation"]}, read_teacher_losses(seed0 / "dump"),
+                 out / "fig_alpha.png")
+
+    # Training curves (seed 0): validation ROC AUC per epoch of every model; PFD's and CPFD's loss terms
+    curves, steps = {}, {}
+    for name in names:
+        if "same_as" in results[seeds[0]][name].get("distillation", {}):
+            continue
+        record = read_training_record(seed0 / name) or {}
+        curves[name] = ([e.get("val_roc_auc", float("nan")) for e in record.get("epochs", [])], record.get("best_epoch"))
+    for name in ("pfd", primary):
+        lines = [line for line in read_metrics_log(seed0 / name) if line.get("kind") == "train"]
+        if lines:
+            steps[name] = lines
+    figure_training(curves, steps, out / "fig_training.png")
+    warnings_noted = json.loads((out / WARNINGS).read_text()) if (out / WARNINGS).exists() else {}
 
     # Cross-fitting: the training rows' teacher loss by label (and flipped), both dumps
     by_truth = None
@@ -483,6 +578,10 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
         "comparisons": comparisons,
         "tables": {"table1": table1, "table1_crossfit": table1_cf or None, "table3": table3, "table4": table4,
                    "table5": table5, "table6": table6, "table7": table7, "crossfit_train_loss": by_truth},
+        "verdict": verdict_line(comparisons, len(seeds)) if comparisons else None,
+        "warnings": warnings_noted,
+        "same_models": {label: c["mean_abs_prob_difference"] for label, c in comparisons.items()
+                        if c["mean_abs_prob_difference"] < SAME_MODEL_PROB_DIFFERENCE},
     }
     report = json.loads(json.dumps(report, default=str))
     atomic_write_json(out / "report.json", report)
@@ -499,31 +598,43 @@ def render_markdown(report, models, table3_models, best, gaps, provenance, corpu
            "Metrics on the eval split; mean ± sample standard deviation over seeds (no ± with one seed). Every model "
            "kept the epoch that was best on its validation split (ids of the train split held out by hash, "
            f"{report['train_options']['val_fraction']:g} of them) and found its F1 threshold there: the eval split "
-           "chose nothing. F1@0.5 is the positive-class F1 at probability 0.5.", ""]
+           "chose nothing. F1@0.5 is the positive-class F1 at probability 0.5: not the decision metric (every "
+           "model's threshold was chosen on validation), so it is marked and never bolded.", ""]
+    if report.get("verdict"):
+        out += [report["verdict"], ""]
 
     out += ["## Table 3: teacher, baseline, PFD and CPFD", ""]
     rows = [[label] + [fmt(models[name][m], bold=(best.get(m) == name)) for m in METRICS] for label, name in table3_models]
-    out.append(markdown_table(["model"] + [METRIC_NAMES[m] for m in METRICS], rows))
+    out.append(markdown_table(["model"] + [COLUMN_NAMES[m] for m in METRICS], rows))
     ceiling = t["table3"]["ceiling_roc_auc"]
     if ceiling is not None:
         base = models["baseline"]["roc_auc"]["mean"]
         out += ["", f"The student's ceiling on this synthetic corpus (a logistic regression on the three visible "
                 f"latents, docs/synthetic.md): ROC AUC {ceiling:.4f}; X-VLM is {ceiling - base:+.4f} from it."]
-    out += ["", "Gap closed, (student - X-VLM) / (teacher - X-VLM), on the means:", ""]
-    out.append(markdown_table(["student"] + [METRIC_NAMES[m] for m in METRICS],
-                              [[name] + [("n/a" if gaps[name][m] is None else f"{gaps[name][m]:+.1%}") for m in METRICS]
-                               for name in gaps]))
-    out += ["", "Bold: the best student per metric, when one is strictly best. A gap closed is a ratio of means "
-            + ("over one seed, " if len(seeds) == 1 else "")
-            + "and says nothing about noise: the comparisons below do. CPFD's mapping "
-            f"({options.primary_mapping}) was fixed before the run (`--primary-mapping`); Table 6 has all mappings.", ""]
+    versus_baseline = {c["a"]: c for c in report["comparisons"].values() if c["b"] == "baseline"}
+
+    def gap_cell(name: str, metric: str) -> str:
+        verdict = (versus_baseline.get(name) or {}).get("metrics", {}).get(metric, {}).get("verdict")
+        if verdict not in ("better", "worse"):
+            return "not resolved"  # a ratio of a difference that may be noise says nothing
+        return "n/a" if gaps[name][metric] is None else f"{gaps[name][metric]:+.1%}"
+
+    out += ["", "Gap closed, (student - X-VLM) / (teacher - X-VLM), on the means, where the student's difference "
+            "from X-VLM is resolved (both intervals exclude 0, \"What the data showed\"):", ""]
+    out.append(markdown_table(["student"] + [METRIC_NAMES[m] for m in DECISION_METRICS],
+                              [[name] + [gap_cell(name, m) for m in DECISION_METRICS] for name in gaps]))
+    out += ["", "Bold: the best student per decision metric, when one is strictly best (a mean, not a verdict). "
+            f"CPFD's mapping ({options.primary_mapping}) was fixed before the run (`--primary-mapping`); Table 6 has "
+            "all mappings.", ""]
+    out += caveats_markdown(report)
 
     out += ["## What the data showed", ""]
     if comparison_lines:
         out += ["Paired differences A - B per metric (F1 at each model's validation threshold), with 95% intervals "
                 "over seeds (Student t on the per-seed differences; none with one seed) and over eval rows (a "
                 "paired bootstrap); a difference is called better or worse only when both intervals exclude 0 "
-                "(experiment/stats.py).", ""]
+                "(experiment/stats.py). With one seed nothing is called: \"rows favour A\" says only that the "
+                "rows interval excludes 0 for these trained models.", ""]
         out += [f"- {line}" for line in comparison_lines]
     else:
         out.append("Paired statistics need a task of two classes; this one has "
@@ -547,7 +658,7 @@ def render_markdown(report, models, table3_models, best, gaps, provenance, corpu
             "is not trained twice (= PFD).", ""]
 
     out += [f"## Table 7: temperature ({options.primary_mapping})", ""]
-    out.append(markdown_table(["T"] + [METRIC_NAMES[m] for m in METRICS],
+    out.append(markdown_table(["T"] + [COLUMN_NAMES[m] for m in METRICS],
                               [[f"T={k}"] + [fmt(v[m]) for m in METRICS] for k, v in t["table7"].items()]))
     if len(t["table7"]) == 1:
         out += ["", "Only T=1 was run; pass `--temperatures 0.5,1,2` for the ablation."]
@@ -582,14 +693,16 @@ def render_markdown(report, models, table3_models, best, gaps, provenance, corpu
     out.append(markdown_table(
         ["", "parameters", "ms / video (batch 1)", "ms / video (batch 32)", "dense features needed at serving",
          "of them privileged"],
-        [["DF-X-VLM (teacher)", f"{c['teacher']['parameters']:,}", f"{c['teacher']['ms_per_video_batch1']:.2f}",
-          f"{c['teacher']['ms_per_video_batched']:.3f}", str(c["dense_features_needed"]["teacher"]),
+        [["DF-X-VLM (teacher)", f"{c['teacher']['parameters']:,}", latency(c["teacher"], "batch1", 2),
+          latency(c["teacher"], "batched", 3), str(c["dense_features_needed"]["teacher"]),
           str(c["privileged_features_needed"]["teacher"])],
-         ["CPFD X-VLM (student)", f"{c['student']['parameters']:,}", f"{c['student']['ms_per_video_batch1']:.2f}",
-          f"{c['student']['ms_per_video_batched']:.3f}", str(c["dense_features_needed"]["student"]), "0"],
+         ["CPFD X-VLM (student)", f"{c['student']['parameters']:,}", latency(c["student"], "batch1", 2),
+          latency(c["student"], "batched", 3), str(c["dense_features_needed"]["student"]), "0"],
          *([["the student exported (`cpfd export`), onnxruntime CPU", f"{c['student']['parameters']:,}",
-             f"{c['student_onnx']['ms_per_video_batch1']:.2f}", f"{c['student_onnx']['ms_per_video_batched']:.3f}",
+             latency(c["student_onnx"], "batch1", 2), latency(c["student_onnx"], "batched", 3),
              str(c["dense_features_needed"]["student"]), "0"]] if exported else [])]))
+    out += ["", f"Each latency: the median of {c['student'].get('repeats', 3)} repeats over the same "
+            f"{c['student']['videos']} eval videos, (fastest-slowest) beside it; this machine's other load moves them."]
     if exported:
         o = c["student_onnx"]
         out += ["", f"The exported student answers {c['student']['ms_per_video_batch1'] / o['ms_per_video_batch1']:.1f}x "
@@ -606,10 +719,40 @@ def render_markdown(report, models, table3_models, best, gaps, provenance, corpu
             "student reads only the non-privileged features known at upload.", ""]
 
     out += ["## Figure 5: alpha against teacher loss", "", "![alpha](fig_alpha.png)", ""]
+    out += ["## Training curves (seed 0)", "",
+            "Left: each model's validation ROC AUC per epoch, the kept epoch circled (the best on validation; ties "
+            "go to the later epoch). Right: PFD's and CPFD's cross-entropy and raw distillation term per logged "
+            "step, from each folder's `metrics.jsonl` (`--log-every`).", "", "![training curves](fig_training.png)", ""]
     out += ["## How to reproduce", "", f"```\n{report['command']}\n```", "",
             "Model folders and dumps are under `seed-N/`, each model's eval metrics and predictions under `seed-N/eval/`; "
             "`report.json` holds every number above, the comparisons' per-seed differences and intervals included.", ""]
     return "\n".join(out)
+
+
+def latency(timing: dict, which: str, decimals: int) -> str:
+    """`2.51 (2.40-2.70)`: the median milliseconds per video and the fastest and slowest repeat."""
+    median = timing[f"ms_per_video_{which}"]
+    spread = timing.get(f"ms_per_video_{which}_range")
+    return f"{median:.{decimals}f}" + (f" ({spread[0]:.{decimals}f}-{spread[1]:.{decimals}f})" if spread else "")
+
+
+def caveats_markdown(report: dict) -> list[str]:
+    """What undermines the tables above: warnings the trainings printed, and pairs of models that are
+    practically the same model."""
+    out = []
+    same = report.get("same_models") or {}
+    if same:
+        out += ["**Practically the same model:** " + "; ".join(
+            f"{label} (mean |difference| of eval probabilities {d:.4f})" for label, d in same.items())
+            + ". A comparison between them measures nothing. When PFD matches X-VLM, the teacher's soft labels "
+              "carry nothing beyond the labels, typically a teacher that memorised its training rows (a small "
+              "corpus): try `--cross-fit K`, or a higher distillation temperature (`--temperatures`).", ""]
+    noted = report.get("warnings") or {}
+    if noted:
+        out += ["**Warnings the steps printed** (each undermines the results of the model it names):", ""]
+        out += [f"- `{step}`: {line}" for step, lines in sorted(noted.items()) for line in lines]
+        out.append("")
+    return out
 
 
 def table1_markdown(heading: str, tables: list[dict]) -> list[str]:

@@ -13,8 +13,8 @@ its own 95% interval:
 
 `verdict` calls a difference only when it survives both: "better" when both intervals lie above 0,
 "worse" when both lie below 0, "inconclusive" otherwise (an interval touching 0 does not exclude it).
-With one seed there is no seed interval; the verdict then rests on the rows alone and says so:
-"better (rows only)" / "worse (rows only)".
+With one seed there is no seed interval, so nothing is called: a rows interval that excludes 0 is
+"inconclusive (rows favour A, one seed)" / "inconclusive (rows favour B, one seed)".
 
 `compare` runs all of this for each metric (ROC AUC, PR AUC = average precision, F1 of the positive
 class at a threshold per model and seed) and returns a JSON-able dict; `format_comparison` turns it
@@ -384,17 +384,22 @@ def _side(interval) -> int:
     return 1 if low > 0 else -1 if high < 0 else 0
 
 
+ROWS_FAVOUR_A = "inconclusive (rows favour A, one seed)"
+ROWS_FAVOUR_B = "inconclusive (rows favour B, one seed)"
+
+
 def verdict(seed_ci: dict | None, boot_ci: dict | None) -> str:
     """The call on A - B: "better" / "worse" when both intervals exclude 0 on that side, else "inconclusive".
 
     seed_ci is `seed_interval`'s result, boot_ci `bootstrap_interval`'s. When there is no seed
-    interval (one seed), the bootstrap interval decides alone: "better (rows only)" / "worse (rows
-    only)" / "inconclusive". No bootstrap interval (no defined replicate) is always "inconclusive".
+    interval (one seed) nothing is called; the label says which way the rows interval leans when it
+    excludes 0: "inconclusive (rows favour A, one seed)" / "inconclusive (rows favour B, one seed)".
+    No bootstrap interval (no defined replicate) is always "inconclusive".
     """
     rows = _side(boot_ci["interval"] if boot_ci else None)
     seed_range = seed_ci["interval"] if seed_ci else None
     if seed_range is None:
-        return {1: "better (rows only)", -1: "worse (rows only)"}.get(rows, "inconclusive")
+        return {1: ROWS_FAVOUR_A, -1: ROWS_FAVOUR_B}.get(rows, "inconclusive")
     both = rows if rows == _side(seed_range) else 0
     return {1: "better", -1: "worse"}.get(both, "inconclusive")
 

@@ -21,6 +21,16 @@ def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(f1[i]), float(thresholds[i]) if len(thresholds) else 0.5
 
 
+def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The mean cross-entropy (natural log) of the labels under the logits' softmax; nan on no rows."""
+    labels, logits = np.asarray(labels, dtype=np.int64), np.asarray(logits, dtype=np.float64)
+    if not len(labels):
+        return float("nan")
+    top = logits.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    return float(np.mean(log_norm - logits[np.arange(len(labels)), labels]))
+
+
 def classification_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float | None = None) -> dict:
     """Metrics of a classifier from its logits (N, C) and integer labels (N,).
 
@@ -31,7 +41,8 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray, threshold: fl
     probs = softmax(np.asarray(logits, dtype=np.float64))
     num_classes = probs.shape[1]
     present = np.unique(labels)
-    out = {"rows": int(len(labels)), "accuracy": float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")}
+    out = {"rows": int(len(labels)), "accuracy": float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan"),
+           "log_loss": log_loss(labels, logits)}
     if num_classes == 2:
         scores = probs[:, 1]
         if len(present) < 2:  # AUCs are undefined on one class; say so rather than crash

@@ -42,6 +42,8 @@ class TrainOptions:
     select_metric: str = "roc_auc"  # eval metric that picks the kept epoch
     checkpoint_every: int = 0  # steps between resumable checkpoints (0: at epoch ends only)
     keep_checkpoint: bool = False  # a finished run deletes its checkpoint (the size of the model, twice) unless asked
+    log_every: int = 20  # optimizer steps between two lines of OUT/metrics.jsonl (0: none)
+    tensorboard: bool = False  # also TensorBoard events under OUT/tensorboard/ (the optional package)
     progress: bool = True
 
     def check(self) -> None:
@@ -59,6 +61,8 @@ class TrainOptions:
             raise CpfdError(f"--seed must be in [0, 2**32), got {self.seed}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise CpfdError(f"--batch-size must be in [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
+        if self.log_every < 0:
+            raise CpfdError(f"--log-every must be 0 (no metrics.jsonl) or a number of steps, got {self.log_every}")
         if not (math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1):
             raise CpfdError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
 

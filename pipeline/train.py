@@ -55,13 +55,15 @@ from cpfd.pipeline.data import CorpusBatches, make_loader, weighted
 from cpfd.pipeline.metrics import classification_metrics
 from cpfd.pipeline.options import TrainOptions
 from cpfd.pipeline.scoring import autocast, resolve_device, score_batches, to_device
+from cpfd.pipeline.training_log import ALPHA_BINS, TrainingLog, add_window, train_line, val_line
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import CHECKPOINT, write_training_record
 
 # loss_fn(output, batch) -> (per-sample losses (B,), {name: per-sample values (B,) to show})
 LossFn = Callable[[object, dict], tuple[torch.Tensor, dict]]
 
-# Steps between two reads of the running sums by the host (the progress bar's numbers).
+# Steps between two reads of the running sums by the host when nothing is logged (--log-every 0):
+# the progress bar's numbers.
 PROGRESS_EVERY = 20
 
 
@@ -74,6 +76,8 @@ class Progress:
     batches: int = 0  # steps done in the current epoch
     sums: dict = field(default_factory=dict)  # the epoch's rows and per-sample sums of the shown numbers, all ranks
     best_score: float = -math.inf
+    log_window: dict = field(default_factory=dict)  # sums since the last metrics.jsonl line (RunningSums.read)
+    log_seconds: float = 0.0  # seconds of training steps since that line
 
 
 # A resumed run continues the interrupted one: options that change its trajectory must agree.
@@ -145,38 +149,67 @@ def read_resumable(checkpoint: Path, options: TrainOptions, record: dict) -> dic
 
 
 class RunningSums:
-    """Per-sample sums of the loss and the shown numbers over this epoch's rows, kept on the device
-    (no host sync per step); `rows` counts the rows (padding rows of a rank that ran out weigh 0).
+    """Per-sample sums of the loss and the shown numbers over the rows of the steps since the last
+    `read`, kept on the device (no host sync per step), with alpha's histogram (when the stage shows
+    alpha) and the sum of the steps' gradient norms. `rows` counts the rows (padding rows of a rank
+    that ran out weigh 0).
 
-    `read()` brings the sums over all ranks to the host (a collective: every rank calls it at the
-    same step); it raises CpfdError if a loss since the last read was NaN or infinite, naming the
-    first step where it was.
+    `read()` brings the sums over all ranks to the host and starts a new window (a collective: every
+    rank calls it at the same step); it raises CpfdError if a loss since the last read was NaN or
+    infinite, naming the first step where it was.
     """
 
-    def __init__(self, start: dict, step: int, device: torch.device):
+    def __init__(self, step: int, device: torch.device, histogram: bool = True):
         self.device = device
-        self.sums = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in start.items()}
+        self.histogram = histogram  # alpha's histogram: for metrics.jsonl's percentiles only
+        self.names: list[str] = []
+        self.sums: torch.Tensor | None = None  # (len(names),) float64
+        self.hist: torch.Tensor | None = None  # (ALPHA_BINS,) float64, when alpha is shown
+        self.grad_norm = torch.zeros((), dtype=torch.float64, device=device)
+        self.steps = 0
         self.step = torch.tensor(step, device=device)
         self.first_bad_step = torch.tensor(-1, device=device)
 
-    def add(self, losses: torch.Tensor, shown: dict, weight: torch.Tensor) -> None:
+    def add(self, losses: torch.Tensor, shown: dict, weight: torch.Tensor, grad_norm: torch.Tensor) -> None:
         self.step += 1
+        self.steps += 1
         weight = weight.detach().to(torch.float64)
         losses = losses.detach().to(torch.float64)
         finite = torch.isfinite(torch.where(weight > 0, losses, 0.0)).all()
         self.first_bad_step = torch.where((self.first_bad_step < 0) & ~finite, self.step, self.first_bad_step)
-        for name, value in {"rows": torch.ones_like(losses), "loss": losses, **shown}.items():
-            value = (torch.where(weight > 0, value.detach().to(torch.float64), 0.0) * weight).sum()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        if not self.names:
+            self.names = ["rows", "loss", *shown]
+        values = torch.stack([torch.ones_like(losses), losses, *(v.detach().to(torch.float64) for v in shown.values())])
+        step_sums = (torch.where(weight > 0, values, 0.0) * weight).sum(1)  # (names,)
+        self.sums = step_sums if self.sums is None else self.sums + step_sums
+        if self.histogram and "alpha" in shown:
+            bins = (shown["alpha"].detach().float() * ALPHA_BINS).long().clamp(0, ALPHA_BINS - 1)
+            counts = torch.bincount(bins, weights=weight, minlength=ALPHA_BINS)
+            self.hist = counts if self.hist is None else self.hist + counts
+        self.grad_norm = self.grad_norm + grad_norm.detach().to(torch.float64)
 
     def read(self) -> dict:
+        """{"rows", "loss", shown names..., "steps", "grad_norm" (summed over the steps, averaged over
+        ranks), "alpha_hist" (when shown)} over all ranks since the last read; {} when no step ran."""
+        if self.sums is None:
+            return {}
         never = torch.iinfo(torch.int64).max
         bad = int(distributed.all_min(torch.where(self.first_bad_step < 0, never, self.first_bad_step)))
         if bad != never:
             raise CpfdError(f"training diverged: the loss is NaN or infinite at step {bad} "
                             "(lower --lr, or check the inputs for extreme values)")
-        totals = distributed.all_sum(torch.stack(list(self.sums.values())))
-        return dict(zip(self.sums, totals.tolist()))
+        parts = [self.sums, *([self.hist] if self.hist is not None else []), self.grad_norm.view(1)]
+        totals = distributed.all_sum(torch.cat(parts)).tolist()
+        window = dict(zip(self.names, totals[:len(self.names)]))
+        if self.hist is not None:
+            window["alpha_hist"] = totals[len(self.names):-1]
+        window["grad_norm"] = totals[-1] / distributed.world()  # every rank clipped the same gradient
+        window["steps"] = self.steps
+        self.sums = torch.zeros_like(self.sums)
+        self.hist = torch.zeros_like(self.hist) if self.hist is not None else None
+        self.grad_norm = torch.zeros_like(self.grad_norm)
+        self.steps = 0
+        return window
 
 
 def evaluate(model: torch.nn.Module, dataset: CorpusBatches, device: torch.device, num_workers: int = 0) -> dict:
@@ -232,6 +265,8 @@ class Run:
     progress: Progress
     out_dir: Path
     options: TrainOptions
+    log: TrainingLog  # OUT/metrics.jsonl (and TensorBoard events), rank 0
+    clock: float = 0.0  # when the steps since the last read of the sums began
 
     def save_progress(self) -> None:
         """The checkpoint: model, optimizer, schedule, progress, record, every rank's RNG (rank 0 writes)."""
@@ -301,12 +336,16 @@ def start_run(model: torch.nn.Module, train_set: CorpusBatches, val_set: CorpusB
         record = state["record"]
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
-    return Run(model, ddp, optimizer, schedule, device, plan, record, progress, out_dir, options)
+    log = TrainingLog(out_dir, enabled=distributed.is_main() and options.log_every > 0,
+                      tensorboard=options.tensorboard, resume_step=progress.step if resume else None)
+    return Run(model, ddp, optimizer, schedule, device, plan, record, progress, out_dir, options, log)
 
 
 def run_epoch(run: Run, epoch: int, train_set: CorpusBatches, loss_fn: LossFn) -> dict:
     """The epoch's optimizer steps (forward, the stage's loss, backward, clip, update), from where a
-    resumed run stopped; returns its flat metrics dict (means of the loss and shown numbers, rate)."""
+    resumed run stopped; returns its flat metrics dict (means of the loss and shown numbers, rate).
+    Every --log-every steps (and at the run's last step) a metrics.jsonl line of the steps since the
+    last one."""
     options, progress, device = run.options, run.progress, run.device
     world, rank, main = distributed.world(), distributed.rank(), distributed.is_main()
     if progress.batches == 0:
@@ -314,8 +353,10 @@ def run_epoch(run: Run, epoch: int, train_set: CorpusBatches, loss_fn: LossFn) -
     steps, total_steps = run.plan[epoch], sum(run.plan)
     mine = train_set.rank_batches(epoch, world, options.num_workers)[rank]  # the rest: padding at weight 0
     train_set.set_epoch(epoch, skip_batches=min(progress.batches, mine))
-    sums = RunningSums(progress.sums if main else dict.fromkeys(progress.sums, 0.0), progress.step, device)
+    sums = RunningSums(progress.step, device, histogram=options.log_every > 0)
     rows_before, start = progress.sums.get("rows", 0.0), time.perf_counter()
+    run.clock = start
+    every = options.log_every or PROGRESS_EVERY  # steps between two reads of the sums by the host
     run.model.train()
     batches = weighted(make_loader(train_set, options.num_workers, pin_memory=device.type == "cuda"),
                        steps - progress.batches, train_set.any_batch)
@@ -329,28 +370,48 @@ def run_epoch(run: Run, epoch: int, train_set: CorpusBatches, loss_fn: LossFn) -
             output = run.ddp(batch)
             losses, shown = loss_fn(output, batch)
         weighted_loss(losses, weight, world).backward()  # DDP averages the gradients over ranks
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), options.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), options.max_grad_norm)
         run.optimizer.step()
+        lr = run.optimizer.param_groups[0]["lr"]  # the step's learning rate (a host float, no sync)
         run.schedule.step()
         run.optimizer.zero_grad(set_to_none=True)
 
         # ---- bookkeeping: sums stay on the device, the host reads them now and then -------
-        sums.add(losses, shown, weight)
+        sums.add(losses, shown, weight, grad_norm)
         progress.step, progress.batches = progress.step + 1, progress.batches + 1
-        if options.progress and progress.step % PROGRESS_EVERY == 0:
-            read = sums.read()
-            means = {k: v / max(read["rows"], 1) for k, v in read.items() if k != "rows"}
-            bar.set_postfix(**{k: f"{v:.4f}" for k, v in means.items()},
-                            samples_s=f"{(read['rows'] - rows_before) / (time.perf_counter() - start):.0f}")
+        last = progress.step == total_steps
+        if progress.step % every == 0 or last:
+            collect(run, sums)
+            line = train_line(progress.log_window, step=progress.step, epoch=epoch + 1, lr=lr,
+                              seconds=progress.log_seconds)
+            if options.log_every:  # this read is a log step (or the run's last step)
+                run.log.write(line)
+            progress.log_window, progress.log_seconds = {}, 0.0
+            if options.progress and main:
+                bar.set_postfix(**{k: f"{line[k]:.4f}" for k in ("loss", "alpha_mean") if k in line},
+                                samples_s=f"{line['samples_per_s']:.0f}")
         if options.checkpoint_every and progress.step % options.checkpoint_every == 0 and progress.step < total_steps:
-            progress.sums = sums.read()
+            collect(run, sums)
             run.save_progress()
     bar.close()
-    progress.sums = sums.read()
+    collect(run, sums)
     rows = progress.sums.get("rows", 0.0)
     return {"epoch": epoch + 1, "step": progress.step, "lr": run.schedule.get_last_lr()[0],
             "samples_per_s": (rows - rows_before) / max(time.perf_counter() - start, 1e-9),
             **{f"train_{k}": v / max(rows, 1) for k, v in progress.sums.items() if k != "rows"}}
+
+
+def collect(run: Run, sums: RunningSums) -> None:
+    """Read the device's sums (all ranks) into the epoch's totals and the pending metrics.jsonl window."""
+    window = sums.read()
+    now = time.perf_counter()
+    run.progress.log_seconds += now - run.clock
+    run.clock = now
+    if not window:
+        return
+    per_row = {k: v for k, v in window.items() if k not in ("alpha_hist", "grad_norm", "steps")}
+    run.progress.sums = add_window(run.progress.sums, per_row)
+    run.progress.log_window = add_window(run.progress.log_window, window)
 
 
 def end_epoch(run: Run, epoch: int, metrics: dict, val_set: CorpusBatches | None) -> None:
@@ -372,6 +433,8 @@ def end_epoch(run: Run, epoch: int, metrics: dict, val_set: CorpusBatches | None
     record["epochs"].append(metrics)
     if main:
         write_training_record(run.out_dir, record)
+        if val_set is not None:
+            run.log.write(val_line(metrics, step=progress.step, epoch=epoch + 1))
     progress.epoch, progress.batches = epoch + 1, 0
     run.save_progress()
     if options.progress and main:
@@ -384,6 +447,7 @@ def finish_run(run: Run) -> dict:
     """Mark the record finished (what `cpfd experiment` checks before reusing a folder) and drop the
     checkpoint unless asked to keep it: nothing is left to resume. Returns the record."""
     run.record["finished"] = True
+    run.log.close()
     if distributed.is_main():
         write_training_record(run.out_dir, run.record)
         if not run.options.keep_checkpoint:

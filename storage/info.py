@@ -9,10 +9,13 @@ from cpfd.storage.dump import DUMP_MANIFEST, describe_dump, format_dump_descript
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import (
     CONFIG,
+    METRICS_LOG,
+    TENSORBOARD_DIR,
     TOKENIZER,
     WEIGHTS,
     is_cross_fitted,
     read_folds,
+    read_metrics_log,
     read_model_config,
     read_training_record,
 )
@@ -58,7 +61,28 @@ def describe_model(path: Path) -> dict:
         "parameters": params,
         "tokenizer": (path / TOKENIZER).is_dir(),
         "training": training,
+        "logs": summarize_logs(path),
     }
+
+
+def summarize_logs(path: Path) -> dict:
+    """Where a model folder's training logs are, and what they say: the steps logged, each validation
+    metric's best and last epoch, the last train line. {} when the folder has no metrics.jsonl."""
+    lines = read_metrics_log(path)
+    if not (path / METRICS_LOG).exists():
+        return {}
+    train = [line for line in lines if line.get("kind") == "train"]
+    val = [line for line in lines if line.get("kind") == "val"]
+    validation = {}
+    for name, lower_is_better in (("roc_auc", False), ("pr_auc", False), ("log_loss", True)):
+        seen = [(line[name], line["epoch"]) for line in val if isinstance(line.get(name), (int, float)) and line[name] == line[name]]
+        if seen:
+            best = (min if lower_is_better else max)(seen, key=lambda v: v[0])
+            validation[name] = {"best": best[0], "best_epoch": best[1], "last": seen[-1][0], "last_epoch": seen[-1][1]}
+    tensorboard = path / TENSORBOARD_DIR
+    return {"metrics": str(path / METRICS_LOG), "tensorboard": str(tensorboard) if tensorboard.is_dir() else None,
+            "train_lines": len(train), "steps": train[-1]["step"] if train else 0, "val_lines": len(val),
+            "validation": validation, "last": train[-1] if train else None}
 
 
 def _dict(value) -> dict:
@@ -137,4 +161,25 @@ def format_description(d: dict) -> str:
             dist = t["distillation"]
             params = ", ".join(f"{k}={v:.4g}" for k, v in dist["params"].items())
             lines.append(f"  distillation: {dist['mapping']} ({params}), T = {dist['temperature']:g}")
+    lines += format_logs(d.get("logs") or {})
     return "\n".join(lines)
+
+
+def format_logs(logs: dict) -> list[str]:
+    if not logs:
+        return []
+    where = logs["metrics"] + (f", {logs['tensorboard']}/ (tensorboard --logdir {logs['tensorboard']})"
+                               if logs["tensorboard"] else "")
+    lines = [f"  logs: {where}",
+             f"    {logs['steps']} steps in {logs['train_lines']} train line(s), {logs['val_lines']} validation line(s)"]
+    shown = [f"{name} best {v['best']:.4f} (epoch {v['best_epoch']}), last {v['last']:.4f} (epoch {v['last_epoch']})"
+             for name, v in logs["validation"].items()]
+    if shown:
+        lines.append(f"    validation: {'; '.join(shown)}")
+    last = logs.get("last")
+    if last:
+        parts = [f"{k} {last[k]:.4f}" for k in ("loss", "ce", "kd", "kd_weighted") if k in last]
+        if "alpha_mean" in last:
+            parts.append(f"alpha mean {last['alpha_mean']:.3f} (p10 {last['alpha_p10']:.3f}, p90 {last['alpha_p90']:.3f})")
+        lines.append(f"    last train line (step {last['step']}): {', '.join(parts)}")
+    return lines

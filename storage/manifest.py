@@ -933,6 +933,70 @@ def import_manifest(
     }
 
 
+def _lines_to_decode(manifest: Path, scan: ManifestScan, frames_per_video: int,
+                     image_size: int) -> Iterator[tuple[tuple[int, dict, int], tuple | None]]:
+    """Pass 2's lines, those pass 1 did not skip: ((line number, record, class index), the arguments of
+    `_load_frames` for its files, or None without frames)."""
+    class_index = {c: i for i, c in enumerate(scan.classes)}
+    skipped_before = {entry["line"] for entry in scan.skipped}
+    base = str(manifest.parent)
+    for rec in iter_manifest(manifest):
+        if rec["line"] in skipped_before:
+            continue
+        label = rec["label"]
+        index = label if isinstance(label, int) else class_index.get(label)
+        if index is None or index >= len(scan.classes):  # only if the file changed since pass 1
+            raise line_error(manifest, rec["line"], f"label {json.dumps(label)} not among the classes")
+        yield (rec["line"], rec, index), ((rec["frames"], rec.get("video"), base, frames_per_video, image_size)
+                                          if frames_per_video else None)
+
+
+def check_manifest(manifest: str | Path, *, eval_fraction: float = 0.2, classes: Sequence[str] | None = None,
+                   frames_per_video: int = 4, image_size: int = 64, on_bad: str = "error", workers: int = 1,
+                   positive_class: str | None = None, progress: bool = True) -> dict:
+    """`cpfd import --check`: everything `import_manifest` checks, every frame and video decoded as
+    pass 2 decodes them, and nothing written. Returns lines_read, rows (that an import would write),
+    train_rows, eval_rows, classes, features, privileged_features and skipped (the lines `on_bad="skip"`
+    would leave out, each with its file and reason); with on_bad "error" the first bad file is the
+    line's error, as in an import."""
+    manifest = Path(manifest)
+    if on_bad not in ON_BAD:
+        raise CpfdError(f"on_bad must be one of {', '.join(ON_BAD)}, got {on_bad!r}")
+    if not 0.0 <= eval_fraction <= 1.0:
+        raise CpfdError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
+    if not 1 <= frames_per_video <= MAX_FRAMES_PER_VIDEO:
+        raise CpfdError(f"frames_per_video must be in [1, {MAX_FRAMES_PER_VIDEO}], got {frames_per_video}")
+    pool = _Pool(workers) if workers > 1 else None
+    try:
+        scan = scan_manifest(manifest, classes=classes, frames_per_video=frames_per_video, progress=progress,
+                             on_bad=on_bad, pool=pool)
+        if positive_class is not None:
+            scan.classes = with_positive_class(scan.classes, positive_class, given=classes is not None,
+                                               names=scan.label_kind is not int)
+        fpv = frames_per_video if scan.has_frames else 0
+        found_now, splits = [], {"train": 0, "eval": 0}
+        with tqdm(total=scan.samples - len(scan.skipped), desc="decode", unit=" videos" if fpv else " rows",
+                  file=sys.stderr, disable=not progress) as bar:
+            for (_, rec, _), frames in _in_order(pool, _load_frames, _lines_to_decode(manifest, scan, fpv, image_size),
+                                                 manifest):
+                bar.update()
+                if isinstance(frames, BadFile):
+                    if on_bad == "error":
+                        raise line_error(manifest, rec["line"], frames.message())
+                    found_now.append(_skip_entry(rec["line"], rec["id"], frames))
+                    continue
+                splits[rec["split"] or hashed_split(rec["id"], eval_fraction)] += 1
+    finally:
+        if pool is not None:
+            pool.close()
+    skipped = sorted(scan.skipped + found_now, key=lambda entry: entry["line"])
+    if not splits["train"] + splits["eval"]:
+        raise _nothing_left(manifest, skipped)
+    return {"lines_read": scan.lines_read, "rows": splits["train"] + splits["eval"], "train_rows": splits["train"],
+            "eval_rows": splits["eval"], "classes": scan.classes, "features": scan.features,
+            "privileged_features": scan.privileged_features, "frames_per_video": fpv, "skipped": skipped}
+
+
 def _write_corpus(
     manifest: Path, out: Path, scan: ManifestScan, *, frames_per_video: int, image_size: int,
     eval_fraction: float, task: str, rows_per_shard: int, row_group_rows: int, overwrite: bool, created_by: str,
@@ -943,21 +1007,7 @@ def _write_corpus(
     order (the files of the lines in flight are decoded on `pool`). Returns the corpus.json
     content, the rows written and the skipped lines (pass 1's and pass 2's, in line order)."""
     fpv = frames_per_video
-    class_index = {c: i for i, c in enumerate(scan.classes)}
-    skipped_before = {entry["line"] for entry in scan.skipped}
     found_now: list[dict] = []  # lines whose file only fails to decode here
-    base = str(manifest.parent)
-
-    def lines() -> Iterator[tuple[tuple[int, dict, int], tuple | None]]:
-        for rec in iter_manifest(manifest):
-            if rec["line"] in skipped_before:
-                continue
-            label = rec["label"]
-            index = label if isinstance(label, int) else class_index.get(label)
-            if index is None or index >= len(scan.classes):
-                # Only if the file changed since pass 1.
-                raise line_error(manifest, rec["line"], f"label {json.dumps(label)} not among the classes")
-            yield (rec["line"], rec, index), ((rec["frames"], rec.get("video"), base, fpv, image_size) if fpv else None)
 
     rows = 0
     with CorpusWriter(
@@ -979,7 +1029,8 @@ def _write_corpus(
         report = writer.out / SKIPPED_JSONL
         report.unlink(missing_ok=True)  # left by an import that never finished
         try:
-            for (_, rec, index), frames in _in_order(pool, _load_frames, lines(), manifest):
+            for (_, rec, index), frames in _in_order(pool, _load_frames, _lines_to_decode(manifest, scan, fpv, image_size),
+                                                     manifest):
                 bar.update()
                 if isinstance(frames, BadFile):
                     if on_bad == "error":

@@ -32,7 +32,9 @@ from cpfd.storage.schema import CONFIG, FOLDS, WEIGHTS, check_json
 TRAINING = "training.json"
 CHECKPOINT = "checkpoint.safetensors"
 TOKENIZER = "tokenizer"
-MODEL_FILES = (CONFIG, WEIGHTS, TRAINING, CHECKPOINT, TOKENIZER)
+METRICS_LOG = "metrics.jsonl"  # a line every --log-every steps and per epoch (pipeline.training_log)
+TENSORBOARD_DIR = "tensorboard"  # with --tensorboard: the same scalars as TensorBoard events
+MODEL_FILES = (CONFIG, WEIGHTS, TRAINING, CHECKPOINT, TOKENIZER, METRICS_LOG, TENSORBOARD_DIR)
 
 # A cross-fitted teacher (`train-teacher --folds K`) is a folder of K model folders, fold-0 ..
 # fold-(K-1), and this file, written last: what the folder is and each fold's weights.
@@ -130,6 +132,27 @@ def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
     config = read_json_object(path, "config")
     check_json(config, MODEL_CONFIG_SHAPE, str(path))
     return config
+
+
+def read_metrics_log(path: str | os.PathLike) -> list[dict]:
+    """The lines of a model folder's metrics.jsonl (or of the file `path`); none when it is missing. A
+    line that is not a JSON object with a step (a torn last line, after a crash) is left out."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_LOG
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return []
+    lines = []
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(line, dict) and isinstance(line.get("step"), int):
+            lines.append(line)
+    return lines
 
 
 def read_training_record(directory: str | os.PathLike) -> dict | None:

@@ -329,6 +329,11 @@ def cpfd_loss_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return LossTerms(ce, kl)
 
 
+def weigh_terms(ce: torch.Tensor, kl: torch.Tensor, alpha, temperature: float) -> torch.Tensor:
+    """(1 - a) * CE + a * T^2 * KL, per sample: the CPFD loss from its terms (`cpfd_loss_terms`)."""
+    return (1 - alpha) * ce + alpha * (temperature * temperature) * kl
+
+
 def cpfd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
               alpha: float | torch.Tensor, temperature: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """The CPFD student loss: mean_i[(1 - a_i) * CE_i + a_i * T^2 * KL(softmax(t_i/T) || softmax(s_i/T))].
@@ -355,7 +360,7 @@ def cpfd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     else:
         a = _as_number("alpha", alpha)
         _check_unit("alpha", a)
-    per_sample = (1 - a) * ce + a * (T * T) * kl                        # (B,)
+    per_sample = weigh_terms(ce, kl, a, T)                              # (B,)
     if reduction == "none":
         return per_sample
     if reduction == "sum":

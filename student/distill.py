@@ -37,9 +37,10 @@ from cpfd.student.cpfd import (
     MAPPING_PARAMS,
     alpha_from_loss,
     alpha_function,
-    cpfd_loss,
+    cpfd_loss_terms,
     quantiles_of,
     resolve_params,
+    weigh_terms,
 )
 
 
@@ -48,13 +49,18 @@ UNINFORMATIVE_AUC = 0.55
 
 
 def cpfd_objective(mapping: str, params: dict, temperature: float):
-    """The per-sample loss for the training loop; shows each sample's alpha (tensors: no sync)."""
+    """The per-sample loss for the training loop (`student.cpfd.cpfd_loss`'s, from its terms); shows each
+    sample's alpha, cross-entropy, raw and alpha-weighted distillation term and teacher loss
+    (tensors: no sync), which metrics.jsonl logs."""
     alpha_of = alpha_function(mapping, **params)
 
     def loss_fn(output, batch: dict):
         alpha = alpha_of(batch["teacher_loss"])  # (B,)
-        losses = cpfd_loss(output.logits, batch["teacher_logits"], batch["labels"], alpha, temperature, reduction="none")
-        return losses, {"alpha": alpha}
+        ce, kl = cpfd_loss_terms(output.logits, batch["teacher_logits"], batch["labels"], temperature)
+        kd = temperature * temperature * kl  # the raw distillation term
+        alpha = alpha.detach().to(ce.dtype)
+        return weigh_terms(ce, kl, alpha, temperature), {"alpha": alpha, "ce": ce, "kd": kd, "kd_weighted": alpha * kd,
+                                                         "teacher_loss": batch["teacher_loss"]}
 
     return loss_fn
 

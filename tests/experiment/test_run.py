@@ -22,9 +22,10 @@ def experiment(tmp_path_factory):
 
 def test_every_table_figure_and_comparison_is_there(experiment):
     report = (experiment / "report.md").read_text()
-    for heading in ("Table 3", "What the data showed", "Table 6", "Table 7", "Table 1", "Table 5", "Table 4", "Figure 5"):
+    for heading in ("Table 3", "What the data showed", "Table 6", "Table 7", "Table 1", "Table 5", "Table 4", "Figure 5",
+                    "Training curves (seed 0)"):
         assert f"## {heading}" in report, heading
-    for figure in ("fig_teacher_loss.png", "fig_alpha.png"):
+    for figure in ("fig_teacher_loss.png", "fig_alpha.png", "fig_training.png"):
         data = (experiment / figure).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
     assert "fingerprint" in report and "cpfd experiment --out" in report  # what produced it
@@ -38,6 +39,29 @@ def test_every_table_figure_and_comparison_is_there(experiment):
     assert exported["ms_per_video_batch1"] > 0 and exported["parity_max_abs_diff_probs"] <= 1e-4
     assert "the student exported (`cpfd export`), onnxruntime CPU" in report
     assert tables["table1"][0]["groups"] == ["negative", "positive", "overall"]  # the corpus's class names
+
+
+def test_the_report_reads_right(experiment):
+    """A verdict line in the statistics' words; F1@0.5 marked and never bold; no gap closed on noise;
+    latencies with their spread."""
+    report = (experiment / "report.md").read_text()
+    full = json.loads((experiment / "report.json").read_text())
+    head = report.split("## Table 3")[0]
+    assert full["verdict"] in head and full["verdict"].startswith("**Verdict")
+    table3 = report.split("## Table 3")[1].split("## What the data showed")[0]
+    rows = [line for line in table3.splitlines() if line.startswith("| ")]
+    assert rows[0].endswith("| F1@0.5 (not the decision metric) |")
+    assert all("**" not in line.split("|")[-2] for line in rows[2:])  # the F1@0.5 column is never bold
+    called = {c["a"]: c["metrics"] for c in full["comparisons"].values() if c["b"] == "baseline"}
+    gaps = [line for line in table3.split("Gap closed")[1].splitlines() if line.startswith("| ") and "%" in line]
+    for line in gaps:  # a percentage only where the comparison with X-VLM is resolved
+        name, *cells = [c.strip() for c in line.strip("|").split("|")]
+        for metric, cell in zip(("roc_auc", "pr_auc", "f1_val"), cells):
+            assert ("%" in cell) <= (called[name][metric]["verdict"] in ("better", "worse")), (name, metric)
+    assert "(rows only)" not in report  # one seed is never called better
+    latency = full["tables"]["table4"]["student"]
+    low, high = latency["ms_per_video_batch1_range"]
+    assert low <= latency["ms_per_video_batch1"] <= high and f"({low:.2f}-{high:.2f})" in report
 
 
 def test_each_comparison_has_per_seed_differences_intervals_and_a_verdict(experiment):

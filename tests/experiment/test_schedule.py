@@ -121,6 +121,12 @@ def test_jobs_1_and_jobs_2_train_the_same_models_and_report_the_same_numbers(tmp
     assert "started seed-0: train teacher (log: " in second.stderr
     assert "[10/10] seed-0: evaluate" in second.stderr and "waiting; about" in second.stderr
     assert not (one / "logs").exists()  # jobs 1: every step here, its output on the terminal
+    # the warnings each step printed, caught here (jobs 1) or read from its log (jobs 2), reach the report
+    noted = [json.loads((d / "warnings.json").read_text()) for d in (one, two)]
+    assert noted[0] == noted[1] and "seed-0/pfd" in noted[0]
+    assert all(line.startswith("training takes ") for lines in noted[0].values() for line in lines)
+    report = (two / "report.md").read_text()
+    assert "**Warnings the steps printed**" in report and "- `seed-0/pfd`: training takes " in report
 
 
 def processes_marked(mark: str) -> list[int]:

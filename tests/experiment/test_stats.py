@@ -237,8 +237,8 @@ def test_verdict_rule():
     assert verdict(seeds(0.001, 0.02), rows(-0.001, 0.01)) == "inconclusive"     # rows straddle 0
     assert verdict(seeds(0.001, 0.02), rows(-0.03, -0.01)) == "inconclusive"     # they disagree
     assert verdict(seeds(0.0, 0.02), rows(0.003, 0.01)) == "inconclusive"        # touching 0 is not excluding it
-    assert verdict({"interval": None}, rows(0.003, 0.01)) == "better (rows only)"
-    assert verdict({"interval": None}, rows(-0.01, -0.003)) == "worse (rows only)"
+    assert verdict({"interval": None}, rows(0.003, 0.01)) == "inconclusive (rows favour A, one seed)"
+    assert verdict({"interval": None}, rows(-0.01, -0.003)) == "inconclusive (rows favour B, one seed)"
     assert verdict({"interval": None}, rows(-0.01, 0.003)) == "inconclusive"
     assert verdict(seeds(0.001, 0.02), {"interval": None}) == "inconclusive"
 
@@ -253,7 +253,7 @@ def test_clearly_better_model_is_better_and_swapped_is_worse():
     swapped = compare(labels, noise, good, thresholds_a=0.5, thresholds_b=0.5, replicates=200)
     assert all(r["verdict"] == "worse" for r in swapped["metrics"].values())
     single = compare(labels, good[0], noise[0], thresholds_a=0.5, thresholds_b=0.5, replicates=200)
-    assert all(r["verdict"] == "better (rows only)" for r in single["metrics"].values())
+    assert all(r["verdict"] == "inconclusive (rows favour A, one seed)" for r in single["metrics"].values())
 
 
 def test_equal_models_are_mostly_inconclusive():
@@ -315,7 +315,7 @@ def test_format_comparison_reads_as_one_line():
     assert line.count("[seeds +0.") == 3 and line.count("; rows +0.") == 3
     single = format_comparison("CPFD vs PFD", compare(labels, good[0], noise[0], thresholds_a=0.5, thresholds_b=0.5,
                                                       metrics=("roc_auc",), replicates=100))
-    assert "1 seed," in single and "[seeds n/a; rows +0." in single and single.endswith("better (rows only)")
+    assert "1 seed," in single and "[seeds n/a; rows +0." in single and single.endswith("inconclusive (rows favour A, one seed)")
 
 
 def test_refusals_name_the_input():

@@ -24,6 +24,7 @@ import torch
 
 from cpfd.pipeline.data import CorpusBatches, Inputs, training_rows, weighted
 from cpfd.pipeline.train import weighted_loss
+from cpfd.storage.model_folder import read_metrics_log
 
 from tests.factories import WEIGHTS_TOLERANCE, layout_corpus, max_weight_difference, run_dump, tiny_corpus
 from tests.invoke import refused
@@ -124,13 +125,19 @@ def test_two_ranks_reach_the_weights_of_one_process(even, tmp_path):
     """train-student and distill (exp-decay: a per-sample alpha) with --val-fraction 0 and no dropout:
     1 process and torchrun with 2 reach the same weights within DDP_TOLERANCE after 4 steps."""
     run_dump(tmp_path / "dump", even)
-    same = ["--max-steps", "4", "--batch-size", "8", "--val-fraction", "0", *MODEL]
+    same = ["--max-steps", "4", "--batch-size", "8", "--val-fraction", "0", "--log-every", "2", *MODEL]
     for command in (["train-student", even.path], ["distill", even.path, tmp_path / "dump", "--mapping", "exp-decay"]):
         name = command[0]
         succeeded(cpfd_alone(*command, "--out", tmp_path / f"{name}-1", *same))
         done = succeeded(cpfd_under_torchrun(*command, "--out", tmp_path / f"{name}-2", *same))
         assert done.stdout.count("wrote ") == 1  # rank 0 alone speaks
         assert max_weight_difference(tmp_path / f"{name}-1", tmp_path / f"{name}-2") <= DDP_TOLERANCE
+        # metrics.jsonl: one writer, the values over both ranks' rows, as one process saw them
+        one, two = (read_metrics_log(tmp_path / f"{name}-{n}" / "metrics.jsonl") for n in (1, 2))
+        assert [line["step"] for line in two] == [2, 4] and [line["rows"] for line in two] == [16, 16]
+        for a, b in zip(one, two):
+            for key in ("loss", "ce", "kd", "alpha_mean", "alpha_p50", "grad_norm", "teacher_loss"):
+                assert (key in a) == (key in b) and a.get(key, 0) == pytest.approx(b.get(key, 0), rel=1e-3, abs=2e-3), key
         record = json.loads((tmp_path / f"{name}-2" / "training.json").read_text())
         assert record["processes"] == 2 and record["schedule"]["steps"] == 4 and record["finished"]
         assert not list(tmp_path.glob(f".{name}-2*"))  # no lock or staging left behind
@@ -142,7 +149,7 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_it(tmp_path):
     --resume under torchrun ends with the weights of an uninterrupted 2-process run; a resume in
     one process is refused, naming both numbers."""
     corpus = tiny_corpus(tmp_path / "corpus", n_train=90, n_eval=8, row_group_rows=4)
-    args = ["--epochs", "2", "--batch-size", "8", "--checkpoint-every", "3", *MODEL]
+    args = ["--epochs", "2", "--batch-size", "8", "--checkpoint-every", "3", "--log-every", "2", *MODEL]
     succeeded(cpfd_under_torchrun("train-student", corpus.path, "--out", tmp_path / "full", *args))
 
     cut = tmp_path / "cut"
@@ -160,6 +167,9 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_it(tmp_path):
     a, b = (json.loads((d / "training.json").read_text()) for d in (tmp_path / "full", cut))
     assert [e["train_loss"] for e in a["epochs"]] == pytest.approx([e["train_loss"] for e in b["epochs"]])
     assert a["best_epoch"] == b["best_epoch"]
+    full, resumed = (read_metrics_log(d / "metrics.jsonl") for d in (tmp_path / "full", cut))
+    assert [(x["kind"], x["step"]) for x in resumed] == [(x["kind"], x["step"]) for x in full]  # none twice
+    assert [x.get("loss", 0.0) for x in resumed] == pytest.approx([x.get("loss", 0.0) for x in full], rel=1e-4)
 
 
 def test_a_bad_option_is_said_once_by_rank_zero(tmp_path):

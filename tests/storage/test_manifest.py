@@ -722,6 +722,47 @@ def test_skip_leaves_out_bad_videos_and_lists_them(tmp_path, clips):
     assert Corpus(again).fingerprint == Corpus(out).fingerprint
 
 
+def snapshot_of(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_check_decodes_everything_says_what_an_import_would_write_and_writes_nothing(tmp_path, clips):
+    """import --check: pass 1 and pass 2's decoding, no corpus. A file only decoding finds (a damaged
+    middle) is the line's error, as in an import; with --on-bad skip, the lines an import would leave
+    out, and the rows it would write, which an import then writes."""
+    lines = [line(1, clips["mp4"]), line(2, clips["truncated"]), line(3, clips["webm"]), line(4, clips["damaged"]),
+             line(5, clips["one"])]
+    manifest = write_manifest(tmp_path / "m.jsonl", lines)
+    refused("import", manifest, "--check", "--quiet", "--frames-per-video", FPV,
+            message=f"{manifest}:2: video file {str(clips['truncated'])!r} is truncated or damaged")
+    only_decoding = write_manifest(tmp_path / "d.jsonl", [line(1, clips["mp4"]), line(4, clips["damaged"])])
+    refused("import", only_decoding, "--check", "--quiet", "--frames-per-video", FPV,
+            message="is damaged: decoding failed")
+    before = snapshot_of(tmp_path)
+    checked = ok("import", manifest, "--check", "--quiet", "--on-bad", "skip", "--frames-per-video", FPV,
+                 "--image-size", SIZE, "--workers", "2")
+    assert snapshot_of(tmp_path) == before  # nothing written, anywhere
+    assert f"{manifest}: valid; an import would write 3 rows (train " in checked.stdout
+    assert "2 line(s) would be skipped (--on-bad skip):" in checked.stdout
+    assert f"line 2 (id v2): {clips['truncated']}: is truncated or damaged" in checked.stdout
+    assert f"line 4 (id v4): {clips['damaged']}: is damaged: decoding failed" in checked.stdout
+    imported = import_(manifest, tmp_path / "out", "--on-bad", "skip")
+    assert imported.exit_code == 0 and "wrote 3 rows" in imported.stdout
+    train = checked.stdout.split("(train ")[1].split(",")[0]
+    assert f"(train {train}," in imported.stdout  # the split counts the check announced
+
+
+def test_out_is_an_option_like_every_command_and_the_old_form_works(tmp_path, clips):
+    manifest = write_manifest(tmp_path / "m.jsonl", [line(1, clips["mp4"]), line(2, clips["one"])])
+    ok("import", manifest, "--out", tmp_path / "a", "--quiet", "--frames-per-video", FPV, "--image-size", SIZE)
+    ok("import", manifest, tmp_path / "b", "--quiet", "--frames-per-video", FPV, "--image-size", SIZE)
+    assert Corpus(tmp_path / "a").fingerprint == Corpus(tmp_path / "b").fingerprint
+    refused("import", manifest, "--quiet", message="give the corpus folder to write, --out DIR")
+    refused("import", manifest, tmp_path / "c", "--out", tmp_path / "d", "--quiet",
+            message="the corpus folder is given twice")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
 def test_skip_covers_bad_frame_images_too(tmp_path):
     for k in range(3):
         Image.fromarray(flat(k)).save(tmp_path / f"{k}.png")

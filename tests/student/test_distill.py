@@ -135,13 +135,13 @@ def test_teacher_columns_arrive_aligned_with_the_corpus_rows(corpus, dump, tmp_p
     """Every batch's stored teacher_loss is the CE of its stored logits against the corpus labels:
     rows of the dump and of the corpus stay paired through shuffling, row groups and shards."""
     batches = []
-    real_loss = distill_module.cpfd_loss
+    real_terms = distill_module.cpfd_loss_terms
 
-    def spy(student_logits, teacher_logits, labels, alpha, temperature, **kw):
+    def spy(student_logits, teacher_logits, labels, temperature):
         batches.append((teacher_logits.detach().cpu(), labels.cpu()))  # on the GPU under --device auto
-        return real_loss(student_logits, teacher_logits, labels, alpha, temperature, **kw)
+        return real_terms(student_logits, teacher_logits, labels, temperature)
 
-    monkeypatch.setattr(distill_module, "cpfd_loss", spy)
+    monkeypatch.setattr(distill_module, "cpfd_loss_terms", spy)
     ok("distill", corpus.path, dump, "--out", tmp_path / "s", "--mapping", "constant", "--alpha", "0.5", *FAST)
     logits = torch.cat([b[0] for b in batches]).double()
     labels = torch.cat([b[1] for b in batches])
