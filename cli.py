@@ -184,10 +184,15 @@ def cpfd(debug):
 @click.option("--privileged-strength", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="How much of the label the privileged features carry beyond frames and text "
                    "(0: nothing; 1: the preset's).")
+@click.option("--label-noise", type=click.FloatRange(0, 0.5, max_open=True), default=None,
+              help="Flip every label with this probability, both ways, in place of the preset's flips (its true-label "
+                   "positive rate kept) [default: the preset's].")
+@click.option("--privileged-missing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Share of videos (both splits) whose privileged features are all missing, as for fresh uploads.")
 @overwrite_option
 @quiet_option
 def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, image_size, rows_per_shard,
-          row_group_rows, story, privileged_strength, overwrite, quiet):
+          row_group_rows, story, privileged_strength, label_noise, privileged_missing, overwrite, quiet):
     """Write a synthetic short-video corpus (frames, title, OCR text, privileged features).
 
     Example:
@@ -200,10 +205,12 @@ def synth(out, preset, train_samples, eval_samples, seed, frames_per_video, imag
         out, preset=preset, train_samples=train_samples, eval_samples=eval_samples, seed=seed,
         frames_per_video=frames_per_video, image_size=image_size, rows_per_shard=rows_per_shard,
         row_group_rows=row_group_rows, overwrite=overwrite, progress=not quiet, story=story,
-        privileged_strength=privileged_strength,
+        privileged_strength=privileged_strength, label_noise=label_noise, privileged_missing=privileged_missing,
     )
     rows = ", ".join(f"{s} {v['rows']}" for s, v in meta["splits"].items())
     variant = "" if (story, privileged_strength) == ("latent", 1.0) else f", story {story}, strength {privileged_strength:g}"
+    variant += "" if label_noise is None else f", label noise {label_noise:g}"
+    variant += f", privileged missing {privileged_missing:g}" if privileged_missing else ""
     click.echo(f"wrote {out} ({preset}, seed {seed}{variant}): {rows} rows")
 
 
@@ -357,6 +364,12 @@ tensorboard_option = click.option(
          "loss/kd, alpha/mean, val/roc_auc...; needs pip install 'cpfd[tensorboard]').")
 
 
+confidence_option = click.option(
+    "--confidence", type=click.Choice(["loss", "entropy", "margin"]), default="loss", show_default=True,
+    help="The per-row signal the mapping reads, high = the teacher is unsure: loss (against the stored label, the "
+         "paper's), entropy or margin (of the teacher's stored prediction, no label; in [0, 1]). docs/method.md.")
+
+
 def training_options(f):
     """Options shared by every command that trains a model; defaults from `pipeline.options`."""
     options = [
@@ -413,6 +426,10 @@ def training_options(f):
         click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT from its last checkpoint."),
         click.option("--keep-checkpoint", is_flag=True,
                      help="Keep checkpoint.safetensors when the run finishes (by default only an unfinished run has one)."),
+        click.option("--select-by", "select_metric", type=click.Choice(["roc_auc", "pr_auc", "log_loss"]),
+                     default=TRAIN.select_metric, show_default=True,
+                     help="Validation metric that picks the kept epoch (and its F1 threshold); a tie goes to the "
+                          "lower validation log loss, then to the later epoch."),
         log_every_option,
         tensorboard_option,
         overwrite_option,
@@ -688,28 +705,53 @@ def query(dump, sql, corpus, predictions, fmt, write):
 @click.argument("dump", type=click.Path(path_type=Path))
 @click.option("--predictions", type=click.Path(path_type=Path), default=None,
               help="A student's predictions on the dumped rows: adds the paper's Table 1.")
+@click.option("--mapping", type=click.Choice([m for m in MAPPINGS if m != "constant"]), default="exp-decay",
+              show_default=True, help="The mapping whose mean alpha per cell the confidence split shows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect(dump, predictions, as_json):
+def inspect(dump, predictions, mapping, as_json):
     """Teacher-loss quantiles, per-label histograms and means, teacher accuracy of a dump.
 
     With --predictions (from `cpfd evaluate MODEL CORPUS --split train --out P`), the paper's
     Table 1: mean teacher loss by student correct / incorrect x negative / positive / overall.
+    Then the rows split by teacher confident or unsure and agreeing with the label or not, with
+    the mean alpha of --mapping under each confidence signal (and, on a synthetic corpus, the
+    share of flipped labels in each cell).
 
     Example:
 
         cpfd inspect runs/dump --predictions runs/baseline/train_predictions.parquet
     """
     from cpfd.storage.analysis import format_inspect, inspect_dump
+    from cpfd.student.diagnose import confidence_split, format_confidence_split
 
     result = inspect_dump(dump, predictions=predictions)
-    click.echo(json.dumps(result, indent=2, default=str) if as_json else format_inspect(result))
+    result["confidence_split"] = confidence_split(dump, mapping, flipped=flipped_labels(dump))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        click.echo(format_inspect(result) + "\n" + format_confidence_split(result["confidence_split"]))
+
+
+def flipped_labels(dump: Path) -> dict | None:
+    """{sample_id: flipped} from the truth file of the synthetic corpus a dump was made from; None
+    when there is none (an imported corpus, or one no longer where the dump's manifest says)."""
+    from cpfd.experiment.synth import read_truth
+    from cpfd.storage.dump import read_manifest
+
+    corpus_dir = Path(read_manifest(dump).get("corpus", {}).get("path") or "")
+    try:
+        truth = read_truth(corpus_dir, ["sample_id", "flipped"]) if corpus_dir.is_dir() else None
+    except CpfdError:
+        return None
+    return None if truth is None else dict(zip(truth.column("sample_id").to_pylist(), truth.column("flipped").to_pylist()))
 
 
 @cpfd.command()
 @click.argument("dump", type=click.Path(path_type=Path))
 @click.option("--mapping", type=click.Choice(MAPPINGS), default=None, help="The mapping to calibrate (default: all of them).")
+@confidence_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def calibrate(dump, mapping, as_json):
+def calibrate(dump, mapping, confidence, as_json):
     """Alpha-mapping parameters from a dump's teacher-loss distribution (docs/method.md).
 
     The rule: tau and center at the median loss; beta = 4 / (q90 - q10) for neg-sigmoid and for
@@ -723,9 +765,9 @@ def calibrate(dump, mapping, as_json):
     need(dump, "dump directory")
     from cpfd.student.distill import calibrate_dump, format_calibration
 
-    result = calibrate_dump(dump, mapping)
+    result = calibrate_dump(dump, mapping, confidence)
     if as_json:
-        click.echo(json.dumps({"quantiles": {str(q): v for q, v in result["quantiles"].items()},
+        click.echo(json.dumps({"confidence": confidence, "quantiles": {str(q): v for q, v in result["quantiles"].items()},
                                "params": result["params"]}, indent=2))
     else:
         click.echo(format_calibration(result))
@@ -749,11 +791,12 @@ def mapping_options(f):
               help="How the teacher loss becomes the per-sample alpha (paper Table 2); constant is vanilla PFD.")
 @mapping_options
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Distillation temperature T.")
+@confidence_option
 @click.option("--alpha-log", type=click.Path(path_type=Path), default=None,
               help="Write sample_id, teacher_loss, alpha of every training row to this Parquet file (one that "
                    "exists is replaced only with --overwrite).")
 @training_options
-def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resume, **kw):
+def distill(corpus, dump, mapping, temperature, confidence, alpha_log, out, overwrite, resume, **kw):
     """Train X-VLM from a corpus and a teacher dump: PFD or CPFD. The teacher is never loaded.
 
     Each sample's weight alpha comes from the teacher's stored loss on it; mapping parameters
@@ -773,7 +816,7 @@ def distill(corpus, dump, mapping, temperature, alpha_log, out, overwrite, resum
     model_options, train_options = split_training_options(kw)
     with process_group(train_options.device):
         record = run_distill(corpus, dump, out, mapping=mapping, params=params, temperature=temperature,
-                             alpha_log=alpha_log, model_options=model_options, train_options=train_options,
+                             confidence=confidence, alpha_log=alpha_log, model_options=model_options, train_options=train_options,
                              overwrite=overwrite, resume=resume, command=invocation(), announce=say)
     say(format_training_summary(record, out))
 
@@ -805,6 +848,10 @@ def float_list(ctx, param, value):
 @click.option("--privileged-strength", type=click.FloatRange(min=0), default=None,
               help="Synthetic corpus: how much of the label the privileged features carry beyond frames and text "
                    f"[default: {EXPERIMENT.privileged_strength:g}].")
+@click.option("--label-noise", type=click.FloatRange(0, 0.5, max_open=True), default=None,
+              help="Synthetic corpus: flip every label at this rate, both ways, in place of the preset's flips.")
+@click.option("--privileged-missing", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Synthetic corpus: share of videos with no privileged features [default: 0].")
 @click.option("--seeds", type=click.IntRange(min=1), default=EXPERIMENT.seeds, show_default=True,
               help="Training seeds 0..N-1; tables show mean and spread, comparisons intervals over seeds.")
 @click.option("--mappings", default=",".join(EXPERIMENT.mappings), show_default=True,
@@ -817,6 +864,9 @@ def float_list(ctx, param, value):
 @click.option("--pfd-alpha", type=click.FloatRange(0, 1), default=EXPERIMENT.pfd_alpha, show_default=True,
               help="Alpha of vanilla PFD.")
 @click.option("--no-matched-pfd", is_flag=True, help="Skip PFD at each mapping's mean alpha (Table 6).")
+@click.option("--confidences", default="loss", show_default=True,
+              help="Signals the primary mapping reads, each an arm beside PFD at its mean alpha (and from the "
+                   "cross-fitted dump too): loss, entropy, margin; e.g. loss,entropy.")
 @click.option("--cross-fit", type=click.IntRange(min=0), default=0, show_default=True,
               help="K >= 2: also a cross-fitted teacher of K folds, its dumps, and PFD and CPFD trained from them.")
 @click.option("--bootstrap", type=click.IntRange(min=100), default=EXPERIMENT.bootstrap, show_default=True,
@@ -855,8 +905,9 @@ def float_list(ctx, param, value):
 @click.option("--num-layers", type=click.IntRange(min=1), default=MODEL.num_layers, show_default=True,
               help="Layers of the encoders built from a config.")
 @quiet_option
-def experiment(out, corpus, preset, train_samples, eval_samples, story, privileged_strength, seeds, mappings,
-               primary_mapping, temperatures, pfd_alpha, no_matched_pfd, cross_fit, bootstrap, epochs, min_steps,
+def experiment(out, corpus, preset, train_samples, eval_samples, story, privileged_strength, label_noise,
+               privileged_missing, seeds, mappings, primary_mapping, temperatures, pfd_alpha, no_matched_pfd, confidences,
+               cross_fit, bootstrap, epochs, min_steps,
                val_fraction, batch_size, lr, device, num_workers, threads, nproc_per_node, log_every, tensorboard, jobs,
                vision_model, text_model, hidden_size, num_layers, quiet):
     """The whole comparison on one corpus: teacher, baseline, PFD, CPFD, with statistics; then report.md.
@@ -871,7 +922,8 @@ def experiment(out, corpus, preset, train_samples, eval_samples, story, privileg
         cpfd experiment --out runs/exp --preset task3 --seeds 3 --cross-fit 5
     """
     synthetic = {"--preset": preset, "--train-samples": train_samples, "--eval-samples": eval_samples,
-                 "--story": story, "--privileged-strength": privileged_strength}
+                 "--story": story, "--privileged-strength": privileged_strength, "--label-noise": label_noise,
+                 "--privileged-missing": privileged_missing}
     if corpus is not None and any(v is not None for v in synthetic.values()):
         given = ", ".join(k for k, v in synthetic.items() if v is not None)
         raise CpfdError(f"{given} describe the synthetic corpus, which --corpus replaces; leave them out")
@@ -886,6 +938,8 @@ def experiment(out, corpus, preset, train_samples, eval_samples, story, privileg
         train_samples=train_samples or EXPERIMENT.train_samples, eval_samples=eval_samples or EXPERIMENT.eval_samples,
         story=story or EXPERIMENT.story,
         privileged_strength=EXPERIMENT.privileged_strength if privileged_strength is None else privileged_strength,
+        label_noise=label_noise, privileged_missing=privileged_missing or 0.0,
+        confidences=[c.strip() for c in confidences.split(",") if c.strip()],
         seeds=seeds, mappings=[m.strip() for m in mappings.split(",") if m.strip()], primary_mapping=primary_mapping,
         temperatures=temperatures, pfd_alpha=pfd_alpha, matched_pfd=not no_matched_pfd, cross_fit=cross_fit,
         bootstrap=bootstrap, threads=threads, nproc_per_node=nproc_per_node, jobs=jobs, progress=not quiet,

@@ -32,12 +32,15 @@ class ExperimentOptions:
     eval_samples: int | None = DEFAULT_EVAL_SAMPLES
     story: str = "latent"
     privileged_strength: float = 1.0
+    label_noise: float | None = None  # synthetic corpus: flip rate both ways in place of the preset's (None: its own)
+    privileged_missing: float = 0.0  # synthetic corpus: share of videos without privileged features
     seeds: int = 1
     mappings: list[str] = field(default_factory=lambda: list(DEFAULT_MAPPINGS))
     primary_mapping: str = "exp-decay"  # the CPFD row of Table 3; fixed before any result is seen
     temperatures: list[float] = field(default_factory=lambda: [1.0])
     pfd_alpha: float = 0.5
     matched_pfd: bool = True  # PFD at each mapping's mean alpha (Table 6)
+    confidences: list[str] = field(default_factory=lambda: ["loss"])  # signals the primary mapping reads (arms)
     cross_fit: int = 0  # K > 1: also a cross-fitted teacher, its dumps, and PFD / CPFD from them
     bootstrap: int = 1000  # replicates of the paired bootstrap over eval rows
     threads: int | None = None  # torch intra-op threads; None: 1 for the tiny default models, else all cores
@@ -54,6 +57,11 @@ def check_experiment_options(options: ExperimentOptions) -> None:
         raise CpfdError("--mappings: give at least one mapping")
     if options.primary_mapping not in options.mappings:
         raise CpfdError(f"--primary-mapping {options.primary_mapping} is not among --mappings {options.mappings}")
+    bad = [c for c in options.confidences if c not in ("loss", "entropy", "margin")]
+    if bad or not options.confidences or len(set(options.confidences)) != len(options.confidences):
+        raise CpfdError(f"--confidences: expected distinct ones of loss, entropy, margin, got {options.confidences}")
+    if "loss" not in options.confidences:
+        raise CpfdError("--confidences must include loss: the other signals' arms are compared with it")
     if options.seeds < 1:
         raise CpfdError(f"--seeds must be at least 1, got {options.seeds}")
     bad = [t for t in options.temperatures if not 0 < t < float("inf")]

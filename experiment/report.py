@@ -415,6 +415,15 @@ def comparisons_to_make(options, names: set) -> list[tuple[str, str, str]]:
     if options.cross_fit:
         pairs += [("cross-fitted CPFD vs in-sample CPFD", f"{p}-cf", p), ("cross-fitted PFD vs in-sample PFD", "pfd-cf", "pfd"),
                   ("cross-fitted CPFD vs cross-fitted PFD", f"{p}-cf", "pfd-cf"), ("cross-fitted CPFD vs X-VLM", f"{p}-cf", "baseline")]
+    for c in getattr(options, "confidences", ["loss"]):
+        if c == "loss":
+            continue
+        for suffix, where in (("", ""), ("-cf", "cross-fitted ")):
+            if suffix and not options.cross_fit:
+                continue
+            pairs += [(f"{where}CPFD ({c}) vs PFD at its mean alpha", f"{p}-{c}{suffix}", f"pfd-{options.primary_mapping}-{c}{suffix}"),
+                      (f"{where}CPFD ({c}) vs {where}CPFD (loss)", f"{p}-{c}{suffix}", f"{p}{suffix}"),
+                      (f"{where}CPFD ({c}) vs {where}PFD", f"{p}-{c}{suffix}", f"pfd{suffix}")]
     return [(label, a, b) for label, a, b in pairs if a in names and b in names and a != b]
 
 
@@ -504,6 +513,15 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
             "pfd_matched_is_pfd": bool(matched in names and results[seeds[0]][matched]["distillation"].get("same_as")),
         }
     table7 = {f"{t:g}": models[primary if t == 1.0 else f"{primary}-T{t:g}"] for t in options.temperatures}
+    signals = {}  # the primary mapping on each confidence signal, beside PFD at its mean alpha
+    for c in getattr(options, "confidences", ["loss"]):
+        for suffix in ("", "-cf") if options.cross_fit else ("",):
+            name = f"{primary}{'' if c == 'loss' else '-' + c}{suffix}"
+            matched = f"pfd-{options.primary_mapping}{'' if c == 'loss' else '-' + c}{suffix}"
+            if name in models:
+                signals[f"{c}{suffix}"] = {
+                    "cpfd": models[name], "pfd_matched": models.get(matched),
+                    "mean_alpha": summarize([results[s][name]["distillation"]["mean_alpha"] for s in seeds])}
 
     # Table 1 and Figure 3: held-out videos, teacher loss by the baseline student's outcome
     table1, table1_cf = [], []
@@ -577,7 +595,8 @@ def write_report(out: Path, corpus: Corpus, options, results: dict, model_option
         "results": {str(s): results[s] for s in seeds},
         "comparisons": comparisons,
         "tables": {"table1": table1, "table1_crossfit": table1_cf or None, "table3": table3, "table4": table4,
-                   "table5": table5, "table6": table6, "table7": table7, "crossfit_train_loss": by_truth},
+                   "table5": table5, "table6": table6, "table7": table7, "crossfit_train_loss": by_truth,
+                   "confidence_signals": signals if len(getattr(options, "confidences", ["loss"])) > 1 else None},
         "verdict": verdict_line(comparisons, len(seeds)) if comparisons else None,
         "warnings": warnings_noted,
         "same_models": {label: c["mean_abs_prob_difference"] for label, c in comparisons.items()
@@ -656,6 +675,19 @@ def render_markdown(report, models, table3_models, best, gaps, provenance, corpu
             f"F1 {fmt(models['pfd']['f1_val'])}. Parameters not given were calibrated from the teacher-loss quantiles "
             "(docs/method.md). Where a mapping's mean alpha is PFD's own alpha, PFD at that alpha is vanilla PFD and "
             "is not trained twice (= PFD).", ""]
+
+    if t.get("confidence_signals"):
+        out += [f"## CPFD ({options.primary_mapping}) by confidence signal, each beside PFD at the same mean alpha", ""]
+        rows = []
+        for key, row in t["confidence_signals"].items():
+            pfd = row["pfd_matched"]
+            rows.append([key.replace("-cf", " (cross-fitted dump)"), fmt(row["mean_alpha"]), fmt(row["cpfd"]["roc_auc"]),
+                         fmt(row["cpfd"]["pr_auc"]), fmt(pfd["roc_auc"]) if pfd else "-", fmt(pfd["pr_auc"]) if pfd else "-"])
+        out.append(markdown_table(["signal", "mean alpha", "CPFD ROC", "CPFD PR", "PFD@mean-alpha ROC",
+                                   "PFD@mean-alpha PR"], rows))
+        out += ["", "The signal the mapping reads (`distill --confidence`, docs/method.md): `loss` against the stored "
+                "label (the paper's), `entropy` or `margin` of the teacher's prediction (no label). The verdicts are "
+                "in \"What the data showed\".", ""]
 
     out += [f"## Table 7: temperature ({options.primary_mapping})", ""]
     out.append(markdown_table(["T"] + [COLUMN_NAMES[m] for m in METRICS],

@@ -58,12 +58,12 @@ from cpfd.pipeline.options import ModelOptions, TrainOptions
 from cpfd.pipeline.evaluate import evaluate_model
 from cpfd.storage.atomic import atomic_write_json
 from cpfd.storage.corpus import CORPUS_JSON, Corpus
-from cpfd.storage.dump import DUMP_MANIFEST, read_teacher_losses
+from cpfd.storage.dump import DUMP_MANIFEST
 from cpfd.storage.errors import CpfdError
 from cpfd.storage.model_folder import CHECKPOINT, FOLDS, read_training_record, training_finished
 from cpfd.storage.outputs import check_paths
 from cpfd.student.cpfd import alpha_from_loss
-from cpfd.student.distill import distill, resolve_mapping
+from cpfd.student.distill import distill, read_confidence, resolve_mapping
 from cpfd.student.train import train_student
 from cpfd.teacher.crossfit import train_cross_fitted_teacher
 from cpfd.teacher.dump import dump_teacher
@@ -74,9 +74,9 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def mean_alpha(dump_dir: Path, mapping: str, params: dict) -> float:
+def mean_alpha(dump_dir: Path, mapping: str, params: dict, confidence: str = "loss") -> float:
     """The average alpha a mapping gives over the dumped rows: what matched PFD uses."""
-    return float(np.mean(alpha_from_loss(read_teacher_losses(dump_dir), mapping, **params)))
+    return float(np.mean(alpha_from_loss(read_confidence(dump_dir, confidence), mapping, **params)))
 
 
 def available_cores() -> int:
@@ -117,10 +117,12 @@ def evaluate_step(seed_dir: Path, name: str, corpus_path: Path, device: str) -> 
     atomic_write_json(metrics_path, metrics)
 
 
-def matched_alpha(dump_dir: Path, mapping: str) -> float:
+def matched_alpha(dump_dir: Path, mapping: str, confidence: str = "loss") -> float:
     """The alpha of the PFD matched to a mapping: its mean alpha over the dump's rows, every parameter
-    calibrated from that dump, as `distill` calibrates them (rounded to 6 places, as it is trained)."""
-    return round(mean_alpha(dump_dir, mapping, resolve_mapping(dump_dir, mapping, {})[0]), 6)
+    calibrated from that dump's `confidence` signal, as `distill` calibrates them (rounded to 6
+    places, as it is trained)."""
+    params = resolve_mapping(dump_dir, mapping, {}, confidence)[0]
+    return round(mean_alpha(dump_dir, mapping, params, confidence), 6)
 
 
 @dataclass
@@ -132,6 +134,12 @@ class Distillation:
     mapping: str  # "constant" for PFD
     temperature: float = 1.0
     matched_to: str | None = None  # pfd-M: PFD at the mean alpha of cpfd-M (this mapping's name)
+    confidence: str = "loss"  # the signal the mapping reads (of cpfd-M-C, or of what pfd-M-C is matched to)
+
+
+def vanilla_pfd(run: Distillation) -> str:
+    """The vanilla PFD a matched PFD stands for when its alpha is --pfd-alpha: `pfd` (or `pfd-cf`)."""
+    return "pfd-cf" if run.dump == "dump-cf" else "pfd"
 
 
 class Experiment:
@@ -168,7 +176,8 @@ class Experiment:
         row_group_rows = 8_192 if parts == 1 else max(1, min(8_192, (o.train_samples or 8_192) // (4 * parts)))
         write_synthetic_corpus(path, preset=o.preset, train_samples=o.train_samples, eval_samples=o.eval_samples,
                                seed=0, story=o.story, privileged_strength=o.privileged_strength, overwrite=True,
-                               progress=o.progress, row_group_rows=row_group_rows)
+                               progress=o.progress, row_group_rows=row_group_rows, label_noise=o.label_noise,
+                               privileged_missing=o.privileged_missing)
         return Corpus(path)
 
     # ---- the tasks ------------------------------------------------------------------------------
@@ -182,6 +191,11 @@ class Experiment:
                 runs.append(Distillation(f"pfd-{mapping}{suffix}", dump, "constant", matched_to=mapping))
         runs += [Distillation(f"cpfd-{o.primary_mapping}-T{t:g}{suffix}", dump, o.primary_mapping, t)
                  for t in temperatures if t != 1.0]
+        for c in o.confidences:  # the primary mapping on a label-free signal, and PFD at its mean alpha
+            if c != "loss":
+                runs.append(Distillation(f"cpfd-{o.primary_mapping}-{c}{suffix}", dump, o.primary_mapping, confidence=c))
+                runs.append(Distillation(f"pfd-{o.primary_mapping}-{c}{suffix}", dump, "constant",
+                                         matched_to=o.primary_mapping, confidence=c))
         return runs
 
     def seed_distillations(self) -> list[Distillation]:
@@ -196,7 +210,7 @@ class Experiment:
         then it is vanilla PFD, not trained twice. None otherwise."""
         if run.matched_to is None:
             return None
-        alpha = matched_alpha(seed_dir / run.dump, run.matched_to)
+        alpha = matched_alpha(seed_dir / run.dump, run.matched_to, run.confidence)
         return alpha if abs(alpha - self.options.pfd_alpha) < 1e-6 else None
 
     def tasks(self) -> list[Task]:
@@ -263,26 +277,28 @@ class Experiment:
         def make() -> Step | str:
             params = {}
             if run.matched_to is not None:
-                alpha = matched_alpha(seed_dir / run.dump, run.matched_to)
+                alpha = matched_alpha(seed_dir / run.dump, run.matched_to, run.confidence)
                 if abs(alpha - self.options.pfd_alpha) < 1e-6:
-                    return f"{s}: {run.name} is {run.name.replace(f'-{run.matched_to}', '')} (mean alpha {alpha:g})"
+                    return f"{s}: {run.name} is {vanilla_pfd(run)} (mean alpha {alpha:g})"
                 params = {"alpha": alpha}
             elif run.mapping == "constant":
                 params = {"alpha": self.options.pfd_alpha}
             resume = (out / CHECKPOINT).exists()
             return self.step(f"{s}/{run.name}", distill, corpus_path=self.corpus_path, dump_dir=seed_dir / run.dump,
                              out=out, mapping=run.mapping, params=params, temperature=run.temperature,
+                             confidence=run.confidence if run.matched_to is None else "loss",
                              model_options=self.model_options, train_options=self.seed_options(seed),
                              overwrite=not resume, resume=resume, command=f"{self.command} (step {run.name})",
                              announce=say)
 
-        return Task(f"{s}/{run.name}", f"{s}: distill {run.name} ({run.mapping}, T={run.temperature:g})", "distill",
+        signal = f", {run.confidence}" if run.confidence != "loss" and run.matched_to is None else ""
+        return Task(f"{s}/{run.name}", f"{s}: distill {run.name} ({run.mapping}{signal}, T={run.temperature:g})", "distill",
                     (f"{s}/{run.dump}",), finished=lambda: training_finished(out), make=make,
                     nproc=self.options.nproc_per_node)
 
     def evaluate_or_not(self, seed_dir: Path, name: str, run: Distillation | None) -> Step | str:
         if run is not None and self.same_as_pfd(seed_dir, run) is not None:
-            return f"{seed_dir.name}: evaluate {name}: it is {name.replace(f'-{run.matched_to}', '')}"
+            return f"{seed_dir.name}: evaluate {name}: it is {vanilla_pfd(run)}"
         return self.step(f"{seed_dir.name}/eval/{name}", evaluate_step, seed_dir=seed_dir, name=name,
                          corpus_path=self.corpus_path, device=self.train_options.device)
 
@@ -293,13 +309,14 @@ class Experiment:
         seed_dir = self.out / f"seed-{seed}"
         metrics = {name: json.loads(eval_paths(seed_dir, name)[0].read_text()) for name in ("teacher", "baseline")}
         for run in self.seed_distillations():
-            pfd = run.name.replace(f"-{run.matched_to}", "") if run.matched_to else None
+            pfd = vanilla_pfd(run) if run.matched_to else None
             if run.matched_to and self.same_as_pfd(seed_dir, run) is not None:
                 metrics[run.name] = {**metrics[pfd], "distillation": {**metrics[pfd]["distillation"], "same_as": pfd}}
                 continue
             record = dict(read_training_record(seed_dir / run.name)["distillation"])
             record["dump"] = run.dump
-            record["mean_alpha"] = mean_alpha(seed_dir / run.dump, record["mapping"], record["params"])
+            record["mean_alpha"] = mean_alpha(seed_dir / run.dump, record["mapping"], record["params"],
+                                              record.get("confidence", "loss"))
             metrics[run.name] = {**json.loads(eval_paths(seed_dir, run.name)[0].read_text()), "distillation": record}
         return metrics
 
@@ -310,7 +327,9 @@ class Experiment:
                  if k not in ("progress", "num_workers", "device", "keep_checkpoint", "log_every", "tensorboard")}
         corpus = str(o.corpus) if o.corpus is not None else {
             "preset": o.preset, "train_samples": o.train_samples, "eval_samples": o.eval_samples, "story": o.story,
-            "privileged_strength": o.privileged_strength}
+            "privileged_strength": o.privileged_strength,
+            **({"label_noise": o.label_noise} if o.label_noise is not None else {}),  # absent: as before the knobs
+            **({"privileged_missing": o.privileged_missing} if o.privileged_missing else {})}
         return {"corpus": corpus, "model_options": asdict(self.model_options), "train_options": train,
                 "pfd_alpha": o.pfd_alpha, "cross_fit": o.cross_fit}
 

@@ -42,7 +42,7 @@ import hashlib
 import struct
 import sys
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -265,6 +265,19 @@ def clean_positive_rate(spec: PresetSpec) -> float:
     return rate
 
 
+def with_label_noise(spec: PresetSpec, label_noise: float | None) -> PresetSpec:
+    """The preset with every label flipped at rate `label_noise` (both ways) in place of its own
+    flips, its true-label positive rate kept (so the stored rate moves with the noise); the preset
+    itself for None."""
+    if label_noise is None:
+        return spec
+    if not 0.0 <= label_noise < 0.5:
+        raise CpfdError(f"--label-noise must be a rate in [0, 0.5), got {label_noise}")
+    true_rate = clean_positive_rate(spec)
+    stored = true_rate * (1 - label_noise) + (1 - true_rate) * label_noise
+    return replace(spec, flip_pos_to_neg=label_noise, flip_neg_to_pos=label_noise, positive_rate=stored)
+
+
 def check_story(story: str, privileged_strength: float) -> float:
     """Refuse an unknown story or a negative / non-finite strength; returns the strength as float."""
     if story not in STORIES:
@@ -460,6 +473,7 @@ def draw_chunk(
     *,
     privileged_strength: float = 1.0,
     story: str = "latent",
+    privileged_missing: float = 0.0,
 ) -> dict:
     """Everything about n videos as arrays: latents, labels, features, and render parameters.
 
@@ -468,7 +482,8 @@ def draw_chunk(
     The strength and the story change no draw of the main stream: the same seed gives the same
     videos (frames, text, non-privileged features) in every story and at every strength; the
     latent story's strength moves only the labels, the consequence story's only the privileged
-    features (drawn from a child stream).
+    features (drawn from a child stream). `privileged_missing` blanks (NaN) every privileged
+    feature of that share of the videos, drawn from another child stream.
     """
     if story not in STORIES:
         raise ValueError(f"expected a story in {STORIES}, got {story!r}")
@@ -529,8 +544,15 @@ def draw_chunk(
     ocr_present = rng.random(n) < OCR_PRESENT
     ocr_ids, ocr_len = _words(rng, n, MAX_OCR_WORDS, 2, ocr_present, (text + obj) / np.sqrt(2), clarity, topic)
 
+    missing = np.zeros(n, dtype=bool)
+    if privileged_missing > 0:  # a child stream of its own: every other draw stays as without it
+        missing = rng.spawn(1)[0].random(n) < privileged_missing
+        privileged = np.array(privileged, dtype=np.float64)
+        privileged[missing] = np.nan  # a fresh upload: no reports, no legacy score, no engagement yet
+
     return {
         "n": n,
+        "privileged_missing": missing,
         "visible": vis,
         "privileged_latents": priv,  # consequence story: the draws behind `unseen` (w_p . priv)
         "latents": latents,  # the story's latents by name (what the truth file stores)
@@ -669,7 +691,8 @@ def render_row(c: dict, plan: dict, j: int, sample_id: str, frames_per_video: in
 
 
 def iter_chunks(
-    spec: PresetSpec, split: str, n: int, seed: int, *, privileged_strength: float = 1.0, story: str = "latent"
+    spec: PresetSpec, split: str, n: int, seed: int, *, privileged_strength: float = 1.0, story: str = "latent",
+    privileged_missing: float = 0.0,
 ):
     """(first row index, chunk dict, rows to use) for the n videos of a split, chunk by chunk.
 
@@ -681,7 +704,8 @@ def iter_chunks(
         rng = _chunk_rng(seed, spec.name, split, index)
         # Always draw a full chunk, so row i is the same whatever n is (a bigger corpus extends a
         # smaller one with the same seed).
-        chunk = draw_chunk(spec, bias, rng, CHUNK_ROWS, privileged_strength=privileged_strength, story=story)
+        chunk = draw_chunk(spec, bias, rng, CHUNK_ROWS, privileged_strength=privileged_strength, story=story,
+                           privileged_missing=privileged_missing)
         yield start, chunk, min(CHUNK_ROWS, n - start)
 
 
@@ -690,12 +714,14 @@ def iter_chunks(
 # --------------------------------------------------------------------------------------------
 
 
-def truth_schema(story: str) -> pa.Schema:
-    """The truth file's columns: ids, split, true label, whether the rater flipped it, latents."""
+def truth_schema(story: str, privileged_missing: bool = False) -> pa.Schema:
+    """The truth file's columns: ids, split, true label, whether the rater flipped it, latents; with
+    --privileged-missing, whether the video's privileged features were blanked."""
     names = VISIBLE_LATENTS + (PRIVILEGED_LATENTS if story == "latent" else CONSEQUENCE_LATENTS)
     return pa.schema(
         [("sample_id", pa.string()), ("split", pa.string()), ("true_label", pa.int32()), ("flipped", pa.bool_())]
         + [(f"latent_{name}", pa.float32()) for name in names]
+        + ([("privileged_missing", pa.bool_())] if privileged_missing else [])
     )
 
 
@@ -710,6 +736,8 @@ def truth_table(chunk: dict, sample_ids: list[str], split: str, schema: pa.Schem
         pa.array(true_label != label),
         *(pa.array(v[:rows].astype(np.float32)) for v in chunk["latents"].values()),  # schema order
     ]
+    if "privileged_missing" in schema.names:
+        columns.append(pa.array(chunk["privileged_missing"][:rows]))
     # from_arrays, not from_pydict: ~20x faster on 512 rows, and the writer runs once per chunk.
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -771,6 +799,8 @@ def write_synthetic_corpus(
     progress: bool = True,
     privileged_strength: float = 1.0,
     story: str = "latent",
+    label_noise: float | None = None,
+    privileged_missing: float = 0.0,
 ) -> dict:
     """Write a synthetic corpus to `out`; returns its corpus.json content (CorpusWriter.close()).
 
@@ -782,8 +812,10 @@ def write_synthetic_corpus(
     """
     from tqdm import tqdm
 
-    spec = get_preset(preset)
+    spec = with_label_noise(get_preset(preset), label_noise)
     privileged_strength = check_story(story, privileged_strength)
+    if not 0.0 <= privileged_missing < 1.0:
+        raise CpfdError(f"--privileged-missing must be a share in [0, 1), got {privileged_missing}")
     sizes = {
         "train": spec.train_samples if train_samples is None else int(train_samples),
         "eval": spec.eval_samples if eval_samples is None else int(eval_samples),
@@ -802,12 +834,18 @@ def write_synthetic_corpus(
     )
     if story != "latent" or privileged_strength != 1.0:
         created_by += f" --story {story} --privileged-strength {privileged_strength!r}"
+    if label_noise is not None:
+        created_by += f" --label-noise {label_noise!r}"
+    if privileged_missing:
+        created_by += f" --privileged-missing {privileged_missing!r}"
     synthetic = {
         "generator_version": GENERATOR_VERSION,
         "preset": asdict(spec),
         "seed": seed,
         "story": story,
         "privileged_strength": privileged_strength,
+        "label_noise": label_noise,  # None: the preset's own flips (in "preset")
+        "privileged_missing": privileged_missing,
         "label_bias": label_bias(spec, privileged_strength, story),
         "visible_latents": dict(zip(VISIBLE_LATENTS, W_VISIBLE.round(6).tolist())),
     }
@@ -826,6 +864,8 @@ def write_synthetic_corpus(
         # Same videos, other labels or privileged features: other ids, so another fingerprint, and
         # a teacher dump of one variant is refused on another (the defaults keep their ids).
         id_prefix = f"syn-{preset}-{story}-S{privileged_strength!r}-s{seed}"
+    if label_noise is not None or privileged_missing:
+        id_prefix += f"-N{label_noise!r}-M{privileged_missing!r}"  # other labels or features: other ids
     with CorpusWriter(
         out,
         task=f"synthetic-{preset}",
@@ -846,10 +886,11 @@ def write_synthetic_corpus(
     ) as bar:
         # The folder is un-finished now (no corpus.json): an older truth file must not outlive it.
         (writer.out / TRUTH_FILE).unlink(missing_ok=True)
-        truth = _TruthWriter(writer.out / TRUTH_FILE, truth_schema(story))
+        truth = _TruthWriter(writer.out / TRUTH_FILE, truth_schema(story, privileged_missing > 0))
         try:
             for split, n in sizes.items():
-                chunks = iter_chunks(spec, split, n, seed, privileged_strength=privileged_strength, story=story)
+                chunks = iter_chunks(spec, split, n, seed, privileged_strength=privileged_strength, story=story,
+                                     privileged_missing=privileged_missing)
                 for start, chunk, rows in chunks:
                     plan = render_plan(chunk, frames_per_video, image_size)
                     sample_ids = [f"{id_prefix}-{split}-{start + j:07d}" for j in range(rows)]

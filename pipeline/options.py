@@ -39,7 +39,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
-    select_metric: str = "roc_auc"  # eval metric that picks the kept epoch
+    select_metric: str = "roc_auc"  # validation metric that picks the kept epoch (--select-by); ties: log loss
     checkpoint_every: int = 0  # steps between resumable checkpoints (0: at epoch ends only)
     keep_checkpoint: bool = False  # a finished run deletes its checkpoint (the size of the model, twice) unless asked
     log_every: int = 20  # optimizer steps between two lines of OUT/metrics.jsonl (0: none)
@@ -61,6 +61,8 @@ class TrainOptions:
             raise CpfdError(f"--seed must be in [0, 2**32), got {self.seed}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise CpfdError(f"--batch-size must be in [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
+        if self.select_metric not in ("roc_auc", "pr_auc", "log_loss"):
+            raise CpfdError(f"--select-by must be roc_auc, pr_auc or log_loss, got {self.select_metric!r}")
         if self.log_every < 0:
             raise CpfdError(f"--log-every must be 0 (no metrics.jsonl) or a number of steps, got {self.log_every}")
         if not (math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1):

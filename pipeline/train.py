@@ -14,7 +14,7 @@ then per epoch `run_epoch` (the steps: forward, backward, clip, step; the epoch'
   or infinite loss stops the run there with one line naming the first step it appeared at.
 - After each epoch, the validation split (ids of the train split hashed aside, `--val-fraction`)
   is scored (`pipeline.scoring.score_batches`) and the epoch with the best `select_metric` there
-  is saved to the model folder (ties go to the later epoch). The eval split is never looked at
+  is saved to the model folder (a tie goes to the lower validation log loss, then the later epoch). The eval split is never looked at
   here: it only reports (`cpfd evaluate`).
 - The schedule: `--epochs N`, or by default enough epochs for `min_steps` optimizer steps
   (`TrainOptions.resolve_epochs`), recorded in training.json with the validation split's size.
@@ -76,6 +76,7 @@ class Progress:
     batches: int = 0  # steps done in the current epoch
     sums: dict = field(default_factory=dict)  # the epoch's rows and per-sample sums of the shown numbers, all ranks
     best_score: float = -math.inf
+    best_tiebreak: float = -math.inf  # the kept epoch's -validation log loss: what breaks a tie of best_score
     log_window: dict = field(default_factory=dict)  # sums since the last metrics.jsonl line (RunningSums.read)
     log_seconds: float = 0.0  # seconds of training steps since that line
 
@@ -414,6 +415,28 @@ def collect(run: Run, sums: RunningSums) -> None:
     run.progress.log_window = add_window(run.progress.log_window, window)
 
 
+# What picks the kept epoch (--select-by): a metric of the validation split, higher is better
+# (log_loss is negated). A tie (a metric that saturated, e.g. ROC AUC 1.0 on 20 rows) goes to the
+# epoch with the lower validation log loss, and only a tie of both to the later epoch.
+SELECT_METRICS = ("roc_auc", "pr_auc", "log_loss")
+
+
+def selection_score(metrics: dict, select_metric: str, has_validation: bool) -> tuple[float, float]:
+    """(score, tie-break) of an epoch from its metrics: higher is better for both; NaN never wins."""
+    if not has_validation:
+        return 0.0, 0.0
+    value = metrics.get(f"val_{select_metric}", math.nan)
+    score = -value if select_metric == "log_loss" else value
+    tiebreak = -metrics.get("val_log_loss", math.nan)
+    return (-math.inf if score != score else score), (-math.inf if tiebreak != tiebreak else tiebreak)
+
+
+def better_epoch(score: float, tiebreak: float, best_score: float, best_tiebreak: float) -> bool:
+    """Whether an epoch replaces the kept one: a higher score, or the same score and a tie-break at
+    least as high (so an exact tie of both goes to the later epoch)."""
+    return score > best_score or (score == best_score and tiebreak >= best_tiebreak)
+
+
 def end_epoch(run: Run, epoch: int, metrics: dict, val_set: CorpusBatches | None) -> None:
     """The end of an epoch: the evaluation on the validation split, the kept epoch (its weights saved),
     training.json, the checkpoint, and a line for the person watching."""
@@ -421,10 +444,9 @@ def end_epoch(run: Run, epoch: int, metrics: dict, val_set: CorpusBatches | None
     if val_set is not None:  # the validation split picks the kept epoch; the eval split only reports
         metrics.update({f"val_{k}": v for k, v in evaluate(run.model, val_set, run.device, options.num_workers).items()})
     # Without validation rows, every epoch scores the same and the last one is kept.
-    score = metrics.get(f"val_{options.select_metric}", 0.0 if val_set is None else -math.inf)
-    score = -math.inf if score != score else score  # NaN never wins
-    if score >= progress.best_score or "best_epoch" not in record:  # ties go to the later epoch
-        progress.best_score = score
+    score, tiebreak = selection_score(metrics, options.select_metric, has_validation=val_set is not None)
+    if better_epoch(score, tiebreak, progress.best_score, progress.best_tiebreak) or "best_epoch" not in record:
+        progress.best_score, progress.best_tiebreak = score, tiebreak
         if main:
             run.model.save_pretrained(run.out_dir)
         record["best_epoch"] = epoch + 1

@@ -208,6 +208,38 @@ def _alpha(mapping: str, p: dict, L: torch.Tensor, narrow: bool) -> torch.Tensor
     return _MAPPING_FNS[mapping](L, **_as_stored(mapping, p, narrow)).clamp(0.0, 1.0)
 
 
+# The per-row signal a mapping reads (`distill --confidence`), high = the teacher is unsure there.
+CONFIDENCES = ("loss", "entropy", "margin")
+
+
+def confidence_signal(confidence: str, teacher_loss, teacher_logits):
+    """The signal `confidence` of each row, high where the teacher is unsure; numpy in, numpy out
+    (float32), torch in, torch out:
+
+      loss     the teacher's cross-entropy against the stored label (the paper's signal)
+      entropy  H(softmax(z)) / log(C): the entropy of the teacher's prediction, in [0, 1]; no label
+      margin   1 - (p_top1 - p_top2): one minus the gap between its two likeliest classes, in [0, 1]; no label
+
+    teacher_loss (N,), teacher_logits (N, C) (unused by `loss`)."""
+    if confidence not in CONFIDENCES:
+        raise CpfdError(f"--confidence must be one of {', '.join(CONFIDENCES)}, got {confidence!r}")
+    if confidence == "loss":
+        return teacher_loss
+    as_numpy = not isinstance(teacher_logits, torch.Tensor)
+    z = torch.from_numpy(np.array(teacher_logits, dtype=np.float32)) if as_numpy else teacher_logits.float()  # (N, C)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise CpfdError(f"expected teacher logits of shape (N, C) with C >= 2, got {tuple(z.shape)}")
+    log_p = F.log_softmax(z, dim=-1)
+    p = log_p.exp()
+    if confidence == "entropy":
+        signal = -(torch.where(p > 0, p * log_p, torch.zeros_like(p))).sum(-1) / math.log(z.shape[1])
+    else:
+        top = p.topk(2, dim=-1).values
+        signal = 1.0 - (top[:, 0] - top[:, 1])
+    signal = signal.clamp(0.0, 1.0)
+    return signal.numpy().astype(np.float32) if as_numpy else signal
+
+
 def alpha_from_loss(teacher_loss, mapping: str, **params):
     """Per-sample distillation weight a_i from the teacher loss L_i, by one of `MAPPINGS`.
 

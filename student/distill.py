@@ -33,10 +33,12 @@ from cpfd.storage.model_folder import MODEL_FILES
 from cpfd.storage.outputs import check_file_output
 from cpfd.student.train import build_student
 from cpfd.student.cpfd import (
+    CONFIDENCES,
     MAPPING_DEFAULTS,
     MAPPING_PARAMS,
     alpha_from_loss,
     alpha_function,
+    confidence_signal,
     cpfd_loss_terms,
     quantiles_of,
     resolve_params,
@@ -48,14 +50,14 @@ from cpfd.student.cpfd import (
 UNINFORMATIVE_AUC = 0.55
 
 
-def cpfd_objective(mapping: str, params: dict, temperature: float):
+def cpfd_objective(mapping: str, params: dict, temperature: float, confidence: str = "loss"):
     """The per-sample loss for the training loop (`student.cpfd.cpfd_loss`'s, from its terms); shows each
     sample's alpha, cross-entropy, raw and alpha-weighted distillation term and teacher loss
     (tensors: no sync), which metrics.jsonl logs."""
     alpha_of = alpha_function(mapping, **params)
 
     def loss_fn(output, batch: dict):
-        alpha = alpha_of(batch["teacher_loss"])  # (B,)
+        alpha = alpha_of(confidence_signal(confidence, batch["teacher_loss"], batch["teacher_logits"]))  # (B,)
         ce, kl = cpfd_loss_terms(output.logits, batch["teacher_logits"], batch["labels"], temperature)
         kd = temperature * temperature * kl  # the raw distillation term
         alpha = alpha.detach().to(ce.dtype)
@@ -65,15 +67,25 @@ def cpfd_objective(mapping: str, params: dict, temperature: float):
     return loss_fn
 
 
-def resolve_mapping(dump_dir: Path, mapping: str, given: dict) -> tuple[dict, list[str]]:
-    """The mapping's parameters: the given ones, defaults, the rest calibrated from the dump.
-    Also the names that were calibrated. A parameter of another mapping is refused by
-    `student.cpfd.resolve_params`."""
+def read_confidence(dump_dir: Path, confidence: str = "loss") -> np.ndarray:
+    """The signal `confidence` (`student.cpfd.confidence_signal`) of every row of a finished dump, in
+    corpus order, float32: the stored losses, or computed from the stored logits."""
+    if confidence == "loss":
+        return read_teacher_losses(dump_dir)
+    table = read_dump_columns(dump_dir, ["logits"])
+    logits = np.asarray(table.column("logits").combine_chunks().flatten().to_numpy()).reshape(table.num_rows, -1)
+    return confidence_signal(confidence, None, logits)
+
+
+def resolve_mapping(dump_dir: Path, mapping: str, given: dict, confidence: str = "loss") -> tuple[dict, list[str]]:
+    """The mapping's parameters: the given ones, defaults, the rest calibrated from the dump's
+    `confidence` signal. Also the names that were calibrated. A parameter of another mapping is
+    refused by `student.cpfd.resolve_params`."""
     missing = [k for k in MAPPING_PARAMS.get(mapping, ()) if given.get(k) is None]
     calibrated = [k for k in missing if k not in MAPPING_DEFAULTS.get(mapping, {})]
     # numpy quantiles of every stored loss (4 bytes a row): a DuckDB connection would keep ~30 MB
     # in the training process after it closes (docs/benchmarks.md)
-    quantiles = quantiles_of(read_teacher_losses(dump_dir)) if calibrated and mapping != "constant" else None
+    quantiles = quantiles_of(read_confidence(dump_dir, confidence)) if calibrated and mapping != "constant" else None
     return resolve_params(mapping, given, quantiles), calibrated
 
 
@@ -97,31 +109,45 @@ def warn_if_uninformative(dump_dir: Path) -> float | None:
     return float(auc)
 
 
-def calibrate_dump(dump_dir: Path, mapping: str | None = None) -> dict:
-    """`cpfd calibrate`: the loss quantiles (exact, from DuckDB) and every mapping's calibrated parameters."""
+def calibrate_dump(dump_dir: Path, mapping: str | None = None, confidence: str = "loss") -> dict:
+    """`cpfd calibrate`: the quantiles of the dump's `confidence` signal (the loss's exact, from
+    DuckDB; the others' from the stored logits) and every mapping's calibrated parameters."""
     from cpfd.storage.analysis import loss_quantiles
     from cpfd.student.cpfd import MAPPINGS, QUANTILES, calibrate_params
 
-    quantiles = loss_quantiles(dump_dir, QUANTILES)
+    if confidence == "loss":
+        quantiles = loss_quantiles(dump_dir, QUANTILES)
+    else:
+        quantiles = quantiles_of(read_confidence(dump_dir, confidence))
     warn_if_uninformative(dump_dir)
-    return {"quantiles": quantiles, "params": {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}}
+    return {"confidence": confidence, "quantiles": quantiles,
+            "params": {m: calibrate_params(quantiles, m) for m in ([mapping] if mapping else MAPPINGS)}}
 
 
 def format_calibration(result: dict) -> str:
     """What `cpfd calibrate` prints: the quantiles, then each mapping's options as `cpfd distill` takes them."""
-    lines = ["teacher-loss quantiles: " + ", ".join(f"q{round(q * 100):02d} {v:.4g}" for q, v in result["quantiles"].items())]
+    signal = {"loss": "teacher-loss", "entropy": "teacher-entropy", "margin": "teacher-margin"}[result.get("confidence", "loss")]
+    lines = [f"{signal} quantiles: " + ", ".join(f"q{round(q * 100):02d} {v:.4g}" for q, v in result["quantiles"].items())]
     lines += [f"{m:<12}" + " ".join(f"--{k.replace('_', '-')} {v:.4g}" for k, v in params.items())
               for m, params in result["params"].items()]
     return "\n".join(lines)
 
 
-def write_alpha_log(dump: TeacherDump, mapping: str, params: dict, path: Path) -> int:
+def write_alpha_log(dump: TeacherDump, mapping: str, params: dict, path: Path, confidence: str = "loss") -> int:
     """Parquet `sample_id, teacher_loss, alpha` for every dumped train-split row (the training rows and
-    the validation rows held out of them)."""
+    the validation rows held out of them); with another `confidence` than the loss, its signal too,
+    as a `confidence` column before `alpha`."""
     tables = []
-    for ids, loss in dump.iter_ids_and_losses():
-        alpha = alpha_from_loss(loss, mapping, **params).astype(np.float32)
-        tables.append(pa.table({"sample_id": ids, "teacher_loss": pa.array(loss), "alpha": pa.array(alpha)}))
+    if confidence == "loss":
+        for ids, loss in dump.iter_ids_and_losses():
+            alpha = alpha_from_loss(loss, mapping, **params).astype(np.float32)
+            tables.append(pa.table({"sample_id": ids, "teacher_loss": pa.array(loss), "alpha": pa.array(alpha)}))
+    else:
+        rows = read_dump_columns(dump.path, ["sample_id", "teacher_loss"])
+        signal = read_confidence(dump.path, confidence)
+        alpha = alpha_from_loss(signal, mapping, **params).astype(np.float32)
+        tables.append(pa.table({"sample_id": rows.column("sample_id"), "teacher_loss": rows.column("teacher_loss"),
+                                "confidence": pa.array(signal), "alpha": pa.array(alpha)}))
     table = pa.concat_tables(tables)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,22 +157,26 @@ def write_alpha_log(dump: TeacherDump, mapping: str, params: dict, path: Path) -
 
 
 ALPHA_LOG_COLUMNS = ["sample_id", "teacher_loss", "alpha"]
+ALPHA_LOG_WITH_SIGNAL = ["sample_id", "teacher_loss", "confidence", "alpha"]
 
 
 def is_alpha_log(path: Path) -> bool:
     """Whether `path` is a Parquet file of exactly the alpha log's columns (`write_alpha_log`)."""
     try:
-        return pq.read_schema(path).names == ALPHA_LOG_COLUMNS
+        return pq.read_schema(path).names in (ALPHA_LOG_COLUMNS, ALPHA_LOG_WITH_SIGNAL)
     except (pa.ArrowException, OSError):
         return False
 
 
 def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperature: float = 1.0,
-            alpha_log=None, model_options: ModelOptions, train_options: TrainOptions,
+            confidence: str = "loss", alpha_log=None, model_options: ModelOptions, train_options: TrainOptions,
             overwrite: bool = False, resume: bool = False, command: str = "", announce=print) -> dict:
-    """Train a student with the CPFD loss from `dump_dir`; returns the training record."""
+    """Train a student with the CPFD loss from `dump_dir`, alpha a mapping of each row's `confidence`
+    signal (`student.cpfd.confidence_signal`: the teacher's loss by default); returns the record."""
     if not temperature > 0 or temperature == float("inf"):
         raise CpfdError(f"--temperature must be a positive finite number, got {temperature}")
+    if confidence not in CONFIDENCES:
+        raise CpfdError(f"--confidence must be one of {', '.join(CONFIDENCES)}, got {confidence!r}")
     corpus = Corpus(corpus_path)
     dump = open_dump(dump_dir, corpus, split="train")
     out = Path(out)
@@ -167,18 +197,20 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
         dump.verify()  # ids, row counts, hashes, finite values: all before the first step
         if mapping != "constant":
             warn_if_uninformative(Path(dump_dir))
-        return resolve_mapping(Path(dump_dir), mapping, params)
+        return resolve_mapping(Path(dump_dir), mapping, params, confidence)
 
     params, calibrated = distributed.on_main(checked_mapping)
     defaults = [k for k in MAPPING_DEFAULTS.get(mapping, {}) if params_given.get(k) is None]
     shown = ", ".join(f"{k}={v:.4g}" + (" (calibrated)" if k in calibrated else " (default)" if k in defaults else "")
                       for k, v in params.items())
-    announce(f"mapping {mapping}: {shown}; temperature {temperature:g}")
+    announce(f"mapping {mapping}: {shown}; temperature {temperature:g}"
+             + (f"; alpha from the teacher's {confidence}" if confidence != "loss" else ""))
 
     record = {
         "dump": {"path": str(dump_dir), "teacher_weights_sha256": dump.manifest["teacher"]["weights_sha256"],
                  "teacher_dir": dump.manifest["teacher"]["dir"]},
-        "distillation": {"mapping": mapping, "params": params, "calibrated": calibrated, "temperature": temperature},
+        "distillation": {"mapping": mapping, "params": params, "calibrated": calibrated, "temperature": temperature,
+                         **({"confidence": confidence} if confidence != "loss" else {})},  # absent: the loss
     }
     with model_output(out, overwrite=overwrite, resume=resume, inputs=inputs) as target:
         stage = prepare_stage(corpus, target, build=build_student, stage="distill", model_options=model_options,
@@ -188,7 +220,9 @@ def distill(corpus_path, dump_dir, out, *, mapping: str, params: dict, temperatu
             alpha_log = Path(alpha_log)
             inside = alpha_log.resolve().is_relative_to(out.resolve())  # a staged OUT takes it along
             rows = distributed.on_main(lambda: write_alpha_log(
-                dump, mapping, params, target / alpha_log.resolve().relative_to(out.resolve()) if inside else alpha_log))
+                dump, mapping, params, target / alpha_log.resolve().relative_to(out.resolve()) if inside else alpha_log,
+                confidence))
             announce(f"wrote alpha for {rows} train-split rows to {alpha_log}")
-        return train(stage.model, stage.train_set, stage.val_set, cpfd_objective(mapping, params, temperature), target,
+        return train(stage.model, stage.train_set, stage.val_set, cpfd_objective(mapping, params, temperature, confidence),
+                     target,
                      train_options, stage.record, resume=resume)

@@ -26,7 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from cpfd.teacher.crossfit import combined_weights_sha256, fold_logits, fold_teachers
-from cpfd.pipeline.data import Inputs, collate, fold_of, make_loader
+from cpfd.pipeline.data import Inputs, collate, fold_of, make_loader, training_rows
 from cpfd.pipeline.ranks import torchrun_env
 from cpfd.pipeline.scoring import forward_logits, inference, precision, resolve_device
 from cpfd.pipeline.stages import check_model_fits_corpus, load_model
@@ -39,11 +39,12 @@ from cpfd.storage.dump import (
     finalize_dump,
     open_dump,
     plan_dump,
+    read_dump_columns,
     shards_of_worker,
     write_dump_shard,
 )
-from cpfd.storage.errors import CpfdError
-from cpfd.storage.model_folder import WEIGHTS, is_cross_fitted, read_model_config
+from cpfd.storage.errors import CpfdError, warn
+from cpfd.storage.model_folder import WEIGHTS, is_cross_fitted, read_model_config, read_training_record
 from cpfd.storage.outputs import check_paths, exclusive, staging_path, swap_in
 from cpfd.teacher.df_xvlm import DFXVLMConfig, DFXVLMForClassification
 
@@ -322,8 +323,44 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
             write_dump_shard(target, corpus, split, shard, row_groups(shard), provenance, computed=scorer.computed_with())
         bar.close()
     finished = finish_dump(target, out, corpus, split, provenance)
+    if finished and split == "train" and not is_cross_fitted(teacher_dir):
+        record = read_training_record(teacher_dir) or {}
+        line = overfit_warning(fit_gap(out, (record.get("options") or {}).get("val_fraction", 0.0)))
+        if line:
+            warn(f"{out}: {line}")
     return {"out": str(out), "split": split, "shards_written": len(todo), "rows_written": sum(u.rows for u in units),
             "finished": finished, "num_shards": num_shards, "shard_index": shard_index}
+
+
+# A teacher whose mean loss on the rows it trained on is below a third of its loss on its own
+# validation rows has memorised them: its soft labels there are nearly the labels.
+OVERFIT_RATIO = 3.0
+
+
+def fit_gap(dump_dir: Path, val_fraction: float) -> dict | None:
+    """The teacher's mean stored loss on the dump's training rows and on its validation rows (the
+    train split's ids the teacher held out, `--val-fraction`, by the same hash); None without both."""
+    table = read_dump_columns(dump_dir, ["sample_id", "teacher_loss"])
+    if not val_fraction or table.num_rows == 0:
+        return None
+    trained = training_rows(val_fraction).mask(table.column("sample_id"))
+    losses = table.column("teacher_loss").to_numpy().astype(np.float64)
+    if trained.all() or not trained.any():
+        return None
+    return {"training": float(losses[trained].mean()), "validation": float(losses[~trained].mean()),
+            "training_rows": int(trained.sum()), "validation_rows": int((~trained).sum())}
+
+
+def overfit_warning(gap: dict | None) -> str | None:
+    """A line when the teacher fits its training rows far better than its validation rows."""
+    if gap is None or not gap["validation"] > OVERFIT_RATIO * gap["training"]:
+        return None
+    ratio = gap["validation"] / max(gap["training"], 1e-12)
+    return (f"the teacher fits the rows it trained on far better than its validation rows (mean loss "
+            f"{gap['training']:.3g} on {gap['training_rows']} against {gap['validation']:.3g} on "
+            f"{gap['validation_rows']}, {ratio:.0f}x): on the rows a student learns from, its soft labels are "
+            "nearly the labels, and PFD may train the baseline's model again; dump a cross-fitted teacher "
+            "(train-teacher --folds K) or distill at a higher --temperature")
 
 
 def finish_dump(target: Path, out: Path, corpus: Corpus, split: str, provenance: dict) -> bool:

@@ -158,3 +158,29 @@ def test_bad_options_are_one_line_errors(tmp_path):
     plain = tiny_corpus(tmp_path / "plain", privileged=False)
     refused("experiment", "--out", tmp_path / "y", "--corpus", plain.path, *FAST, message="no privileged features")
     refused("experiment", "--out", tmp_path / "z", "--cross-fit", "1", message="--cross-fit must be 0")
+
+
+def test_confidence_arms_and_the_generator_knobs(tmp_path):
+    """--confidences loss,entropy: CPFD on the entropy signal and PFD at its mean alpha, beside CPFD on
+    the loss, compared with the same paired statistics; the corpus drawn with --label-noise and
+    --privileged-missing, recorded in experiment.json."""
+    out = tmp_path / "conf"
+    result = run("experiment", "--out", out, "--preset", "task4", "--train-samples", "96", "--eval-samples", "48",
+                 "--mappings", "exp-decay", "--confidences", "loss,entropy", "--label-noise", "0.1",
+                 "--privileged-missing", "0.3", "--bootstrap", "100", "--jobs", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    seed = out / "seed-0"
+    record = json.loads((seed / "cpfd-exp-decay-entropy" / "training.json").read_text())["distillation"]
+    assert record["confidence"] == "entropy" and record["mapping"] == "exp-decay"
+    report = json.loads((out / "report.json").read_text())
+    assert {"CPFD (entropy) vs PFD at its mean alpha", "CPFD (entropy) vs CPFD (loss)",
+            "CPFD (entropy) vs PFD"} <= set(report["comparisons"])
+    matched = report["results"]["0"]["pfd-exp-decay-entropy"]["distillation"]
+    entropy_arm = report["results"]["0"]["cpfd-exp-decay-entropy"]["distillation"]
+    if "same_as" not in matched:  # PFD at the entropy arm's mean alpha
+        assert matched["params"]["alpha"] == pytest.approx(entropy_arm["mean_alpha"], abs=1e-6)
+    assert set(report["tables"]["confidence_signals"]) == {"loss", "entropy"}
+    assert "## CPFD (exp-decay) by confidence signal" in (out / "report.md").read_text()
+    settings = json.loads((out / "experiment.json").read_text())["corpus"]
+    assert settings["label_noise"] == 0.1 and settings["privileged_missing"] == 0.3
+    refused("experiment", "--out", tmp_path / "x", "--confidences", "entropy", *FAST, message="must include loss")

@@ -507,3 +507,39 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path):
     replaced = runner.invoke(cpfd, args + ["--overwrite", "--seed", "1"])
     assert replaced.exit_code == 0, replaced.output
     assert Corpus(out).fingerprint != corpus.fingerprint
+
+
+def test_label_noise_flips_at_the_rate_given_and_keeps_the_true_labels(tmp_path):
+    """--label-noise R: both ways at rate R (the truth file's `flipped`), the same true labels and
+    videos as the preset's corpus (only the stored labels move), other ids."""
+    base, noisy = tmp_path / "base", tmp_path / "noisy"
+    write_synthetic_corpus(base, preset="task1", train_samples=3000, eval_samples=10, progress=False)
+    write_synthetic_corpus(noisy, preset="task1", train_samples=3000, eval_samples=10, progress=False, label_noise=0.2)
+    a, b = (read_truth(d).to_pandas() for d in (base, noisy))
+    assert (a["true_label"].to_numpy() == b["true_label"].to_numpy()).all()
+    for rows in (b, b[b["true_label"] == 0], b[b["true_label"] == 1]):  # all, and each way
+        rate, se = rows["flipped"].mean(), math.sqrt(0.2 * 0.8 / len(rows))
+        assert abs(rate - 0.2) < 4 * se, (rate, len(rows))  # within 4 binomial standard errors
+    assert Corpus(noisy).fingerprint != Corpus(base).fingerprint
+    assert Corpus(noisy).meta["synthetic"]["label_noise"] == 0.2 and "--label-noise 0.2" in Corpus(noisy).meta["created_by"]
+    with pytest.raises(CpfdError, match="--label-noise must be a rate in"):
+        write_synthetic_corpus(tmp_path / "x", preset="task1", train_samples=10, eval_samples=10, label_noise=0.6,
+                               progress=False)
+
+
+def test_privileged_missing_blanks_that_share_of_videos_and_nothing_else(tmp_path):
+    base, fresh = tmp_path / "base", tmp_path / "fresh"
+    write_synthetic_corpus(base, preset="task2", train_samples=1200, eval_samples=400, progress=False)
+    write_synthetic_corpus(fresh, preset="task2", train_samples=1200, eval_samples=400, progress=False,
+                           privileged_missing=0.3)
+    truth = read_truth(fresh).to_pandas()
+    for split in ("train", "eval"):
+        priv_a = np.array(Corpus(base).read_column(split, "privileged").to_pylist(), dtype=float)
+        priv_b = np.array(Corpus(fresh).read_column(split, "privileged").to_pylist(), dtype=float)
+        blank = np.isnan(priv_b).all(axis=1)
+        assert abs(blank.mean() - 0.3) < 0.05
+        assert (blank == truth.loc[truth["split"] == split, "privileged_missing"].to_numpy()).all()
+        assert np.array_equal(priv_a[~blank], priv_b[~blank], equal_nan=True)  # the rest untouched
+        labels = [Corpus(d).read_column(split, "label").to_pylist() for d in (base, fresh)]
+        assert labels[0] == labels[1]  # the same labels and videos: only the features are blanked
+    assert "privileged_missing" not in read_truth(base).column_names  # the default corpus is as before

@@ -122,11 +122,12 @@ def even(tmp_path_factory):
 
 
 def test_two_ranks_reach_the_weights_of_one_process(even, tmp_path):
-    """train-student and distill (exp-decay: a per-sample alpha) with --val-fraction 0 and no dropout:
+    """train-student and distill (exp-decay of the margin signal: a per-sample alpha) with --val-fraction 0 and no dropout:
     1 process and torchrun with 2 reach the same weights within DDP_TOLERANCE after 4 steps."""
     run_dump(tmp_path / "dump", even)
     same = ["--max-steps", "4", "--batch-size", "8", "--val-fraction", "0", "--log-every", "2", *MODEL]
-    for command in (["train-student", even.path], ["distill", even.path, tmp_path / "dump", "--mapping", "exp-decay"]):
+    for command in (["train-student", even.path],
+                    ["distill", even.path, tmp_path / "dump", "--mapping", "exp-decay", "--confidence", "margin"]):
         name = command[0]
         succeeded(cpfd_alone(*command, "--out", tmp_path / f"{name}-1", *same))
         done = succeeded(cpfd_under_torchrun(*command, "--out", tmp_path / f"{name}-2", *same))

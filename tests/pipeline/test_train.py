@@ -159,3 +159,26 @@ def test_a_finished_run_keeps_its_checkpoint_only_when_asked(corpus, student, tm
     assert not (student / "checkpoint.safetensors").exists()
     ok("train-student", corpus.path, "--out", tmp_path / "k", *FAST, "--keep-checkpoint")
     assert (tmp_path / "k" / "checkpoint.safetensors").exists()
+
+
+def test_a_tie_of_the_selection_metric_goes_to_the_lower_validation_log_loss():
+    from cpfd.pipeline.train import better_epoch, selection_score
+
+    saturated = [{"val_roc_auc": 1.0, "val_log_loss": 0.20}, {"val_roc_auc": 1.0, "val_log_loss": 0.35}]
+    scores = [selection_score(m, "roc_auc", has_validation=True) for m in saturated]
+    assert not better_epoch(*scores[1], *scores[0])  # the later, more memorised epoch does not win the tie
+    assert better_epoch(*scores[0], *scores[0])  # a tie of both: the later epoch, as before
+    assert better_epoch(*selection_score({"val_roc_auc": 0.9, "val_log_loss": 9.0}, "roc_auc", True), 0.8, -0.1)
+    by_loss = selection_score({"val_roc_auc": 0.5, "val_log_loss": 0.3}, "log_loss", True)
+    assert by_loss == (-0.3, -0.3) and selection_score({"val_roc_auc": float("nan")}, "roc_auc", True)[0] == float("-inf")
+
+
+def test_select_by_log_loss_keeps_the_epoch_of_the_lowest_validation_loss(corpus, tmp_path):
+    ok("train-student", corpus.path, "--out", tmp_path / "s", "--epochs", "4", "--batch-size", "16", "--hidden-size",
+       "32", "--num-layers", "1", "--quiet", "--select-by", "log_loss")
+    record = json.loads((tmp_path / "s" / "training.json").read_text())
+    losses = [e["val_log_loss"] for e in record["epochs"]]
+    assert record["best_epoch"] == 1 + max(range(4), key=lambda i: (-losses[i], i))
+    assert record["threshold"] == record["epochs"][record["best_epoch"] - 1]["val_best_threshold"]
+    bad = run("train-student", corpus.path, "--out", tmp_path / "x", "--select-by", "f1")
+    assert bad.exit_code == 2 and "--select-by" in bad.output and not (tmp_path / "x").exists()

@@ -531,3 +531,41 @@ def test_cpfd_loss_is_finite_non_negative_with_finite_gradients(inputs):
     assert loss.item() >= -eps * scale, (loss.item(), scale)
     loss.backward()
     assert torch.isfinite(s.grad).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# The confidence signal a mapping reads (distill --confidence)
+
+def test_entropy_and_margin_are_label_free_and_span_0_to_1():
+    from cpfd.student.cpfd import confidence_signal
+
+    logits = np.array([[0.0, 0.0], [10.0, -10.0], [-10.0, 10.0], [1.0, 0.0]], dtype=np.float32)
+    entropy = confidence_signal("entropy", None, logits)
+    margin = confidence_signal("margin", None, logits)
+    assert entropy.dtype == np.float32 and entropy[0] == pytest.approx(1.0) and entropy[1] == pytest.approx(0.0, abs=1e-6)
+    assert margin[0] == pytest.approx(1.0) and margin[2] == pytest.approx(0.0, abs=1e-6)
+    p = 1 / (1 + np.exp(-1.0))
+    assert margin[3] == pytest.approx(1 - (p - (1 - p)), rel=1e-5)
+    assert entropy[3] == pytest.approx(-(p * np.log(p) + (1 - p) * np.log(1 - p)) / np.log(2), rel=1e-5)
+    three = np.array([[2.0, 1.0, 0.0]])
+    assert 0 < confidence_signal("entropy", None, three)[0] < 1
+    as_tensor = confidence_signal("entropy", None, torch.tensor(logits))
+    assert isinstance(as_tensor, torch.Tensor) and np.allclose(as_tensor.numpy(), entropy, atol=1e-6)
+    losses = np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32)
+    assert confidence_signal("loss", losses, logits) is losses
+    with pytest.raises(CpfdError, match="--confidence must be one of loss, entropy, margin"):
+        confidence_signal("brier", losses, logits)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.floats(-30, 30), min_size=3, max_size=3), min_size=1, max_size=20))
+def test_signals_stay_in_0_1_and_a_confident_row_is_below_an_unsure_one(rows):
+    from cpfd.student.cpfd import confidence_signal
+
+    logits = np.array(rows, dtype=np.float32)
+    for name in ("entropy", "margin"):
+        signal = confidence_signal(name, None, logits)
+        assert ((signal >= 0) & (signal <= 1)).all()
+    sure, unsure = np.array([[9.0, 0.0, 0.0]]), np.array([[1.0, 0.9, 0.8]])
+    for name in ("entropy", "margin"):
+        assert confidence_signal(name, None, sure)[0] < confidence_signal(name, None, unsure)[0]

@@ -341,3 +341,29 @@ def test_calibrate_and_distill_warn_when_the_teachers_losses_carry_no_informatio
     assert any("no better than chance: its losses carry no information" in w for w in warnings_of(result)), result.stderr
     result = run("distill", corpus.path, tmp_path / "d", "--out", tmp_path / "s", "--mapping", "tanh", *FAST)
     assert any("no better than chance" in w for w in warnings_of(result)), result.stderr
+
+
+@pytest.mark.parametrize("confidence", ["entropy", "margin"])
+def test_distill_reads_alpha_from_a_label_free_signal(corpus, dump, tmp_path, confidence):
+    """--confidence entropy|margin: calibrated from the signal's quantiles (calibrate prints the same
+    parameters), alpha of each row from its stored logits alone (the alpha log holds the signal), and
+    the record says which signal."""
+    from cpfd.student.cpfd import alpha_from_loss, confidence_signal
+    from cpfd.storage.dump import read_dump_columns
+
+    shown = ok("calibrate", dump, "--mapping", "exp-decay", "--confidence", confidence, "--json").stdout
+    calibrated = json.loads(shown)["params"]["exp-decay"]
+    out, log = tmp_path / "s", tmp_path / "alpha.parquet"
+    ok("distill", corpus.path, dump, "--out", out, "--mapping", "exp-decay", "--confidence", confidence,
+       "--alpha-log", log, *FAST)
+    record = json.loads((out / "training.json").read_text())["distillation"]
+    assert record["confidence"] == confidence and record["params"] == pytest.approx(calibrated)
+    table = pq.read_table(log)
+    assert table.column_names == ["sample_id", "teacher_loss", "confidence", "alpha"]
+    rows = read_dump_columns(dump, ["logits"])
+    logits = np.asarray(rows.column("logits").combine_chunks().flatten().to_numpy()).reshape(rows.num_rows, -1)
+    signal = confidence_signal(confidence, None, logits)
+    assert np.allclose(table.column("confidence").to_numpy(), signal, atol=1e-6)
+    assert np.allclose(table.column("alpha").to_numpy(), alpha_from_loss(signal, "exp-decay", **record["params"]), atol=1e-6)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert lines and all(0.1 - 1e-3 <= line["alpha_mean"] <= 0.9 + 1e-3 for line in lines)

@@ -492,3 +492,36 @@ def test_on_cuda_the_workers_hand_over_pinned_batches(uneven, uneven_teacher, tm
     assert all(t.is_pinned() for t in item.piece.batch.values())
     ok("dump-teacher", uneven_teacher, uneven.path, "--out", tmp_path / "d", "--num-workers", "2", "--device", "cuda",
        "--quiet")
+
+
+def test_fit_gap_is_the_mean_loss_on_the_teachers_training_and_validation_rows(dump):
+    from cpfd.pipeline.data import training_rows
+    from cpfd.storage.dump import read_dump_columns
+
+    table = read_dump_columns(dump, ["sample_id", "teacher_loss"])
+    trained = training_rows(0.1).mask(table.column("sample_id"))
+    losses = table.column("teacher_loss").to_numpy()
+    gap = dump_module.fit_gap(dump, 0.1)
+    assert gap["training_rows"] == trained.sum() and gap["validation_rows"] == (~trained).sum() > 0
+    assert gap["training"] == pytest.approx(losses[trained].mean(), rel=1e-6)
+    assert gap["validation"] == pytest.approx(losses[~trained].mean(), rel=1e-6)
+    assert dump_module.fit_gap(dump, 0.0) is None  # no validation rows: nothing to compare
+
+
+def test_a_teacher_that_memorised_its_rows_is_flagged_with_what_to_do():
+    line = dump_module.overfit_warning({"training": 0.005, "validation": 0.41, "training_rows": 180, "validation_rows": 20})
+    assert "fits the rows it trained on far better than its validation rows" in line and "82x" in line
+    assert "train-teacher --folds K" in line and "--temperature" in line
+    assert dump_module.overfit_warning({"training": 0.3, "validation": 0.45, "training_rows": 9, "validation_rows": 1}) is None
+    assert dump_module.overfit_warning(None) is None
+
+
+def test_dump_teacher_says_so_when_the_teacher_memorised(corpus, teacher, tmp_path, monkeypatch):
+    from tests.invoke import run
+
+    monkeypatch.setattr(dump_module, "OVERFIT_RATIO", 0.0)  # any gap is one: the warning's wiring
+    result = run("dump-teacher", teacher, corpus.path, "--out", tmp_path / "d", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {tmp_path / 'd'}: the teacher fits the rows it trained on far better" in result.stderr
+    eval_split = run("dump-teacher", teacher, corpus.path, "--out", tmp_path / "e", "--split", "eval", "--quiet")
+    assert "fits the rows it trained on" not in eval_split.stderr  # no training rows there
