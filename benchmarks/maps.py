@@ -17,6 +17,10 @@ time), so every number comes with paired intervals over seeds and eval rows (exp
                0.9, each beside CPFD at the same mean alpha (threshold at the median teacher loss,
                alpha_high = a + d, alpha_low = a - d, d = min(0.4, a, 1 - a): half the rows on
                each side, so the mean is exactly a)
+    confidence task1, --label-noise 0, 0.05, 0.1, 0.2 x --privileged-missing 0, 0.3, 0.6 (issue 27),
+               each with --cross-fit 3 --confidences loss,entropy: PFD, CPFD (exp-decay) on the loss
+               and on the teacher's entropy, each beside PFD at its mean alpha, in-sample and
+               cross-fitted. `--cells N0:M0,N1:M1` runs only those (label noise : missing) cells.
 
 Steps already done are reused (each experiment folder resumes), so rerunning finishes a cut run.
 It writes OUT/summary.json, OUT/summary.md and OUT/fig_map_*.png.
@@ -39,6 +43,9 @@ PRESETS = ["task1", "task2", "task3", "task4", "task5"]
 STRENGTHS = [0.0, 0.5, 1.0, 2.0, 4.0]
 STORIES = ["latent", "consequence"]
 SIZES = [500, 1000, 2000, 5000]
+LABEL_NOISE = [0.0, 0.05, 0.1, 0.2]
+MISSING = [0.0, 0.3, 0.6]
+CONFIDENCE_ARGS = ["--mappings", "exp-decay", "--cross-fit", 3, "--confidences", "loss,entropy"]
 ALPHAS = [0.25, 0.5, 0.75, 0.9]
 MAP_ARGS = ["--mappings", "exp-decay", "--no-matched-pfd"]  # a map point: teacher, X-VLM, PFD, CPFD
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -51,14 +58,28 @@ def cpfd(*args) -> None:
 
 
 def experiment(out: Path, seeds: int, *args) -> Path:
-    start = time.perf_counter()
-    cpfd("experiment", "--out", out, "--seeds", seeds, "--threads", 1, "--quiet", *args)
+    start = time.perf_counter()  # one step at a time in each: the experiments run side by side (--jobs)
+    cpfd("experiment", "--out", out, "--seeds", seeds, "--threads", 1, "--jobs", 1, "--quiet", *args)
     print(f"{time.perf_counter() - start:7.0f} s  {out}", flush=True)
     return out
 
 
-def points(root: Path, seeds: int, only: set) -> list[tuple[Path, list]]:
+def confidence_cells(cells: str | None) -> list[tuple[float, float]]:
+    """The (label noise, privileged missing) cells of the confidence map: all, or those named."""
+    if not cells:
+        return [(n, m) for n in LABEL_NOISE for m in MISSING]
+    return [(float(n), float(m)) for n, m in (c.split(":") for c in cells.split(","))]
+
+
+def confidence_point(root: Path, noise: float, missing: float) -> Path:
+    return root / "confidence" / f"N{noise:g}-M{missing:g}"
+
+
+def points(root: Path, seeds: int, only: set, cells: str | None = None) -> list[tuple[Path, list]]:
     todo = []
+    if "confidence" in only:
+        todo += [(confidence_point(root, n, m), ["--preset", "task1", "--label-noise", n, "--privileged-missing", m,
+                                                 *CONFIDENCE_ARGS]) for n, m in confidence_cells(cells)]
     if "presets" in only:
         todo += [(root / "presets" / p, ["--preset", p, "--cross-fit", 3]) for p in PRESETS]
     if "strength" in only or "alpha" in only:
@@ -99,7 +120,7 @@ def gains(report: dict) -> dict:
     out = {}
     for label in ("PFD vs X-VLM", "CPFD vs X-VLM", "CPFD vs PFD", "CPFD vs PFD at its mean alpha",
                   "cross-fitted CPFD vs in-sample CPFD", "cross-fitted PFD vs in-sample PFD",
-                  "cross-fitted CPFD vs cross-fitted PFD"):
+                  "cross-fitted CPFD vs cross-fitted PFD", *CONFIDENCE_LABELS):
         found = report["comparisons"].get(label)
         if found:
             out[label] = {m: {"mean": v["seeds"]["mean"], "seed_interval": v["seeds"]["interval"],
@@ -232,6 +253,36 @@ def cpfd_ahead(summary: dict) -> list[str]:
     return found or ["- nowhere among the points that have run"]
 
 
+# The confidence map's comparisons (experiment.report.comparisons_to_make's labels): the columns of
+# its two tables, in-sample and cross-fitted teacher dumps.
+CONFIDENCE_COLUMNS = {
+    False: (("PFD - X-VLM", "PFD vs X-VLM"), ("CPFD(loss) - PFD@mean", "CPFD vs PFD at its mean alpha"),
+            ("CPFD(entropy) - PFD@mean", "CPFD (entropy) vs PFD at its mean alpha"),
+            ("CPFD(entropy) - CPFD(loss)", "CPFD (entropy) vs CPFD (loss)")),
+    True: (("CPFD(loss) - X-VLM", "cross-fitted CPFD vs X-VLM"),
+           ("CPFD(loss) - PFD@mean", "cross-fitted CPFD vs PFD at its mean alpha"),
+           ("CPFD(entropy) - PFD@mean", "cross-fitted CPFD (entropy) vs PFD at its mean alpha"),
+           ("CPFD(entropy) - CPFD(loss)", "cross-fitted CPFD (entropy) vs cross-fitted CPFD (loss)")),
+}
+CONFIDENCE_LABELS = tuple(label for columns in CONFIDENCE_COLUMNS.values() for _, label in columns)
+
+
+def confidence_table(summary: dict, cross_fitted: bool) -> list[str]:
+    """One row per (label noise, missing) cell that has run: ROC AUC differences, mean [seeds] [rows] verdict."""
+    columns = CONFIDENCE_COLUMNS[cross_fitted]
+    lines = [f"### Confidence map, {'cross-fitted' if cross_fitted else 'in-sample'} teacher dump (task1, ROC AUC)", "",
+             "| label noise | privileged missing | X-VLM | " + " | ".join(c for c, _ in columns) + " |",
+             "|---" * (3 + len(columns)) + "|"]
+    for key, point in summary.get("confidence", {}).items():
+        if point is None:
+            continue
+        noise, missing = key.split("/")
+        base = point["models"]["X-VLM"]["roc_auc"][0]
+        lines.append(f"| {noise} | {missing} | {base:.4f} | "
+                     + " | ".join(cell(point["gains"].get(label, {}).get("roc_auc")) for _, label in columns) + " |")
+    return lines + [""]
+
+
 def summary_markdown(summary: dict) -> str:
     """The map's tables (ROC AUC; cells: mean paired difference, 95% interval over seeds, over eval
     rows, verdict), the alpha sweep, and where CPFD is ahead of PFD."""
@@ -252,6 +303,8 @@ def summary_markdown(summary: dict) -> str:
     if not summary["alpha"]:
         lines.append("| not run | | | | | |")
     lines += ["", "### Where CPFD is ahead of PFD with an interval above 0 (any metric)", "", *cpfd_ahead(summary), ""]
+    if any(v is not None for v in summary.get("confidence", {}).values()):
+        lines += confidence_table(summary, cross_fitted=False) + confidence_table(summary, cross_fitted=True)
     return "\n".join(lines)
 
 
@@ -264,7 +317,8 @@ def summarize(root: Path, seeds: int) -> dict:
                "strength": {story: {f"{s:g}": load(root / "strength" / f"{story}-S{s:g}") for s in STRENGTHS}
                             for story in STORIES},
                "size": {str(n): load(root / "size" / f"n{n}") for n in SIZES},
-               "alpha": alpha_summary(root, seeds)}
+               "alpha": alpha_summary(root, seeds),
+               "confidence": {f"{n:g}/{m:g}": load(confidence_point(root, n, m)) for n in LABEL_NOISE for m in MISSING}}
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     (root / "summary.md").write_text(summary_markdown(summary))
 
@@ -293,8 +347,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/maps"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--only", default="presets,strength,size,alpha")
+    parser.add_argument("--only", default="presets,strength,size,alpha,confidence")
     parser.add_argument("--summary", action="store_true", help="only summarize what is there")
+    parser.add_argument("--cells", default=None, help="confidence map: only these label-noise:missing cells, e.g. 0.1:0")
     args = parser.parse_args()
     if args.summary and not args.out.is_dir():
         parser.error(f"--out {args.out}: no such folder; run the maps first")
@@ -302,7 +357,8 @@ def main() -> None:
     if not args.summary:
         print(f"# {' '.join(sys.argv)}   ({os.cpu_count()} CPUs, {args.jobs} experiments at a time, 1 thread each)")
         with ThreadPoolExecutor(args.jobs) as pool:
-            for future in [pool.submit(experiment, out, args.seeds, *a) for out, a in points(args.out, args.seeds, only)]:
+            for future in [pool.submit(experiment, out, args.seeds, *a)
+                           for out, a in points(args.out, args.seeds, only, args.cells)]:
                 future.result()
         if "alpha" in only:
             alpha_sweep(args.out, args.seeds)

@@ -414,7 +414,8 @@ def comparisons_to_make(options, names: set) -> list[tuple[str, str, str]]:
               for m in options.mappings if m != options.primary_mapping]
     if options.cross_fit:
         pairs += [("cross-fitted CPFD vs in-sample CPFD", f"{p}-cf", p), ("cross-fitted PFD vs in-sample PFD", "pfd-cf", "pfd"),
-                  ("cross-fitted CPFD vs cross-fitted PFD", f"{p}-cf", "pfd-cf"), ("cross-fitted CPFD vs X-VLM", f"{p}-cf", "baseline")]
+                  ("cross-fitted CPFD vs cross-fitted PFD", f"{p}-cf", "pfd-cf"), ("cross-fitted CPFD vs X-VLM", f"{p}-cf", "baseline"),
+                  ("cross-fitted CPFD vs PFD at its mean alpha", f"{p}-cf", f"pfd-{options.primary_mapping}-cf")]
     for c in getattr(options, "confidences", ["loss"]):
         if c == "loss":
             continue

@@ -951,6 +951,22 @@ def _lines_to_decode(manifest: Path, scan: ManifestScan, frames_per_video: int,
                                           if frames_per_video else None)
 
 
+def _decoded_lines(manifest: Path, scan: ManifestScan, frames_per_video: int, image_size: int, pool: _Pool | None,
+                   on_bad: str, found_now: list[dict], bar) -> Iterator[tuple[dict, int, list[bytes] | None]]:
+    """Pass 2's decoding, in manifest order: (record, class index, encoded frames) of each good line.
+    A bad file is the line's error (on_bad "error"), or the line is left out and its entry appended
+    to `found_now`; `bar` counts every line."""
+    for (_, rec, index), frames in _in_order(pool, _load_frames,
+                                             _lines_to_decode(manifest, scan, frames_per_video, image_size), manifest):
+        bar.update()
+        if isinstance(frames, BadFile):
+            if on_bad == "error":
+                raise line_error(manifest, rec["line"], frames.message())
+            found_now.append(_skip_entry(rec["line"], rec["id"], frames))
+            continue
+        yield rec, index, frames
+
+
 def check_manifest(manifest: str | Path, *, eval_fraction: float = 0.2, classes: Sequence[str] | None = None,
                    frames_per_video: int = 4, image_size: int = 64, on_bad: str = "error", workers: int = 1,
                    positive_class: str | None = None, progress: bool = True) -> dict:
@@ -977,14 +993,7 @@ def check_manifest(manifest: str | Path, *, eval_fraction: float = 0.2, classes:
         found_now, splits = [], {"train": 0, "eval": 0}
         with tqdm(total=scan.samples - len(scan.skipped), desc="decode", unit=" videos" if fpv else " rows",
                   file=sys.stderr, disable=not progress) as bar:
-            for (_, rec, _), frames in _in_order(pool, _load_frames, _lines_to_decode(manifest, scan, fpv, image_size),
-                                                 manifest):
-                bar.update()
-                if isinstance(frames, BadFile):
-                    if on_bad == "error":
-                        raise line_error(manifest, rec["line"], frames.message())
-                    found_now.append(_skip_entry(rec["line"], rec["id"], frames))
-                    continue
+            for rec, _, _ in _decoded_lines(manifest, scan, fpv, image_size, pool, on_bad, found_now, bar):
                 splits[rec["split"] or hashed_split(rec["id"], eval_fraction)] += 1
     finally:
         if pool is not None:
@@ -1029,14 +1038,7 @@ def _write_corpus(
         report = writer.out / SKIPPED_JSONL
         report.unlink(missing_ok=True)  # left by an import that never finished
         try:
-            for (_, rec, index), frames in _in_order(pool, _load_frames, _lines_to_decode(manifest, scan, fpv, image_size),
-                                                     manifest):
-                bar.update()
-                if isinstance(frames, BadFile):
-                    if on_bad == "error":
-                        raise line_error(manifest, rec["line"], frames.message())
-                    found_now.append(_skip_entry(rec["line"], rec["id"], frames))
-                    continue
+            for rec, index, frames in _decoded_lines(manifest, scan, fpv, image_size, pool, on_bad, found_now, bar):
                 row = _row(rec, index, frames or [], scan.privileged_features, scan.features)
                 writer.add(rec["split"] or hashed_split(rec["id"], eval_fraction), row)
                 rows += 1

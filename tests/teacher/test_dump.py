@@ -525,3 +525,6 @@ def test_dump_teacher_says_so_when_the_teacher_memorised(corpus, teacher, tmp_pa
     assert f"warning: {tmp_path / 'd'}: the teacher fits the rows it trained on far better" in result.stderr
     eval_split = run("dump-teacher", teacher, corpus.path, "--out", tmp_path / "e", "--split", "eval", "--quiet")
     assert "fits the rows it trained on" not in eval_split.stderr  # no training rows there
+    shown = run("inspect", tmp_path / "d")  # inspect says it too, from the teacher's own --val-fraction
+    assert shown.exit_code == 0 and "warning: the teacher fits the rows it trained on far better" in shown.stdout
+    assert "fits the rows" not in run("inspect", tmp_path / "e").stdout
