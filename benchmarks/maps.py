@@ -170,6 +170,44 @@ def alpha_summary(root: Path, seeds: int) -> dict:
     return out
 
 
+def confidence_figure(path: Path, summary: dict) -> None:
+    """Per cell that has run, in-sample and cross-fitted: the ROC AUC differences of the confidence
+    map's columns, mean over seeds, with the 95% interval over seeds (thin) and over eval rows (thick)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [(key, point) for key, point in summary.get("confidence", {}).items() if point is not None]
+    if not cells:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    colours = ("#0072B2", "#E69F00", "#009E73", "#CC79A7")
+    for ax, cross_fitted in zip(axes, (False, True)):
+        columns = CONFIDENCE_COLUMNS[cross_fitted]
+        width = 0.8 / len(columns)
+        for j, ((name, label), colour) in enumerate(zip(columns, colours)):
+            for i, (key, point) in enumerate(cells):
+                g = point["gains"].get(label, {}).get("roc_auc")
+                if not g or g["mean"] is None:
+                    continue
+                x = i + (j - (len(columns) - 1) / 2) * width
+                for interval, lw in ((g["seed_interval"], 1.0), (g["row_interval"], 4.0)):
+                    if interval:
+                        ax.plot([x, x], interval, color=colour, linewidth=lw, alpha=0.8)
+                ax.plot([x], [g["mean"]], "o", color=colour, label=name if i == 0 else None)
+        ax.axhline(0, color="0.5", linewidth=0.8)
+        ax.set_xticks(range(len(cells)))
+        ax.set_xticklabels([f"noise {k.split('/')[0]}\nmissing {k.split('/')[1]}" for k, _ in cells])
+        ax.set_title(f"{'cross-fitted' if cross_fitted else 'in-sample'} teacher dump")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("ROC AUC difference (thin: seeds interval, thick: rows)")
+    fig.suptitle("task1: CPFD on the loss and on the entropy, each beside PFD at its mean alpha")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def figure(path: Path, xs, series: dict, xlabel: str, title: str, log_x: bool = False) -> None:
     import matplotlib
 
@@ -334,6 +372,7 @@ def summarize(root: Path, seeds: int) -> dict:
     figure(root / "fig_map_size.png", SIZES, {name: [roc(summary["size"][str(n)], label) for n in SIZES]
                                              for label, name in (("PFD vs X-VLM", "PFD"), ("CPFD vs X-VLM", "CPFD"))},
            "training videos", "task1: distillation gain against the training-set size", log_x=True)
+    confidence_figure(root / "fig_map_confidence.png", summary)
     if summary["alpha"]:
         figure(root / "fig_map_alpha.png", ALPHAS,
                {name: [summary["alpha"].get(f"{a:g}", {}).get(label, {}).get("roc_auc") for a in ALPHAS]

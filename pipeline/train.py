@@ -14,8 +14,10 @@ then per epoch `run_epoch` (the steps: forward, backward, clip, step; the epoch'
   or infinite loss stops the run there with one line naming the first step it appeared at.
 - After each epoch, the validation split (ids of the train split hashed aside, `--val-fraction`)
   is scored (`pipeline.scoring.score_batches`) and the epoch with the best `select_metric` there
-  is saved to the model folder (a tie goes to the lower validation log loss, then the later epoch). The eval split is never looked at
-  here: it only reports (`cpfd evaluate`).
+  is saved to the model folder (a tie goes to the lower validation log loss, then the later
+  epoch). The eval split is never looked at here: it only reports (`cpfd evaluate`).
+- Every `--log-every` steps the host reads the device's sums and writes a line of
+  OUT/metrics.jsonl (`pipeline.training_log`); after each epoch, a line of validation metrics.
 - The schedule: `--epochs N`, or by default enough epochs for `min_steps` optimizer steps
   (`TrainOptions.resolve_epochs`), recorded in training.json with the validation split's size.
 
