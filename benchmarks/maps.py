@@ -208,6 +208,62 @@ def confidence_figure(path: Path, summary: dict) -> None:
     plt.close(fig)
 
 
+def resolved_mark(g: dict) -> str:
+    """'**' where both 95% intervals (over eval rows and over seeds) exclude 0, '*' where the rows'
+    alone does, '+' where the seeds' alone does, '' where neither."""
+    rows, seeds = (bool(i) and (i[0] > 0 or i[1] < 0) for i in (g["row_interval"], g["seed_interval"]))
+    return "**" if rows and seeds else "*" if rows else "+" if seeds else ""
+
+
+GRID_COLUMNS = ("CPFD(loss) - PFD@mean", "CPFD(entropy) - PFD@mean", "CPFD(entropy) - CPFD(loss)")
+
+
+def confidence_grid_figure(path: Path, summary: dict) -> None:
+    """The confidence map as a map: label noise (rows) x privileged missing (columns), one panel per
+    comparison and dump (in-sample, cross-fitted). Colour and number: the mean ROC AUC difference over
+    seeds; one star where the interval over eval rows excludes 0, two where the seeds' does too
+    (a plus where only the seeds' does);
+    grey where the cell has not run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = summary.get("confidence", {})
+    if not any(points.values()):
+        return
+    fig, axes = plt.subplots(2, len(GRID_COLUMNS), figsize=(4.2 * len(GRID_COLUMNS), 7.2), sharex=True, sharey=True)
+    limit = 0.05  # ROC AUC points on either side of 0: the colour scale every panel shares
+    for row, cross_fitted in enumerate((False, True)):
+        labels = dict(CONFIDENCE_COLUMNS[cross_fitted])
+        for col, name in enumerate(GRID_COLUMNS):
+            ax = axes[row, col]
+            grid = np.full((len(LABEL_NOISE), len(MISSING)), np.nan)
+            for i, noise in enumerate(LABEL_NOISE):
+                for j, missing in enumerate(MISSING):
+                    point = points.get(f"{noise:g}/{missing:g}")
+                    g = (point or {}).get("gains", {}).get(labels[name], {}).get("roc_auc")
+                    if not g or g["mean"] is None:
+                        ax.text(j, i, "not run", ha="center", va="center", fontsize=8, color="0.4")
+                        continue
+                    grid[i, j] = g["mean"]
+                    ax.text(j, i, f"{g['mean']:+.3f}{resolved_mark(g)}", ha="center", va="center", fontsize=9,
+                            color="white" if abs(g["mean"]) > 0.6 * limit else "black")
+            shown = np.ma.masked_invalid(grid)
+            cmap = plt.get_cmap("RdBu").with_extremes(bad="0.9")
+            image = ax.imshow(shown, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+            ax.set_xticks(range(len(MISSING)), [f"{m:g}" for m in MISSING])
+            ax.set_yticks(range(len(LABEL_NOISE)), [f"{n:g}" for n in LABEL_NOISE])
+            ax.set_title(f"{name}\n{'cross-fitted' if cross_fitted else 'in-sample'} dump", fontsize=9)
+    fig.supxlabel("privileged features missing (share of videos)")
+    fig.supylabel("label noise (flip rate)")
+    fig.colorbar(image, ax=axes, shrink=0.6, label="ROC AUC difference, mean over seeds")
+    fig.suptitle("task1 confidence map: * the eval-rows interval excludes 0, ** the seeds' interval too, "
+                 "+ the seeds' alone")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def figure(path: Path, xs, series: dict, xlabel: str, title: str, log_x: bool = False) -> None:
     import matplotlib
 
@@ -373,6 +429,7 @@ def summarize(root: Path, seeds: int) -> dict:
                                              for label, name in (("PFD vs X-VLM", "PFD"), ("CPFD vs X-VLM", "CPFD"))},
            "training videos", "task1: distillation gain against the training-set size", log_x=True)
     confidence_figure(root / "fig_map_confidence.png", summary)
+    confidence_grid_figure(root / "fig_map_confidence_grid.png", summary)
     if summary["alpha"]:
         figure(root / "fig_map_alpha.png", ALPHAS,
                {name: [summary["alpha"].get(f"{a:g}", {}).get(label, {}).get("roc_auc") for a in ALPHAS]

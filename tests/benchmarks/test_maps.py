@@ -61,3 +61,25 @@ def test_the_markdown_marks_points_not_run_and_formats_the_ones_that_did(maps):
     assert "| 500 | not run |" in size
     assert ("| 2000 | 0.6500 | 0.9200 | +0.0300 [-0.010, +0.070] [+0.010, +0.050] inconclusive | - | "
             "-0.0119 [-0.098, +0.074] [-0.030, +0.007] inconclusive |") in size
+
+
+@pytest.mark.parametrize("seeds, rows, mark", [
+    ([-0.05, 0.09], [0.004, 0.04], "*"),        # rows above 0
+    ([-0.09, -0.01], [-0.04, -0.001], "**"),    # both below 0
+    ([0.01, 0.05], [-0.002, 0.06], "+"),        # seeds alone
+    ([-0.01, 0.07], [-0.01, 0.05], ""),         # neither
+    (None, [0.0, 0.05], ""),                    # one seed: no interval; a bound at 0 does not exclude it
+])
+def test_the_confidence_grid_marks_what_each_interval_resolves(maps, seeds, rows, mark):
+    assert maps.resolved_mark(gain(0.01, seeds, rows)) == mark
+
+
+def test_the_confidence_grid_draws_the_cells_that_ran_and_greys_the_rest(maps, tmp_path):
+    cells = {f"{n:g}/{m:g}": None for n in maps.LABEL_NOISE for m in maps.MISSING}
+    labels = [label for columns in maps.CONFIDENCE_COLUMNS.values() for _, label in columns]
+    cells["0.1/0"] = {"models": {}, "gains": {label: {"roc_auc": gain(0.02, [-0.01, 0.05], [0.01, 0.03])}
+                                              for label in labels}}
+    maps.confidence_grid_figure(tmp_path / "grid.png", {"confidence": cells})
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    maps.confidence_grid_figure(tmp_path / "none.png", {"confidence": {k: None for k in cells}})
+    assert not (tmp_path / "none.png").exists()  # nothing has run: no empty figure
