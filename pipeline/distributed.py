@@ -55,6 +55,16 @@ def process_group(device: str) -> Iterator[None]:
             raise
         stopping.set()  # torchrun's SIGTERM, which follows, must not cut this line short
         raise CpfdError(f"lost contact with the other processes ({reason(e)}); {RERUN}") from None
+    else:
+        # Every rank has finished its work before any tears its connections down: a rank that
+        # destroyed its group while rank 0 was still writing the model has been seen to die at exit
+        # in gloo's threads (SIGABRT, "terminate called without an active exception").
+        try:
+            dist.barrier()
+        except RuntimeError as e:
+            if not lost_contact(e):
+                raise
+            raise CpfdError(f"lost contact with the other processes at the end ({reason(e)}); {RERUN}") from None
     finally:
         dist.destroy_process_group()
 
