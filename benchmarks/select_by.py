@@ -83,6 +83,13 @@ def kept_epoch(epochs: list[dict], criterion: str) -> int:
     return best
 
 
+def tied_at_best(epochs: list[dict]) -> int | str:
+    """How many epochs share the best validation ROC AUC (1: no tie); 'undefined' where every epoch's
+    is NaN (a validation split of one class: the log-loss tie-break alone picks the epoch)."""
+    values = [e["val_roc_auc"] for e in epochs if e["val_roc_auc"] == e["val_roc_auc"]]
+    return sum(v == max(values) for v in values) if values else "undefined"
+
+
 def summarize(point: str, runs: dict[int, list[dict]]) -> list[str]:
     from cpfd.experiment.stats import seed_interval
 
@@ -102,8 +109,8 @@ def summarize(point: str, runs: dict[int, list[dict]]) -> list[str]:
             cells.append(f"{d['mean']:+.4f}{low_high}")
         cells.append(str(sum(kept[c][s] != kept["roc_auc"][s] for s in runs)))
         lines.append("| " + " | ".join(cells) + " |")
-    ties = [sum(e["val_roc_auc"] == max(x["val_roc_auc"] for x in epochs) for e in epochs) for epochs in runs.values()]
-    lines.append(f"\nepochs tied at the best validation ROC AUC, per seed: {ties}")
+    lines.append("\nepochs tied at the best validation ROC AUC, per seed: "
+                 + ", ".join(map(str, (tied_at_best(epochs) for epochs in runs.values()))))
     return lines
 
 
@@ -135,8 +142,9 @@ def main() -> None:
                 partial.replace(cached)  # a cut run leaves no cache entry that looks finished
                 print(f"  {point} seed {seed}: {len(epochs)} epochs", file=sys.stderr, flush=True)
             runs[seed] = json.loads(cached.read_text())
-        report += summarize(point, runs)
-        print("\n".join(report[-(len(CRITERIA) + 6):]), flush=True)
+        lines = summarize(point, runs)
+        report += lines
+        print("\n".join(lines), flush=True)
     (root / "summary.md").write_text("\n".join(report) + "\n")
     print(f"\nwrote {root / 'summary.md'}")
 

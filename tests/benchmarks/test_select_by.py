@@ -58,4 +58,11 @@ def test_the_summary_pairs_each_criterion_with_roc_auc_over_seeds(select_by):
     assert lines["roc_auc"].split(" | ")[2] == "0.5700"
     assert lines["pr_auc"].split(" | ")[5].startswith("+0.0100")
     assert lines["roc_auc, later"].split(" | ")[1] == "5, 5"
-    assert "epochs tied at the best validation ROC AUC, per seed: [4, 4]" in text
+    assert "epochs tied at the best validation ROC AUC, per seed: 4, 4" in text
+
+
+def test_ties_are_counted_among_defined_values_and_a_one_class_split_is_named(select_by):
+    nan = float("nan")
+    assert select_by.tied_at_best([epoch(0.8, 0.5, 0.3), epoch(0.9, 0.5, 0.3)]) == 1
+    assert select_by.tied_at_best([epoch(nan, 0.5, 0.3), epoch(0.9, 0.5, 0.3), epoch(0.9, 0.5, 0.2)]) == 2
+    assert select_by.tied_at_best([epoch(nan, nan, 0.3), epoch(nan, nan, 0.2)]) == "undefined"
