@@ -723,35 +723,16 @@ def inspect(dump, predictions, mapping, as_json):
     """
     from cpfd.storage.analysis import format_inspect, inspect_dump
     from cpfd.student.diagnose import confidence_split, format_confidence_split
+    from cpfd.teacher.dump import stored_fit_gap
 
     result = inspect_dump(dump, predictions=predictions)
     result["confidence_split"] = confidence_split(dump, mapping, flipped=flipped_labels(dump))
-    result["fit_gap"], memorised = teacher_fit(dump)
+    result["fit_gap"], memorised = stored_fit_gap(dump)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
         click.echo(format_inspect(result) + "\n" + format_confidence_split(result["confidence_split"])
                    + (f"\nwarning: {memorised}" if memorised else ""))
-
-
-def teacher_fit(dump: Path) -> tuple[dict | None, str | None]:
-    """The teacher's mean loss on its training rows against its validation rows (`teacher.dump.fit_gap`,
-    with the --val-fraction its training.json records), and the warning when it memorised them; (None,
-    None) for an eval-split dump, a cross-fitted teacher, or a teacher folder no longer there."""
-    from cpfd.storage.dump import read_manifest
-    from cpfd.storage.model_folder import is_cross_fitted, read_training_record
-    from cpfd.teacher.dump import fit_gap, overfit_warning
-
-    manifest = read_manifest(dump)
-    teacher = Path(manifest.get("teacher", {}).get("dir") or "")
-    if manifest.get("corpus", {}).get("split") != "train" or not teacher.is_dir() or is_cross_fitted(teacher):
-        return None, None
-    try:
-        fraction = ((read_training_record(teacher) or {}).get("options") or {}).get("val_fraction") or 0.0
-    except CpfdError:
-        return None, None
-    gap = fit_gap(dump, fraction)
-    return gap, overfit_warning(gap)
 
 
 def flipped_labels(dump: Path) -> dict | None:

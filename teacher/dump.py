@@ -40,6 +40,7 @@ from cpfd.storage.dump import (
     open_dump,
     plan_dump,
     read_dump_columns,
+    read_manifest,
     shards_of_worker,
     write_dump_shard,
 )
@@ -361,6 +362,22 @@ def overfit_warning(gap: dict | None) -> str | None:
             f"{gap['validation_rows']}, {ratio:.0f}x): on the rows a student learns from, its soft labels are "
             "nearly the labels, and PFD may train the baseline's model again; dump a cross-fitted teacher "
             "(train-teacher --folds K) or distill at a higher --temperature")
+
+
+def stored_fit_gap(dump_dir: Path) -> tuple[dict | None, str | None]:
+    """`fit_gap` of a stored dump, at the --val-fraction its teacher's training.json records, and
+    `overfit_warning`'s line; (None, None) for an eval-split dump, a cross-fitted teacher, or a
+    teacher folder no longer there (what `cpfd inspect` shows)."""
+    manifest = read_manifest(dump_dir)
+    teacher = Path(manifest.get("teacher", {}).get("dir") or "")
+    if manifest.get("corpus", {}).get("split") != "train" or not teacher.is_dir() or is_cross_fitted(teacher):
+        return None, None
+    try:
+        fraction = ((read_training_record(teacher) or {}).get("options") or {}).get("val_fraction") or 0.0
+    except CpfdError:
+        return None, None
+    gap = fit_gap(dump_dir, fraction)
+    return gap, overfit_warning(gap)
 
 
 def finish_dump(target: Path, out: Path, corpus: Corpus, split: str, provenance: dict) -> bool:
