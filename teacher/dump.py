@@ -324,9 +324,8 @@ def dump_teacher(teacher_dir, corpus_path, out, *, split: str = "train", batch_s
             write_dump_shard(target, corpus, split, shard, row_groups(shard), provenance, computed=scorer.computed_with())
         bar.close()
     finished = finish_dump(target, out, corpus, split, provenance)
-    if finished and split == "train" and not is_cross_fitted(teacher_dir):
-        record = read_training_record(teacher_dir) or {}
-        line = overfit_warning(fit_gap(out, (record.get("options") or {}).get("val_fraction", 0.0)))
+    if finished:
+        _, line = stored_fit_gap(out)
         if line:
             warn(f"{out}: {line}")
     return {"out": str(out), "split": split, "shards_written": len(todo), "rows_written": sum(u.rows for u in units),
